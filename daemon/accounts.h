@@ -1,0 +1,74 @@
+/* The accounts file: the desired state, parsed and fully validated. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "diag.h"
+#include "names.h"
+#include "nkeys.h"
+
+#define ACCOUNTS_FILE_MAX_SIZE (128u * 1024 * 1024)
+#define ACCOUNTS_MAX 1000000
+#define JS_TIERS 5 /* R1..R5 */
+
+enum js_mode {
+        JS_UNMANAGED, /* no `jetstream` key: JetStream left as it is */
+        JS_DISABLED,  /* `jetstream: disabled` (or false) */
+        JS_ENABLED,   /* `jetstream: enabled`, or a map of limits (non-tiered) */
+        JS_TIERED,    /* a map with `tiers:` */
+};
+
+/* Every field: -1 = unlimited (also when omitted). */
+struct js_limits {
+        int64_t max_memory;
+        int64_t max_store;
+        int64_t max_streams;
+        int64_t max_consumers;
+        int64_t max_ack_pending;
+        int64_t memory_max_stream_bytes;
+        int64_t store_max_stream_bytes;
+        bool max_bytes_required;
+};
+
+/* Field table shared by parser, diff and output: name as in the accounts file. */
+enum js_field_kind { JS_FIELD_SIZE, JS_FIELD_COUNT, JS_FIELD_BOOL };
+struct js_field {
+        const char *name;
+        enum js_field_kind kind;
+        size_t offset; /* into struct js_limits */
+};
+extern const struct js_field js_fields[];
+extern const size_t js_fields_count;
+
+struct account_decl {
+        char name[ACCOUNT_NAME_MAX + 1];
+        char key[NKEY_PUBLIC_LEN + 1]; /* "" when not pinned */
+        enum js_mode js;
+        struct js_limits limits;          /* JS_ENABLED */
+        struct js_limits tiers[JS_TIERS]; /* JS_TIERED; tiers[0] = R1 */
+        bool tier_set[JS_TIERS];
+        int line, column; /* of the account's name */
+};
+
+struct accounts {
+        char *file;
+        struct account_decl *v; /* sorted by name */
+        size_t n;
+};
+
+enum accounts_flavor { ACCOUNTS_OPERATOR, ACCOUNTS_CONFIG };
+
+void js_limits_unlimited(struct js_limits *l);
+
+/* Parse and validate. Every error goes to d with FILE:LINE:COLUMN.
+ * 0 with *out set; -EINVAL when the file is not valid (nothing returned);
+ * -ENOENT etc. from reading (one diag names the file); -EFBIG too large. */
+int accounts_load(const char *path, enum accounts_flavor flavor, struct accounts **out, struct diag_list *d);
+int accounts_parse(const char *buf, size_t len, const char *filename, enum accounts_flavor flavor,
+                   struct accounts **out, struct diag_list *d);
+void accounts_free(struct accounts *a);
+/* Binary search by name. */
+const struct account_decl *accounts_find(const struct accounts *a, const char *name);
+/* Same declaration (used to find which accounts an edit touched). */
+bool account_decl_equal(const struct account_decl *x, const struct account_decl *y);

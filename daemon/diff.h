@@ -1,0 +1,49 @@
+/* Diff: (desired, observed) -> plan. Pure: no I/O, no clock. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "accounts.h"
+#include "limits.h"
+#include "observe.h"
+
+enum plan_action { PLAN_CREATE, PLAN_ENABLE, PLAN_UPDATE, PLAN_DISABLE, PLAN_UNCHANGED, PLAN_ERROR };
+
+struct plan_change {
+        char field[32]; /* as in the accounts file; tiered as "R3.max_store" */
+        enum js_field_kind kind;
+        int64_t old_value, new_value; /* -1 unlimited; bools 0/1 */
+};
+
+struct plan_entry {
+        const struct account_decl *decl;
+        struct observed_account *obs; /* NULL when the account is to be created */
+        char key[NKEY_PUBLIC_LEN + 1]; /* "" until created */
+        enum plan_action action;
+        struct js_state want; /* what the JWT must say (valid unless unmanaged) */
+        struct plan_change *changes;
+        size_t n_changes;
+        char **warnings;
+        size_t n_warnings;
+        char *error;
+};
+
+struct plan {
+        struct plan_entry *v;
+        size_t n;
+};
+
+struct plan_options {
+        bool create_missing;
+};
+
+/* One entry per declared account, in the file's (name) order. */
+struct plan *plan_compute(const struct accounts *desired, const struct observed *obs, const struct plan_options *opt);
+void plan_free(struct plan *p);
+
+const char *plan_action_name(enum plan_action a);   /* create|enable|update|disable|unchanged|error */
+char plan_action_symbol(enum plan_action a);        /* + ^ ~ - = ! */
+bool plan_action_changes(enum plan_action a);       /* create/enable/update/disable */
+void plan_entry_set_error(struct plan_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void plan_entry_add_warning(struct plan_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,0 +1,406 @@
+/* nats-accountd: command line. */
+#include <errno.h>
+#include <getopt.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "accounts.h"
+#include "apply.h"
+#include "diag.h"
+#include "diff.h"
+#include "init.h"
+#include "jwt.h"
+#include "natsconn.h"
+#include "observe.h"
+#include "report.h"
+#include "secrets.h"
+#include "settings.h"
+#include "statedir.h"
+#include "util.h"
+
+static const char usage_text[] =
+        "Usage:\n"
+        "  nats-accountd [-c FILE] check                    validate settings and accounts file, no server contact\n"
+        "  nats-accountd [-c FILE] plan [--json] [--detailed-exitcode]\n"
+        "                                                   show what apply would change\n"
+        "  nats-accountd [-c FILE] apply [--json]           one reconcile pass, then exit\n"
+        "  nats-accountd init DIR [--port N]                write a ready sandbox into DIR\n"
+        "  nats-accountd [-c FILE] user-creds ACCOUNT USER  print a user .creds for an account nats-accountd created\n"
+        "  nats-accountd --help | --version\n"
+        "\n"
+        "Options:\n"
+        "  -c, --config FILE   settings file (default " SETTINGS_DEFAULT_PATH ")\n"
+        "  -h, --help          show this help\n"
+        "  -V, --version       show the version\n"
+        "\n"
+        "Exit codes: 0 ok, 64 usage, 65 bad accounts file, 66 missing file, 69 server unreachable,\n"
+        "77 permission (secret file readable by group or others), 78 bad settings.\n"
+        "See nats-accountd(8), nats-accountd.conf(5), nats-accountd.accounts(5).\n";
+
+struct cli {
+        const char *config;
+        int argc;
+        char **argv; /* the command and its arguments */
+};
+
+static int usage_error(const char *fmt, const char *arg) {
+        fputs("nats-accountd: ", stderr);
+        fprintf(stderr, fmt, arg);
+        fputs("\nTry 'nats-accountd --help'.\n", stderr);
+        return EX_USAGE;
+}
+
+/* Map a loader's result to the sysexits code of SPEC.md, after printing its diagnostics. */
+static int report_load(int r, struct diag_list *d, int invalid_code) {
+        diag_print(d, stderr);
+        diag_list_clear(d);
+        switch (r) {
+        case 0:
+                return 0;
+        case -ENOENT:
+        case -ENOTDIR:
+                return EX_NOINPUT;
+        case -EACCES:
+        case -EPERM:
+                return EX_NOPERM;
+        case -EINVAL:
+                return invalid_code;
+        default:
+                return invalid_code;
+        }
+}
+
+/* Settings, then the permissions of every secret they name. */
+static int load_settings(const struct cli *cli, struct settings **out) {
+        struct diag_list d = { 0 };
+        int r = settings_load(cli->config, out, &d);
+        int code = report_load(r, &d, EX_CONFIG);
+        if (code)
+                return code;
+        const char *secrets[] = { (*out)->credentials, (*out)->signing_key, (*out)->tls_key };
+        for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
+                if (!secrets[i])
+                        continue;
+                char *why = NULL;
+                r = secret_check(secrets[i], &why);
+                if (r < 0) {
+                        fprintf(stderr, "nats-accountd: %s\n", why ? why : strerror(-r));
+                        free(why);
+                        settings_free(*out);
+                        *out = NULL;
+                        return r == -ENOENT ? EX_NOINPUT : EX_NOPERM;
+                }
+        }
+        return 0;
+}
+
+static int load_accounts(const struct settings *s, struct accounts **out) {
+        struct diag_list d = { 0 };
+        int r = accounts_load(s->accounts_file, s->mode, out, &d);
+        return report_load(r, &d, EX_DATAERR);
+}
+
+static int cmd_check(const struct cli *cli) {
+        if (cli->argc > 1)
+                return usage_error("check: unexpected argument '%s'", cli->argv[1]);
+        struct settings *s = NULL;
+        int code = load_settings(cli, &s);
+        if (code)
+                return code;
+        struct accounts *a = NULL;
+        code = load_accounts(s, &a);
+        if (code == 0)
+                printf("%s: %zu account%s OK\n", s->accounts_file, a->n, a->n == 1 ? "" : "s");
+        accounts_free(a);
+        settings_free(s);
+        return code;
+}
+
+/* The operator signing key named by the settings: an operator seed ("SO..."). */
+static int load_signer(const struct settings *s, struct nkey *out) {
+        if (!s->signing_key) {
+                fprintf(stderr, "nats-accountd: %s: [operator] signing_key is required in operator mode\n", s->path);
+                return EX_CONFIG;
+        }
+        char *text = NULL, *why = NULL;
+        size_t len = 0;
+        int r = secret_read(s->signing_key, &text, &len, &why);
+        if (r < 0) {
+                fprintf(stderr, "nats-accountd: %s\n", why ? why : strerror(-r));
+                free(why);
+                return r == -ENOENT ? EX_NOINPUT : r == -EACCES ? EX_NOPERM : EX_CONFIG;
+        }
+        char *seed = secret_find_seed(text);
+        secret_free(text, len);
+        const char *problem = "no nkey seed found in it";
+        int code = EX_CONFIG;
+        if (seed && nkey_from_seed(seed, out, &problem) == 0) {
+                if (out->type == NKEY_OPERATOR)
+                        code = 0;
+                else
+                        problem = "not an operator seed (it must start with SO)";
+        }
+        if (seed)
+                secret_free(seed, strlen(seed));
+        if (code) {
+                nkey_wipe(out);
+                fprintf(stderr, "nats-accountd: signing_key %s: %s\n", s->signing_key, problem);
+        }
+        return code;
+}
+
+/* Accounts of the plan that exist, for the per-server INFO/JSZ requests. */
+static size_t existing_accounts(const struct plan *p, bool changing_only, struct observed_account **out) {
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                const struct plan_entry *e = &p->v[i];
+                if (!e->obs || (changing_only && !plan_action_changes(e->action)))
+                        continue;
+                out[k++] = e->obs;
+        }
+        return k;
+}
+
+/* Observe, then diff: the plan as `plan` prints it and `apply` carries it out. */
+static int make_plan(struct natsconn *c, const struct settings *s, const struct accounts *a, struct observed **obs,
+                     struct plan **plan) {
+        char *err = NULL;
+        if (observe_all(c, obs, &err) < 0) {
+                fprintf(stderr, "nats-accountd: %s\n", err);
+                free(err);
+                return EX_UNAVAILABLE;
+        }
+        struct plan_options opt = { .create_missing = s->create_missing };
+        struct plan *p = plan_compute(a, *obs, &opt);
+        struct observed_account **accts = xcalloc(p->n ? p->n : 1, sizeof(*accts));
+        size_t n = existing_accounts(p, false, accts);
+        int r = n ? observe_accounts_state(c, *obs, accts, n, false, &err) : 0;
+        if (r == 0) {
+                plan_free(p);
+                p = plan_compute(a, *obs, &opt);
+                /* Usage only matters where limits change: ask JSZ for those alone. */
+                n = existing_accounts(p, true, accts);
+                r = n ? observe_accounts_state(c, *obs, accts, n, true, &err) : 0;
+        }
+        free(accts);
+        if (r < 0) {
+                fprintf(stderr, "nats-accountd: %s\n", err);
+                free(err);
+                plan_free(p);
+                return EX_UNAVAILABLE;
+        }
+        plan_free(p);
+        *plan = plan_compute(a, *obs, &opt);
+        return 0;
+}
+
+static int connect_servers(const struct settings *s, struct natsconn **c) {
+        char *err = NULL;
+        int r = natsconn_open(s, NULL, NULL, c, &err);
+        if (r < 0) {
+                fprintf(stderr, "nats-accountd: %s\n", err ? err : strerror(-r));
+                free(err);
+                return EX_UNAVAILABLE;
+        }
+        return 0;
+}
+
+static int cmd_plan_apply(const struct cli *cli, bool do_apply) {
+        bool json = false, detailed = false;
+        for (int i = 1; i < cli->argc; i++) {
+                if (strcmp(cli->argv[i], "--json") == 0)
+                        json = true;
+                else if (!do_apply && strcmp(cli->argv[i], "--detailed-exitcode") == 0)
+                        detailed = true;
+                else
+                        return usage_error("unexpected argument '%s'", cli->argv[i]);
+        }
+        struct settings *s = NULL;
+        struct accounts *a = NULL;
+        struct natsconn *c = NULL;
+        struct observed *obs = NULL;
+        struct plan *p = NULL;
+        struct nkey signer = { 0 };
+        int code = load_settings(cli, &s);
+        if (code)
+                return code;
+        if (s->mode != ACCOUNTS_OPERATOR) {
+                fprintf(stderr, "nats-accountd: %s: mode = config is not available in this version; use mode = operator\n",
+                        s->path);
+                code = EX_CONFIG;
+                goto out;
+        }
+        if ((code = load_accounts(s, &a)) || (do_apply && (code = load_signer(s, &signer))) ||
+            (code = connect_servers(s, &c)) || (code = make_plan(c, s, a, &obs, &p)))
+                goto out;
+
+        if (do_apply) {
+                char *err = NULL;
+                int r = apply_plan(c, s, &signer, obs, p, NULL, NULL, &err);
+                if (r < 0) {
+                        fprintf(stderr, "nats-accountd: %s\n", err);
+                        free(err);
+                        code = r == -EACCES ? EX_NOPERM : EX_UNAVAILABLE;
+                        goto out;
+                }
+        }
+        if (json)
+                report_json(p, stdout);
+        else
+                report_text(p, stdout);
+        bool errors = false, pending = false;
+        for (size_t i = 0; i < p->n; i++) {
+                errors |= p->v[i].action == PLAN_ERROR;
+                pending |= plan_action_changes(p->v[i].action);
+        }
+        if (errors)
+                code = 1;
+        else if (!do_apply && detailed && pending)
+                code = 2;
+out:
+        nkey_wipe(&signer);
+        plan_free(p);
+        observed_free(obs);
+        natsconn_close(c);
+        accounts_free(a);
+        settings_free(s);
+        return code;
+}
+
+static int cmd_plan(const struct cli *cli) {
+        return cmd_plan_apply(cli, false);
+}
+
+static int cmd_apply(const struct cli *cli) {
+        return cmd_plan_apply(cli, true);
+}
+
+static int cmd_init(const struct cli *cli) {
+        const char *dir = NULL;
+        int port = 4222;
+        for (int i = 1; i < cli->argc; i++) {
+                const char *arg = cli->argv[i];
+                if (strcmp(arg, "--port") == 0 || strncmp(arg, "--port=", 7) == 0) {
+                        const char *v = arg[6] == '=' ? arg + 7 : (i + 1 < cli->argc ? cli->argv[++i] : NULL);
+                        char *end = NULL;
+                        long n = v ? strtol(v, &end, 10) : 0;
+                        if (!v || !*v || *end || (n != INIT_RANDOM_PORT && (n < 1 || n > 65535)))
+                                return usage_error("init: --port takes 1..65535, or -1 to let nats-server pick (got '%s')",
+                                                   v ? v : "");
+                        port = (int)n;
+                } else if (arg[0] == '-' && arg[1]) {
+                        return usage_error("init: unknown option '%s'", arg);
+                } else if (!dir) {
+                        dir = arg;
+                } else {
+                        return usage_error("init: unexpected argument '%s'", arg);
+                }
+        }
+        if (!dir)
+                return usage_error("%s", "init: missing DIR");
+        char *err = NULL;
+        int r = init_sandbox(dir, port, &err);
+        if (r < 0) {
+                fprintf(stderr, "nats-accountd: init: %s\n", err);
+                free(err);
+                return r == -EEXIST ? EX_CANTCREAT : EX_IOERR;
+        }
+        printf("Sandbox written to %s\n"
+               "Start the server:  nats-server -c %s/nats-server.conf\n"
+               "Then:              nats-accountd -c %s/nats-accountd.conf plan\n",
+               dir, dir, dir);
+        return 0;
+}
+
+static int cmd_user_creds(const struct cli *cli) {
+        if (cli->argc != 3)
+                return usage_error("%s", "user-creds: expected ACCOUNT USER");
+        const char *why = NULL;
+        if (!account_name_valid(cli->argv[2], &why))
+                return usage_error("user-creds: bad user name: %s", why);
+        struct settings *s = NULL;
+        int code = load_settings(cli, &s);
+        if (code)
+                return code;
+        struct nkey acct, user;
+        char *err = NULL;
+        int r = statedir_load(s->state_dir, cli->argv[1], &acct, &err);
+        if (r < 0) {
+                fprintf(stderr, "nats-accountd: user-creds: %s\n", err);
+                free(err);
+                settings_free(s);
+                return r == -ENOENT ? EX_NOINPUT : r == -EACCES ? EX_NOPERM : EX_DATAERR;
+        }
+        nkey_generate(NKEY_USER, &user);
+        json_t *claims = jwt_user_claims_new(user.pub, cli->argv[2], NULL);
+        char *jwt = jwt_encode(claims, &acct);
+        json_decref(claims);
+        char seed[NKEY_SEED_LEN + 1];
+        nkey_seed_encode(&user, seed);
+        char *creds = jwt ? creds_format(jwt, seed) : NULL;
+        sodium_memzero(seed, sizeof(seed));
+        if (creds)
+                fputs(creds, stdout);
+        else
+                fprintf(stderr, "nats-accountd: user-creds: could not sign the user JWT\n");
+        creds_free(creds);
+        free(jwt);
+        nkey_wipe(&acct);
+        nkey_wipe(&user);
+        settings_free(s);
+        return creds ? 0 : EX_SOFTWARE;
+}
+
+struct command {
+        const char *name;
+        int (*run)(const struct cli *cli);
+};
+
+static const struct command commands[] = {
+        { "check", cmd_check },
+        { "plan", cmd_plan },
+        { "apply", cmd_apply },
+        { "init", cmd_init },
+        { "user-creds", cmd_user_creds },
+};
+
+int main(int argc, char **argv) {
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
+                { 0 },
+        };
+        struct cli cli = { .config = SETTINGS_DEFAULT_PATH };
+        int c;
+        opterr = 0;
+        /* '+': stop at the command; its own options are parsed by the command. */
+        while ((c = getopt_long(argc, argv, "+c:hV", options, NULL)) != -1) {
+                switch (c) {
+                case 'c':
+                        cli.config = optarg;
+                        break;
+                case 'h':
+                        fputs(usage_text, stdout);
+                        return 0;
+                case 'V':
+                        printf("nats-accountd %s\n", VERSION);
+                        return 0;
+                case ':':
+                        return usage_error("option '%s' needs a value", argv[optind - 1]);
+                default:
+                        return usage_error("unknown option '%s'", argv[optind - 1]);
+                }
+        }
+        if (optind >= argc)
+                return usage_error("%s", "missing command");
+        cli.argc = argc - optind;
+        cli.argv = argv + optind;
+        for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+                if (strcmp(commands[i].name, cli.argv[0]) == 0)
+                        return commands[i].run(&cli);
+        return usage_error("unknown command '%s'", cli.argv[0]);
+}

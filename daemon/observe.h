@@ -1,0 +1,74 @@
+/* Observe: what the servers hold and have applied, read through the system account. */
+#pragma once
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "accounts.h"
+#include "natsconn.h"
+#include "nkeys.h"
+
+/* One server's view of one account ($SYS.REQ.ACCOUNT.<key>.INFO, optionally .JSZ). */
+struct server_account_state {
+        char server_id[NKEY_PUBLIC_LEN + 1];
+        bool loaded;            /* INFO answered with data (not "does not exist") */
+        bool complete;          /* INFO complete */
+        bool jetstream_enabled; /* INFO jetstream_enabled: applied */
+        int64_t update_time_iat; /* iat of the JWT the server applied (decoded_jwt.iat), 0 unknown */
+        bool have_usage;        /* JSZ answered */
+        int64_t memory, storage; /* JSZ usage in bytes */
+        char *error;            /* INFO/JSZ error text other than "does not exist", else NULL */
+};
+
+struct observed_account {
+        char key[NKEY_PUBLIC_LEN + 1];
+        char *name;    /* JWT name claim (may be NULL) */
+        char *jwt;     /* as the resolver holds it */
+        json_t *claims; /* decoded payload (not signature-checked: the resolver already holds it) */
+        int64_t iat;
+        char issuer[NKEY_PUBLIC_LEN + 1];
+        /* Filled by observe_accounts_state for the accounts asked. */
+        struct server_account_state *servers;
+        size_t n_servers;
+};
+
+struct server_info {
+        char id[NKEY_PUBLIC_LEN + 1];
+        char *name;
+        char *version;
+        bool jetstream; /* JetStream enabled on this server */
+        char *operator_key;         /* sub of trusted_operators_claim */
+        char **trusted_keys;        /* operator key + its signing keys, NULL-terminated */
+        char *system_account;
+};
+
+struct observed {
+        struct server_info *servers;
+        size_t n_servers;
+        struct observed_account *accounts; /* every JWT of CLAIMS.PACK, sorted by key */
+        size_t n_accounts;
+        /* name -> indexes into accounts (sorted by name, then key), for lookups by name */
+        size_t *by_name;
+        uint64_t pack_usec; /* time CLAIMS.PACK took */
+};
+
+/* Servers (PING.VARZ, one reply per server, gathered until request_timeout) and
+ * every account JWT (CLAIMS.PACK). 0, or negative errno with *err set. */
+int observe_all(struct natsconn *c, struct observed **out, char **err);
+/* Only the server list (VARZ); used when the account JWTs are already known. */
+int observe_servers(struct natsconn *c, struct server_info **out, size_t *n, char **err);
+/* Re-read the listed accounts' JWTs (CLAIMS.LOOKUP) into o, replacing or adding entries.
+ * Used after an edit touches a few accounts, instead of a whole PACK. */
+int observe_lookup(struct natsconn *c, struct observed *o, const char *const *keys, size_t n, char **err);
+/* INFO (and JSZ when want_usage) for the given accounts from every server, pipelined. */
+int observe_accounts_state(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                           bool want_usage, char **err);
+
+struct observed_account *observed_find_key(const struct observed *o, const char *key);
+/* All accounts whose name claim equals name: returns how many; *first is the
+ * index in o->by_name of the first. */
+size_t observed_find_name(const struct observed *o, const char *name, size_t *first);
+/* true when key is the operator or one of its signing keys on every server. */
+bool observed_key_trusted(const struct observed *o, const char *key, char **why);
+void observed_free(struct observed *o);

@@ -1,0 +1,12 @@
+/* Plans and results as text and JSON, as SPEC.md fixes them. */
+#pragma once
+#include <stdio.h>
+
+#include "diff.h"
+
+/* "~ APP  max_store 5GiB -> 10GiB, ..." one line per account, warnings indented below. */
+void report_text(const struct plan *p, FILE *f);
+/* {"accounts":[{"name","key","action","changes":[{"field","old","new"}],"warnings":[],"error"}]} */
+void report_json(const struct plan *p, FILE *f);
+/* One plan change as "max_store 5GiB -> 10GiB" (for logs too). */
+void report_change(const struct plan_change *c, char *buf, size_t n);

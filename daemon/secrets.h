@@ -1,0 +1,18 @@
+/* Secret files: seeds, creds. Refused when group or others can read them. */
+#pragma once
+#include <stddef.h>
+
+#define SECRET_MAX_SIZE (64 * 1024)
+
+/* 0; -ENOENT; -EACCES when readable by group or others (*why names the fix);
+ * other negative errno. */
+int secret_check(const char *path, char **why);
+/* Check, then read the whole file (bounded). The caller releases with secret_free. */
+int secret_read(const char *path, char **out, size_t *len, char **why);
+/* Zero and free. */
+void secret_free(char *buf, size_t len);
+/* First "S?" seed found in a seed file or a .creds file (the line after
+ * "BEGIN ... NKEY SEED"). The returned string is a copy; wipe with secret_free. */
+char *secret_find_seed(const char *text);
+/* The JWT of a .creds file, or NULL. Allocated. */
+char *secret_find_jwt(const char *text);

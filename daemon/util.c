@@ -1,0 +1,193 @@
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void oom(void) {
+        fputs("nats-accountd: out of memory\n", stderr);
+        abort();
+}
+
+void *xmalloc(size_t n) {
+        void *p = malloc(n ? n : 1);
+        if (!p)
+                oom();
+        return p;
+}
+
+void *xcalloc(size_t n, size_t size) {
+        void *p = calloc(n ? n : 1, size ? size : 1);
+        if (!p)
+                oom();
+        return p;
+}
+
+void *xreallocarray(void *p, size_t n, size_t size) {
+        if (size && n > SIZE_MAX / size)
+                oom();
+        size_t bytes = n * size;
+        void *q = realloc(p, bytes ? bytes : 1);
+        if (!q)
+                oom();
+        return q;
+}
+
+char *xstrdup(const char *s) {
+        char *p = strdup(s);
+        if (!p)
+                oom();
+        return p;
+}
+
+char *xstrndup(const char *s, size_t n) {
+        char *p = strndup(s, n);
+        if (!p)
+                oom();
+        return p;
+}
+
+char *xvasprintf(const char *fmt, va_list ap) {
+        char *s = NULL;
+        if (vasprintf(&s, fmt, ap) < 0)
+                oom();
+        return s;
+}
+
+char *xasprintf(const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        char *s = xvasprintf(fmt, ap);
+        va_end(ap);
+        return s;
+}
+
+bool str_eq(const char *a, const char *b) {
+        return a && b && strcmp(a, b) == 0;
+}
+
+bool str_startswith(const char *s, const char *prefix) {
+        return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+char *str_strip(char *s) {
+        char *b = s;
+        while (*b == ' ' || *b == '\t' || *b == '\n' || *b == '\r')
+                b++;
+        size_t n = strlen(b);
+        while (n && (b[n - 1] == ' ' || b[n - 1] == '\t' || b[n - 1] == '\n' || b[n - 1] == '\r'))
+                n--;
+        memmove(s, b, n);
+        s[n] = 0;
+        return s;
+}
+
+int file_read_all(const char *path, size_t max, char **out, size_t *len) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        if (S_ISDIR(st.st_mode)) {
+                close(fd);
+                return -EISDIR;
+        }
+        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max) {
+                close(fd);
+                return -EFBIG;
+        }
+        size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096, n = 0;
+        char *buf = xmalloc(cap);
+        for (;;) {
+                if (n + 1 >= cap) {
+                        if (cap > max + 1) {
+                                free(buf);
+                                close(fd);
+                                return -EFBIG;
+                        }
+                        cap *= 2;
+                        buf = xreallocarray(buf, cap, 1);
+                }
+                ssize_t k = read(fd, buf + n, cap - n - 1);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        int r = -errno;
+                        free(buf);
+                        close(fd);
+                        return r;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t)k;
+        }
+        close(fd);
+        if (n > max) {
+                free(buf);
+                return -EFBIG;
+        }
+        buf[n] = 0;
+        *out = buf;
+        if (len)
+                *len = n;
+        return 0;
+}
+
+int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode) {
+        char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        if (fd < 0) {
+                int r = -errno;
+                free(tmp);
+                return r;
+        }
+        int r = 0;
+        if (fchmod(fd, mode) < 0)
+                r = -errno;
+        const char *p = data;
+        while (r == 0 && len) {
+                ssize_t k = write(fd, p, len);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        break;
+                }
+                p += k;
+                len -= (size_t)k;
+        }
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                unlink(tmp);
+        free(tmp);
+        return r;
+}
+
+char *path_dirname(const char *path) {
+        const char *slash = strrchr(path, '/');
+        if (!slash)
+                return xstrdup(".");
+        if (slash == path)
+                return xstrdup("/");
+        return xstrndup(path, (size_t)(slash - path));
+}
+
+char *path_join(const char *dir, const char *name) {
+        if (name[0] == '/')
+                return xstrdup(name);
+        size_t n = strlen(dir);
+        return xasprintf("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
+}

@@ -1,0 +1,30 @@
+/* Small helpers: allocation that aborts on OOM, strings, files. */
+#pragma once
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xreallocarray(void *p, size_t n, size_t size);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+__attribute__((format(printf, 1, 2))) char *xasprintf(const char *fmt, ...);
+char *xvasprintf(const char *fmt, va_list ap);
+
+bool str_eq(const char *a, const char *b);
+bool str_startswith(const char *s, const char *prefix);
+/* Trim ASCII whitespace in place; returns s. */
+char *str_strip(char *s);
+
+/* Read a whole file, at most max bytes (-EFBIG beyond). NUL-terminated.
+ * Returns 0 or a negative errno. */
+int file_read_all(const char *path, size_t max, char **out, size_t *len);
+/* Write data to path atomically (temp file + rename) with the given mode. */
+int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode);
+/* dirname / join; results are allocated. */
+char *path_dirname(const char *path);
+char *path_join(const char *dir, const char *name);

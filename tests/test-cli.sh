@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The command line: check on the examples, exit codes and locations of bad input.
+set -u
+BIN=${1:?usage: test-cli.sh PATH-TO-nats-accountd}
+SRC=${SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+n=0
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+bad() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; }
+
+# expect CODE PATTERN DESCRIPTION -- ARGS...: exit code and a line of stdout+stderr matching PATTERN.
+expect() {
+        local code=$1 pattern=$2 what=$3
+        shift 4
+        local out rc
+        out=$("$BIN" "$@" 2>&1)
+        rc=$?
+        if [ "$rc" != "$code" ]; then
+                bad "$what: exit $rc, want $code; output: $out"
+        elif [ -n "$pattern" ] && ! grep -qE -- "$pattern" <<<"$out"; then
+                bad "$what: output lacks /$pattern/: $out"
+        else
+                ok "$what"
+        fi
+}
+
+setup() {
+        rm -rf "$T/etc"
+        mkdir -p "$T/etc"
+        cp "$SRC/config/nats-accountd.conf" "$SRC/config/accounts.yaml" "$T/etc/"
+        # check reads only the permissions of the secrets, so any content would do;
+        # real ones keep this close to what operators have.
+        printf '%s\n' "${OPERATOR_SEED:-SOAFAKEFAKEFAKE}" >"$T/etc/operator-signer.nk"
+        printf 'creds\n' >"$T/etc/sys.creds"
+        chmod 600 "$T/etc/operator-signer.nk" "$T/etc/sys.creds"
+}
+
+C="$T/etc/nats-accountd.conf"
+
+expect 0 'Usage:' "--help" -- --help
+expect 0 '^nats-accountd [0-9]' "--version" -- --version
+expect 64 'missing command' "no command" --
+expect 64 "unknown command 'frobnicate'" "unknown command" -- frobnicate
+expect 64 "unknown option '--bogus'" "unknown option" -- --bogus check
+expect 64 "needs a value" "-c without a value" -- -c
+
+setup
+expect 0 'accounts.yaml: [0-9]+ accounts? OK' "check on the examples" -- -c "$C" check
+expect 64 "unexpected argument" "check with an extra argument" -- -c "$C" check extra
+expect 66 "nope.conf" "missing settings file" -- -c "$T/nope.conf" check
+
+setup
+chmod 644 "$T/etc/sys.creds"
+expect 77 "sys.creds is readable by group or others .*chmod 600" "creds readable by others" -- -c "$C" check
+setup
+chmod 640 "$T/etc/operator-signer.nk"
+expect 77 "operator-signer.nk is readable by group or others" "signing key readable by group" -- -c "$C" check
+setup
+rm "$T/etc/sys.creds"
+expect 66 "sys.creds" "missing credentials" -- -c "$C" check
+
+setup
+printf '[nats]\nservers = nats://127.0.0.1:4222\nbogus = 1\n' >"$T/etc/bad.conf"
+expect 78 "bad.conf:3: .*bogus" "unknown settings key" -- -c "$T/etc/bad.conf" check
+printf '[nats]\nrequest_timeout = soon\n' >"$T/etc/bad.conf"
+expect 78 "bad.conf:2: .*request_timeout" "bad duration" -- -c "$T/etc/bad.conf" check
+printf '[nope]\n' >"$T/etc/bad.conf"
+expect 78 "bad.conf:1: .*nope" "unknown section" -- -c "$T/etc/bad.conf" check
+
+setup
+rm "$T/etc/accounts.yaml"
+expect 66 "accounts.yaml" "missing accounts file" -- -c "$C" check
+setup
+printf 'accounts:\n  APP:\n    jetstream:\n      max_store: 5XB\n' >"$T/etc/accounts.yaml"
+expect 65 "accounts.yaml:4:18: .*max_store" "bad size with its location" -- -c "$C" check
+printf 'accounts:\n  A.B: {}\n  APP:\n    jetstream: {max_streams: -5}\n' >"$T/etc/accounts.yaml"
+out=$("$BIN" -c "$C" check 2>&1)
+rc=$?
+if [ $rc = 65 ] && grep -q 'accounts.yaml:2:3:' <<<"$out" && grep -q 'accounts.yaml:4:31:' <<<"$out"; then
+        ok "every error of the file reported"
+else
+        bad "every error of the file reported: exit $rc: $out"
+fi
+printf 'accounts:\n  APP: {}\n  APP: {}\n' >"$T/etc/accounts.yaml"
+expect 65 "accounts.yaml:3:3: .*duplicate account APP" "duplicate account" -- -c "$C" check
+printf 'accounts:\n  APP:\n    key: ABCDEF\n' >"$T/etc/accounts.yaml"
+expect 65 "accounts.yaml:3:10: .*key" "bad pinned key" -- -c "$C" check
+printf 'accounts: [\n' >"$T/etc/accounts.yaml"
+expect 65 "accounts.yaml:[0-9]+:[0-9]+: .*YAML" "YAML syntax error" -- -c "$C" check
+
+echo "1..$n"
+[ "$fails" = 0 ]
