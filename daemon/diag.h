@@ -20,6 +20,7 @@ struct diag_list {
 
 __attribute__((format(printf, 5, 6)))
 void diag_add(struct diag_list *d, const char *file, int line, int column, const char *fmt, ...);
+__attribute__((format(printf, 5, 0)))
 void diag_addv(struct diag_list *d, const char *file, int line, int column, const char *fmt, va_list ap);
 /* "FILE:LINE:COLUMN: MSG" (LINE/COLUMN left out when 0). Caller frees. */
 char *diag_format(const struct diag *e);

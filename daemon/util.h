@@ -13,7 +13,7 @@ void *xreallocarray(void *p, size_t n, size_t size);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 __attribute__((format(printf, 1, 2))) char *xasprintf(const char *fmt, ...);
-char *xvasprintf(const char *fmt, va_list ap);
+__attribute__((format(printf, 1, 0))) char *xvasprintf(const char *fmt, va_list ap);
 
 bool str_eq(const char *a, const char *b);
 bool str_startswith(const char *s, const char *prefix);
