@@ -9,14 +9,20 @@
 
 struct natsconn;
 
-/* Connection state changes arrive on cnats' threads; the owner gets them here
- * (the daemon forwards them to its event loop; never touch state in it). */
+/* Connection state changes (lost: false, back: true) arrive on cnats' callback
+ * thread, one at a time; the owner gets them here (the daemon forwards them to
+ * its event loop; never touch state in it). ev may be NULL. */
 typedef void (*natsconn_event_fn)(void *userdata, bool connected);
 
 /* Connect with the settings' servers, credentials, TLS and request_timeout.
- * 0, or -EHOSTUNREACH (no server reachable: exit 69) / other negative errno with *err. */
+ * 0, or -EHOSTUNREACH (no server reachable, or it refused us: exit 69) /
+ * -EINVAL (a credentials or TLS file cannot be used) / other negative errno
+ * (-ENOENT, -EACCES reading the credentials file), always with *err. After a
+ * successful first connect the connection reconnects forever by itself. */
 int natsconn_open(const struct settings *s, natsconn_event_fn ev, void *userdata, struct natsconn **out, char **err);
+/* No event callback runs once this returned. NULL is fine. */
 void natsconn_close(struct natsconn *c);
+/* The server connected to, else the configured list; user:password@ left out. */
 const char *natsconn_url(const struct natsconn *c);
 bool natsconn_connected(const struct natsconn *c);
 /* The settings' request_timeout, for callers that pick their own deadlines. */
@@ -32,15 +38,29 @@ struct nats_reply {
  * The replies array is owned by the caller (natsconn_replies_free).
  * 0 when it ended as asked; -ETIMEDOUT (with *err) when the timeout came first
  * although `want` or an empty message was expected: *replies then holds what
- * did arrive. -ENOENT when nobody listens on the subject, -E2BIG when the
- * replies exceed the bounds, -ENOTCONN: no replies returned. */
+ * did arrive. Otherwise nothing is returned: -ENOENT nobody listens on the
+ * subject, -E2BIG the replies exceed 1,000,000 messages or 512 MiB, -ENOTCONN
+ * or -EIO the connection failed. */
 int natsconn_gather(struct natsconn *c, const char *subject, const void *data, size_t len, size_t want,
                     bool stop_on_empty, uint64_t timeout_usec, struct nats_reply **replies, size_t *n, char **err);
-/* The same, and also stop once idle_usec passed without a new reply after the
- * first one (for "one reply per server" when the number of servers is unknown). */
-int natsconn_gather_idle(struct natsconn *c, const char *subject, const void *data, size_t len, size_t want,
-                         bool stop_on_empty, uint64_t idle_usec, uint64_t timeout_usec, struct nats_reply **replies,
-                         size_t *n, char **err);
+/* The same with two more ways to end: "one reply per server" when the number
+ * of servers is unknown (idle), and long streams such as CLAIMS.PACK that must
+ * start within request_timeout but may take longer as a whole. */
+struct natsconn_gather_opts {
+        size_t want;           /* as natsconn_gather */
+        bool stop_on_empty;    /* as natsconn_gather */
+        uint64_t timeout_usec; /* the whole gather */
+        uint64_t first_usec;   /* the first reply must come within this (0 = timeout_usec) */
+        uint64_t idle_usec;    /* after a reply, end when no other came for this long (0 = off) */
+        /* When set, each reply goes here as it arrives (on the caller's
+         * thread) instead of into *replies, so that a long stream is consumed
+         * while the server is still sending; a negative return (with *err)
+         * ends the gather with that value. */
+        int (*on_reply)(void *userdata, const char *data, size_t len, char **err);
+        void *userdata;
+};
+int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data, size_t len,
+                       const struct natsconn_gather_opts *o, struct nats_reply **replies, size_t *n, char **err);
 void natsconn_replies_free(struct nats_reply *r, size_t n);
 
 /* Many requests at once: request i goes to subjects[i] with payload[i]; each
@@ -60,5 +80,10 @@ struct natsconn_pipeline {
         void (*on_reply)(void *userdata, size_t index, const char *data, size_t len);
         void (*on_timeout)(void *userdata, size_t index, size_t got);
         void *userdata;
+        /* A server that stops answering mid-run makes every later request wait
+         * out its timeout, window after window. When set, stop with -ETIMEDOUT
+         * once this many requests in a row timed out short of `want`. 0 = off
+         * (for requests some servers never answer, like CLAIMS.LOOKUP). */
+        size_t give_up_after;
 };
 int natsconn_pipeline_run(struct natsconn *c, const struct natsconn_pipeline *p, char **err);

@@ -53,15 +53,24 @@ struct observed {
         uint64_t pack_usec; /* time CLAIMS.PACK took */
 };
 
-/* Servers (PING.VARZ, one reply per server, gathered until request_timeout) and
- * every account JWT (CLAIMS.PACK). 0, or negative errno with *err set. */
+/* Servers (PING.VARZ, one reply per server: gathered until 50 ms passed
+ * without a new one, at most request_timeout) and every account JWT
+ * (CLAIMS.PACK). 0, or negative errno with *err set. */
 int observe_all(struct natsconn *c, struct observed **out, char **err);
 /* Only the server list (VARZ); used when the account JWTs are already known. */
 int observe_servers(struct natsconn *c, struct server_info **out, size_t *n, char **err);
 /* Re-read the listed accounts' JWTs (CLAIMS.LOOKUP) into o, replacing or adding entries.
- * Used after an edit touches a few accounts, instead of a whole PACK. */
+ * Used after an edit touches a few accounts, instead of a whole PACK. A key no
+ * server answers for within 500 ms is left as it was in o. Adding entries moves
+ * o->accounts: pointers into it are then stale. -EBADMSG when some replies
+ * were malformed (the others are applied). */
 int observe_lookup(struct natsconn *c, struct observed *o, const char *const *keys, size_t n, char **err);
-/* INFO (and JSZ when want_usage) for the given accounts from every server, pipelined. */
+/* INFO (and JSZ when want_usage) for the given accounts from every server, pipelined.
+ * Each account's servers[] then has one entry per server (o->servers' order,
+ * then any server that answered without being in o->servers); a server that
+ * did not answer INFO has error "no reply to INFO". -EBADMSG when some replies
+ * were malformed (the states are filled from the others); -ETIMEDOUT when a
+ * server stopped answering mid-way (nothing is changed). */
 int observe_accounts_state(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                            bool want_usage, char **err);
 

@@ -1,0 +1,34 @@
+/* Parsers for the system API's replies, apart from observe.c's I/O so that
+ * unit tests and fuzzers reach them. Every input is untrusted: sizes are
+ * bounded, types checked, and a failure says what was wrong (*why, allocated). */
+#pragma once
+#include <stddef.h>
+
+#include "observe.h"
+
+#define OBSERVE_REPLY_MAX (64u * 1024 * 1024) /* nats-server's max_payload ceiling */
+#define OBSERVE_JWT_MAX (1024u * 1024)
+
+/* An account JWT as the resolver holds it: claims decoded without checking the
+ * signature, sub must equal key, nats.type must be "account". Fills key, name,
+ * jwt, claims, iat, issuer of out (which must be empty). 0 or -EBADMSG. */
+int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out,
+                              char **why);
+/* One CLAIMS.PACK message: "<pubkey>|<jwt>" lines ('\n' between them). Appends
+ * to *v (n used, cap allocated). 0 or -EBADMSG; nothing is appended on error. */
+int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
+                           char **why);
+/* One reply to $SYS.REQ.SERVER.PING.VARZ. 0 or -EBADMSG (out left empty). */
+int observe_parse_varz(const char *data, size_t len, struct server_info *out, char **why);
+/* One reply to $SYS.REQ.ACCOUNT.<key>.INFO / .JSZ: fills server_id and the
+ * fields the reply is about. "does not exist" / "not found" / "not jetstream
+ * enabled" are states, not errors; any other error description goes to
+ * out->error. 0, or -EBADMSG when the reply is malformed. */
+int observe_parse_info(const char *data, size_t len, struct server_account_state *out, char **why);
+int observe_parse_jsz(const char *data, size_t len, struct server_account_state *out, char **why);
+
+void observed_account_clear(struct observed_account *a);
+void server_info_clear(struct server_info *s);
+/* Sort accounts by key (of two JWTs for one key the later iat stays) and
+ * rebuild by_name. */
+void observed_reindex(struct observed *o);

@@ -1,0 +1,984 @@
+#include "observe.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "observe-parse.h"
+#include "util.h"
+
+#define SUBJ_VARZ "$SYS.REQ.SERVER.PING.VARZ"
+#define SUBJ_PACK "$SYS.REQ.CLAIMS.PACK"
+#define SUBJ_ACCOUNT_FMT "$SYS.REQ.ACCOUNT.%s.%s"
+/* Room for "$SYS.REQ.ACCOUNT.<56>.CLAIMS.LOOKUP" and a NUL. */
+#define ACCOUNT_SUBJ_MAX 96
+
+/* VARZ is answered once per server, and how many servers there are is what we
+ * want to learn: stop when no reply came for this long after the latest one
+ * (routes and gateways forward in a few ms; request_timeout still caps the
+ * whole wait). A server slower than this behind its peers is missed; it shows
+ * up again on the next pass. */
+#define VARZ_IDLE_USEC (50u * 1000)
+/* CLAIMS.PACK streams one message per JWT (about 10,000/s on 2.9.10): it must
+ * start within request_timeout and keep going with gaps below it; this only
+ * caps a server that trickles forever. */
+#define PACK_MAX_USEC (10u * 60 * 1000000)
+/* An unknown account gets no LOOKUP reply at all, so every lookup of one costs
+ * the full deadline: keep it short. A late reply only leaves o as it was. */
+#define LOOKUP_TIMEOUT_USEC (500u * 1000)
+#define TRUSTED_KEYS_MAX 4096
+#define STATE_WINDOW 512
+/* Every server answers INFO and JSZ: this many short answers in a row means a
+ * server left after VARZ, and the pass is better retried than waited out. */
+#define STATE_GIVE_UP_AFTER 32
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void set_why(char **why, char *msg) {
+        if (why)
+                *why = msg;
+        else
+                free(msg);
+}
+
+/* ---- base64url and JWT payloads ---- */
+
+static int b64url_value(unsigned char ch) {
+        if (ch >= 'A' && ch <= 'Z')
+                return ch - 'A';
+        if (ch >= 'a' && ch <= 'z')
+                return ch - 'a' + 26;
+        if (ch >= '0' && ch <= '9')
+                return ch - '0' + 52;
+        if (ch == '-')
+                return 62;
+        if (ch == '_')
+                return 63;
+        return -1;
+}
+
+/* RFC 4648 §5 without padding (trailing '=' tolerated). out holds len*3/4+1. */
+static int b64url_decode(const char *in, size_t len, unsigned char *out, size_t *out_len) {
+        while (len && in[len - 1] == '=')
+                len--;
+        if (len % 4 == 1)
+                return -1;
+        uint32_t acc = 0;
+        int bits = 0;
+        size_t n = 0;
+        for (size_t i = 0; i < len; i++) {
+                int v = b64url_value((unsigned char)in[i]);
+                if (v < 0)
+                        return -1;
+                acc = (acc << 6) | (uint32_t)v;
+                bits += 6;
+                if (bits >= 8) {
+                        bits -= 8;
+                        out[n++] = (unsigned char)(acc >> bits);
+                }
+        }
+        *out_len = n;
+        return 0;
+}
+
+static const char *json_str(const json_t *obj, const char *key) {
+        return json_string_value(json_object_get(obj, key)); /* NULL for a non-object or non-string */
+}
+
+/* Integers, or reals holding an integer (replies are read with
+ * JSON_DECODE_INT_AS_REAL, because JSZ sends uint64 values above INT64_MAX). */
+static bool json_int64(const json_t *v, int64_t *out) {
+        if (json_is_integer(v)) {
+                *out = json_integer_value(v);
+                return true;
+        }
+        if (!json_is_real(v))
+                return false;
+        double d = json_real_value(v);
+        if (!isfinite(d))
+                return false;
+        /* Doubles this large are integers; clamp rather than overflow the cast. */
+        if (d >= 9223372036854775807.0) {
+                *out = INT64_MAX;
+                return true;
+        }
+        if (d <= -9223372036854775808.0) {
+                *out = INT64_MIN;
+                return true;
+        }
+        int64_t i = (int64_t)d;
+        if ((double)i != d)
+                return false;
+        *out = i;
+        return true;
+}
+
+void observed_account_clear(struct observed_account *a) {
+        if (!a)
+                return;
+        free(a->name);
+        free(a->jwt);
+        json_decref(a->claims);
+        for (size_t i = 0; i < a->n_servers; i++)
+                free(a->servers[i].error);
+        free(a->servers);
+        memset(a, 0, sizeof(*a));
+}
+
+/* Shape only (56 base32 characters after 'A'): enough to keep the key safe
+ * inside subjects, and 10x cheaper than the checksum when a PACK brings
+ * 10,000 of them; the claims' sub must match it anyway. */
+static bool account_key_shape(const char *key) {
+        if (key[0] != 'A')
+                return false;
+        for (size_t i = 1; i < NKEY_PUBLIC_LEN; i++) {
+                char ch = key[i];
+                if (!((ch >= 'A' && ch <= 'Z') || (ch >= '2' && ch <= '7')))
+                        return false;
+        }
+        return key[NKEY_PUBLIC_LEN] == 0;
+}
+
+int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out,
+                              char **why) {
+        if (!account_key_shape(key)) {
+                set_why(why, xasprintf("\"%.60s\" is not an account public key", key));
+                return -EBADMSG;
+        }
+        if (len == 0 || len > OBSERVE_JWT_MAX) {
+                set_why(why, xasprintf("JWT of %s has %zu bytes", key, len));
+                return -EBADMSG;
+        }
+        const char *dot1 = memchr(jwt, '.', len);
+        const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - jwt)) : NULL;
+        if (!dot1 || !dot2 || dot1 == jwt || dot2 == dot1 + 1 || dot2 + 1 == jwt + len ||
+            memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - jwt))) {
+                set_why(why, xasprintf("JWT of %s is not header.payload.signature", key));
+                return -EBADMSG;
+        }
+        /* Account claims are small: decode on the stack and spare the heap one
+         * allocation per JWT. */
+        unsigned char stack_buf[4096];
+        size_t plen = (size_t)(dot2 - dot1 - 1), blen = 0;
+        unsigned char *buf = plen * 3 / 4 + 1 <= sizeof(stack_buf) ? stack_buf : xmalloc(plen * 3 / 4 + 1);
+        json_t *claims = NULL;
+        json_error_t e;
+        int dr = b64url_decode(dot1 + 1, plen, buf, &blen);
+        if (dr == 0)
+                claims = json_loadb((const char *)buf, blen, 0, &e);
+        if (buf != stack_buf)
+                free(buf);
+        if (dr < 0) {
+                set_why(why, xasprintf("JWT of %s: payload is not base64url", key));
+                return -EBADMSG;
+        }
+        if (!claims) {
+                set_why(why, xasprintf("JWT of %s: payload is not JSON: %s", key, e.text));
+                return -EBADMSG;
+        }
+        const char *sub = json_str(claims, "sub"), *iss = json_str(claims, "iss"), *name = json_str(claims, "name");
+        const json_t *nats = json_object_get(claims, "nats");
+        const char *type = json_str(nats, "type");
+        int64_t iat = 0;
+        char *msg = NULL;
+        if (!json_is_object(claims))
+                msg = xasprintf("JWT of %s: payload is not an object", key);
+        else if (!sub || strcmp(sub, key) != 0)
+                msg = xasprintf("JWT of %s: sub is %s", key, sub ? sub : "missing");
+        else if (!iss || strlen(iss) != NKEY_PUBLIC_LEN)
+                msg = xasprintf("JWT of %s: iss is %s", key, iss ? "not a public key" : "missing");
+        else if (!json_is_integer(json_object_get(claims, "iat")) || (iat = json_integer_value(json_object_get(
+                                                                               claims, "iat"))) < 0)
+                msg = xasprintf("JWT of %s: iat is missing or not a positive integer", key);
+        else if (!type || strcmp(type, "account") != 0)
+                msg = xasprintf("JWT of %s: nats.type is %s, not account", key, type ? type : "missing");
+        if (msg) {
+                json_decref(claims);
+                set_why(why, msg);
+                return -EBADMSG;
+        }
+        memset(out, 0, sizeof(*out));
+        memcpy(out->key, key, NKEY_PUBLIC_LEN);
+        memcpy(out->issuer, iss, NKEY_PUBLIC_LEN);
+        out->name = name ? xstrdup(name) : NULL;
+        out->jwt = xstrndup(jwt, len);
+        out->claims = claims;
+        out->iat = iat;
+        return 0;
+}
+
+int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
+                           char **why) {
+        size_t first = *n;
+        const char *p = data, *end = data + len;
+        while (p < end) {
+                const char *nl = memchr(p, '\n', (size_t)(end - p));
+                const char *line_end = nl ? nl : end;
+                size_t line_len = (size_t)(line_end - p);
+                if (line_len && p[line_len - 1] == '\r')
+                        line_len--;
+                if (line_len) {
+                        const char *bar = memchr(p, '|', line_len);
+                        if (!bar || bar - p != NKEY_PUBLIC_LEN) {
+                                set_why(why, xasprintf("a line is not \"<account key>|<jwt>\": \"%.40s...\"", p));
+                                goto fail;
+                        }
+                        char key[NKEY_PUBLIC_LEN + 1];
+                        memcpy(key, p, NKEY_PUBLIC_LEN);
+                        key[NKEY_PUBLIC_LEN] = 0;
+                        if (*n == *cap) {
+                                *cap = *cap ? *cap * 2 : 64;
+                                *v = xreallocarray(*v, *cap, sizeof(**v));
+                        }
+                        const char *jwt = bar + 1;
+                        if (observe_parse_account_jwt(key, jwt, line_len - NKEY_PUBLIC_LEN - 1, &(*v)[*n], why) < 0)
+                                goto fail;
+                        (*n)++;
+                }
+                p = nl ? nl + 1 : end;
+        }
+        return 0;
+fail:
+        while (*n > first)
+                observed_account_clear(&(*v)[--*n]);
+        return -EBADMSG;
+}
+
+/* ---- replies of the system API ---- */
+
+static json_t *reply_load(const char *data, size_t len, char **why) {
+        if (len > OBSERVE_REPLY_MAX) {
+                set_why(why, xasprintf("reply of %zu bytes is too large", len));
+                return NULL;
+        }
+        json_error_t e;
+        json_t *root = json_loadb(data, len, JSON_DECODE_INT_AS_REAL, &e);
+        if (!root) {
+                set_why(why, xasprintf("reply is not JSON: %s (byte %d)", e.text, e.position));
+                return NULL;
+        }
+        if (!json_is_object(root)) {
+                json_decref(root);
+                set_why(why, xstrdup("reply is not a JSON object"));
+                return NULL;
+        }
+        return root;
+}
+
+static int reply_server_id(const json_t *root, const char *fallback, char out[NKEY_PUBLIC_LEN + 1], char **why) {
+        const char *id = json_str(json_object_get(root, "server"), "id");
+        if (!id)
+                id = fallback;
+        if (!id) {
+                set_why(why, xstrdup("reply has no server.id"));
+                return -EBADMSG;
+        }
+        if (nkey_public_type(id) != NKEY_SERVER) {
+                set_why(why, xasprintf("server.id \"%.60s\" is not a server public key", id));
+                return -EBADMSG;
+        }
+        memcpy(out, id, NKEY_PUBLIC_LEN);
+        out[NKEY_PUBLIC_LEN] = 0;
+        return 0;
+}
+
+static const char *reply_error(const json_t *root, int64_t *code) {
+        const json_t *e = json_object_get(root, "error");
+        if (!json_is_object(e))
+                return NULL;
+        if (!json_int64(json_object_get(e, "code"), code))
+                *code = 0;
+        const char *d = json_str(e, "description");
+        return d ? d : "";
+}
+
+void server_info_clear(struct server_info *s) {
+        if (!s)
+                return;
+        free(s->name);
+        free(s->version);
+        free(s->operator_key);
+        if (s->trusted_keys)
+                for (char **k = s->trusted_keys; *k; k++)
+                        free(*k);
+        free(s->trusted_keys);
+        free(s->system_account);
+        memset(s, 0, sizeof(*s));
+}
+
+static int add_trusted_key(struct server_info *s, size_t *n, const json_t *v, char **why) {
+        /* Operator signing keys are plain strings; a scoped form {"key": ...}
+         * is accepted too, as jwt v2 has it for account signing keys. */
+        const char *k = json_is_object(v) ? json_str(v, "key") : json_string_value(v);
+        if (!k || nkey_public_type(k) != NKEY_OPERATOR) {
+                set_why(why, xstrdup("trusted_operators_claim holds a key that is not an operator public key"));
+                return -EBADMSG;
+        }
+        if (*n >= TRUSTED_KEYS_MAX) {
+                set_why(why, xasprintf("trusted_operators_claim holds more than %d keys", TRUSTED_KEYS_MAX));
+                return -EBADMSG;
+        }
+        s->trusted_keys = xreallocarray(s->trusted_keys, *n + 2, sizeof(char *));
+        s->trusted_keys[(*n)++] = xstrdup(k);
+        s->trusted_keys[*n] = NULL;
+        return 0;
+}
+
+int observe_parse_varz(const char *data, size_t len, struct server_info *out, char **why) {
+        memset(out, 0, sizeof(*out));
+        json_t *root = reply_load(data, len, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        const json_t *d = json_object_get(root, "data"), *srv = json_object_get(root, "server");
+        int64_t code = 0;
+        const char *err = reply_error(root, &code);
+        if (!json_is_object(d)) {
+                set_why(why, err ? xasprintf("error %lld: %s", (long long)code, err)
+                                 : xstrdup("reply has no \"data\" object"));
+                goto out;
+        }
+        if (reply_server_id(root, json_str(d, "server_id"), out->id, why) < 0)
+                goto out;
+        const char *name = json_str(d, "server_name") ? json_str(d, "server_name") : json_str(srv, "name");
+        const char *version = json_str(d, "version") ? json_str(d, "version") : json_str(srv, "ver");
+        out->name = name ? xstrdup(name) : NULL;
+        out->version = version ? xstrdup(version) : NULL;
+
+        /* 2.9.10 sends "jetstream":{"config":{...},"stats":{...}} when enabled
+         * and an object without "config" when not; the reply's server header
+         * says the same in "jetstream":true|false. */
+        const json_t *js = json_object_get(d, "jetstream");
+        if (json_is_object(js))
+                out->jetstream = json_is_object(json_object_get(js, "config"));
+        else
+                out->jetstream = json_is_true(json_object_get(srv, "jetstream"));
+
+        const char *sys = json_str(d, "system_account");
+        out->system_account = sys ? xstrdup(sys) : NULL;
+
+        size_t n = 0;
+        out->trusted_keys = xcalloc(1, sizeof(char *));
+        const json_t *claims = json_object_get(d, "trusted_operators_claim");
+        if (claims && !json_is_array(claims)) {
+                set_why(why, xstrdup("trusted_operators_claim is not an array"));
+                goto out;
+        }
+        size_t i;
+        const json_t *claim;
+        json_array_foreach(claims, i, claim) {
+                const char *sub = json_str(claim, "sub");
+                if (add_trusted_key(out, &n, json_object_get(claim, "sub"), why) < 0)
+                        goto out;
+                if (!out->operator_key)
+                        out->operator_key = xstrdup(sub);
+                const json_t *keys = json_object_get(json_object_get(claim, "nats"), "signing_keys");
+                if (keys && !json_is_array(keys)) {
+                        set_why(why, xstrdup("trusted_operators_claim nats.signing_keys is not an array"));
+                        goto out;
+                }
+                size_t j;
+                const json_t *k;
+                json_array_foreach(keys, j, k)
+                        if (add_trusted_key(out, &n, k, why) < 0)
+                                goto out;
+        }
+        ret = 0;
+out:
+        json_decref(root);
+        if (ret < 0)
+                server_info_clear(out);
+        return ret;
+}
+
+static bool contains(const char *s, const char *what) {
+        return s && strstr(s, what);
+}
+
+int observe_parse_info(const char *data, size_t len, struct server_account_state *out, char **why) {
+        memset(out, 0, sizeof(*out));
+        json_t *root = reply_load(data, len, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        if (reply_server_id(root, NULL, out->server_id, why) < 0)
+                goto out;
+        const json_t *d = json_object_get(root, "data");
+        int64_t code = 0;
+        const char *err = reply_error(root, &code);
+        if (json_is_object(d)) {
+                const json_t *complete = json_object_get(d, "complete"),
+                             *js = json_object_get(d, "jetstream_enabled");
+                if (!json_is_boolean(complete) || !json_is_boolean(js)) {
+                        set_why(why, xasprintf("data.%s is missing or not a boolean",
+                                               json_is_boolean(complete) ? "jetstream_enabled" : "complete"));
+                        goto out;
+                }
+                out->loaded = true;
+                out->complete = json_is_true(complete);
+                out->jetstream_enabled = json_is_true(js);
+                int64_t iat = 0;
+                if (json_int64(json_object_get(json_object_get(d, "decoded_jwt"), "iat"), &iat) && iat > 0)
+                        out->update_time_iat = iat;
+        } else if (err) {
+                /* "Account A... does not exist": not loaded on this server (yet). */
+                if (!contains(err, "does not exist"))
+                        out->error = xasprintf("INFO error %lld: %s", (long long)code, err[0] ? err : "(none)");
+        } else {
+                set_why(why, xstrdup("reply has neither \"data\" nor \"error\""));
+                goto out;
+        }
+        ret = 0;
+out:
+        json_decref(root);
+        return ret;
+}
+
+int observe_parse_jsz(const char *data, size_t len, struct server_account_state *out, char **why) {
+        memset(out, 0, sizeof(*out));
+        json_t *root = reply_load(data, len, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        if (reply_server_id(root, NULL, out->server_id, why) < 0)
+                goto out;
+        const json_t *d = json_object_get(root, "data");
+        int64_t code = 0;
+        const char *err = reply_error(root, &code);
+        if (json_is_object(d)) {
+                if (!json_int64(json_object_get(d, "memory"), &out->memory) ||
+                    !json_int64(json_object_get(d, "storage"), &out->storage) || out->memory < 0 ||
+                    out->storage < 0) {
+                        set_why(why, xstrdup("data.memory or data.storage is missing or not a byte count"));
+                        goto out;
+                }
+                out->have_usage = true;
+        } else if (err) {
+                /* Not loaded here ("account ... not found") or JetStream off for
+                 * the account or the server: no usage to report, not a fault. */
+                if (!contains(err, "not found") && !contains(err, "not jetstream enabled") &&
+                    !contains(err, "jetstream not enabled"))
+                        out->error = xasprintf("JSZ error %lld: %s", (long long)code, err[0] ? err : "(none)");
+        } else {
+                set_why(why, xstrdup("reply has neither \"data\" nor \"error\""));
+                goto out;
+        }
+        ret = 0;
+out:
+        json_decref(root);
+        return ret;
+}
+
+/* ---- the observed set ---- */
+
+static int cmp_account_key(const void *a, const void *b) {
+        return strcmp(((const struct observed_account *)a)->key, ((const struct observed_account *)b)->key);
+}
+
+static int cmp_name(const char *a, const char *b) {
+        if (!a || !b)
+                return (a != NULL) - (b != NULL);
+        return strcmp(a, b);
+}
+
+static int cmp_by_name(const void *a, const void *b, void *ctx) {
+        const struct observed_account *v = ctx;
+        const struct observed_account *x = &v[*(const size_t *)a], *y = &v[*(const size_t *)b];
+        int r = cmp_name(x->name, y->name);
+        return r ? r : strcmp(x->key, y->key);
+}
+
+static void rebuild_by_name(struct observed *o) {
+        free(o->by_name);
+        o->by_name = xcalloc(o->n_accounts, sizeof(*o->by_name));
+        for (size_t i = 0; i < o->n_accounts; i++)
+                o->by_name[i] = i;
+        if (o->n_accounts)
+                qsort_r(o->by_name, o->n_accounts, sizeof(*o->by_name), cmp_by_name, o->accounts);
+}
+
+void observed_reindex(struct observed *o) {
+        if (o->n_accounts)
+                qsort(o->accounts, o->n_accounts, sizeof(*o->accounts), cmp_account_key);
+        size_t w = 0;
+        for (size_t r = 0; r < o->n_accounts; r++) {
+                if (w > 0 && strcmp(o->accounts[w - 1].key, o->accounts[r].key) == 0) {
+                        if (o->accounts[r].iat > o->accounts[w - 1].iat) {
+                                observed_account_clear(&o->accounts[w - 1]);
+                                o->accounts[w - 1] = o->accounts[r];
+                        } else {
+                                observed_account_clear(&o->accounts[r]);
+                        }
+                        continue;
+                }
+                if (w != r)
+                        o->accounts[w] = o->accounts[r];
+                w++;
+        }
+        o->n_accounts = w;
+        rebuild_by_name(o);
+}
+
+struct observed_account *observed_find_key(const struct observed *o, const char *key) {
+        struct observed_account probe;
+        if (!key || strlen(key) != NKEY_PUBLIC_LEN || !o->n_accounts)
+                return NULL;
+        memcpy(probe.key, key, NKEY_PUBLIC_LEN + 1);
+        return bsearch(&probe, o->accounts, o->n_accounts, sizeof(*o->accounts), cmp_account_key);
+}
+
+size_t observed_find_name(const struct observed *o, const char *name, size_t *first) {
+        size_t lo = 0, hi = o->n_accounts;
+        *first = 0;
+        if (!name)
+                return 0;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (cmp_name(o->accounts[o->by_name[mid]].name, name) < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        size_t end = lo;
+        while (end < o->n_accounts && cmp_name(o->accounts[o->by_name[end]].name, name) == 0)
+                end++;
+        *first = lo;
+        return end - lo;
+}
+
+bool observed_key_trusted(const struct observed *o, const char *key, char **why) {
+        if (why)
+                *why = NULL;
+        if (o->n_servers == 0) {
+                set_why(why, xstrdup("no server reported which operator it trusts"));
+                return false;
+        }
+        for (size_t i = 0; i < o->n_servers; i++) {
+                const struct server_info *s = &o->servers[i];
+                bool found = false;
+                size_t listed = 0, need = 1;
+                for (char **k = s->trusted_keys; k && *k; k++, listed++) {
+                        need += strlen(*k) + 2;
+                        if (key && strcmp(*k, key) == 0)
+                                found = true;
+                }
+                if (found)
+                        continue;
+                if (!why)
+                        return false;
+                char *label = s->name ? xasprintf("%s (%s)", s->name, s->id) : xstrdup(s->id);
+                if (listed == 0) {
+                        *why = xasprintf("server %s trusts no operator (is it in operator mode?)", label);
+                } else {
+                        char *list = xmalloc(need), *p = list;
+                        for (char **k = s->trusted_keys; *k; k++)
+                                p += sprintf(p, "%s%s", p == list ? "" : ", ", *k);
+                        *why = xasprintf("server %s does not trust %s; it trusts only %s (operator %s and its "
+                                         "signing keys)",
+                                         label, key ? key : "(none)", list, s->operator_key ? s->operator_key : "?");
+                        free(list);
+                }
+                free(label);
+                return false;
+        }
+        return true;
+}
+
+void observed_free(struct observed *o) {
+        if (!o)
+                return;
+        for (size_t i = 0; i < o->n_servers; i++)
+                server_info_clear(&o->servers[i]);
+        free(o->servers);
+        for (size_t i = 0; i < o->n_accounts; i++)
+                observed_account_clear(&o->accounts[i]);
+        free(o->accounts);
+        free(o->by_name);
+        free(o);
+}
+
+/* ---- talking to the servers ---- */
+
+static int cmp_server_id(const void *a, const void *b) {
+        return strcmp(((const struct server_info *)a)->id, ((const struct server_info *)b)->id);
+}
+
+int observe_servers(struct natsconn *c, struct server_info **out, size_t *n_out, char **err) {
+        *out = NULL;
+        *n_out = 0;
+        uint64_t timeout = natsconn_request_timeout(c);
+        struct natsconn_gather_opts go = { .timeout_usec = timeout, .idle_usec = VARZ_IDLE_USEC };
+        struct nats_reply *rep = NULL;
+        size_t n = 0;
+        char *gerr = NULL;
+        int r = natsconn_gather_ex(c, SUBJ_VARZ, NULL, 0, &go, &rep, &n, &gerr);
+        if (r == -ENOENT) {
+                *err = xasprintf("%s; are the credentials those of a system-account user?", gerr);
+                free(gerr);
+                return r;
+        }
+        if (r < 0) {
+                *err = gerr;
+                return r;
+        }
+        free(gerr);
+        if (n == 0) {
+                *err = xasprintf("no server answered %s at %s within %.1fs", SUBJ_VARZ, natsconn_url(c),
+                                 (double)timeout / 1e6);
+                return -ETIMEDOUT;
+        }
+        struct server_info *v = xcalloc(n, sizeof(*v));
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+                char *why = NULL;
+                if (observe_parse_varz(rep[i].data, rep[i].len, &v[k], &why) < 0) {
+                        *err = xasprintf("%s: reply %zu: %s", SUBJ_VARZ, i + 1, why);
+                        free(why);
+                        for (size_t j = 0; j < k; j++)
+                                server_info_clear(&v[j]);
+                        free(v);
+                        natsconn_replies_free(rep, n);
+                        return -EBADMSG;
+                }
+                k++;
+        }
+        natsconn_replies_free(rep, n);
+        qsort(v, k, sizeof(*v), cmp_server_id);
+        /* A server that answered twice is still one server. */
+        size_t w = 0;
+        for (size_t i = 0; i < k; i++) {
+                if (w > 0 && strcmp(v[w - 1].id, v[i].id) == 0) {
+                        server_info_clear(&v[i]);
+                        continue;
+                }
+                v[w++] = v[i];
+        }
+        *out = v;
+        *n_out = w;
+        return 0;
+}
+
+struct pack_ctx {
+        struct observed *o;
+        size_t cap, msgs;
+};
+
+static int pack_reply(void *userdata, const char *data, size_t len, char **err) {
+        struct pack_ctx *x = userdata;
+        char *why = NULL;
+        x->msgs++;
+        if (observe_parse_pack_msg(data, len, &x->o->accounts, &x->o->n_accounts, &x->cap, &why) < 0) {
+                *err = xasprintf("%s: message %zu: %s", SUBJ_PACK, x->msgs, why);
+                free(why);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+static int observe_pack(struct natsconn *c, struct observed *o, char **err) {
+        uint64_t timeout = natsconn_request_timeout(c);
+        struct pack_ctx x = { .o = o };
+        /* An empty body asks for everything: the resolver answers with its
+         * whole store unless the body equals the hash of its store. The JWTs
+         * are decoded as they arrive, while the server is still sending. */
+        struct natsconn_gather_opts go = {
+                .stop_on_empty = true,
+                .timeout_usec = PACK_MAX_USEC,
+                .first_usec = timeout,
+                .idle_usec = timeout,
+                .on_reply = pack_reply,
+                .userdata = &x,
+        };
+        struct nats_reply *rep = NULL;
+        size_t n = 0;
+        char *gerr = NULL;
+        uint64_t t0 = now_usec();
+        int r = natsconn_gather_ex(c, SUBJ_PACK, NULL, 0, &go, &rep, &n, &gerr);
+        o->pack_usec = now_usec() - t0;
+        natsconn_replies_free(rep, n);
+        if (r == -ENOENT) {
+                *err = xasprintf("%s; the servers need a full resolver (resolver: { type: full })", gerr);
+                free(gerr);
+                return r;
+        }
+        if (r < 0) {
+                *err = gerr;
+                return r;
+        }
+        free(gerr);
+        observed_reindex(o);
+        return 0;
+}
+
+int observe_all(struct natsconn *c, struct observed **out, char **err) {
+        *out = NULL;
+        struct observed *o = xcalloc(1, sizeof(*o));
+        int r = observe_servers(c, &o->servers, &o->n_servers, err);
+        if (r >= 0)
+                r = observe_pack(c, o, err);
+        if (r < 0) {
+                observed_free(o);
+                return r;
+        }
+        *out = o;
+        return 0;
+}
+
+/* Subjects for a pipeline, in one allocation. */
+static const char **account_subjects(struct observed_account *const *accts, const char *const *keys, size_t n,
+                                     const char *const *suffixes, size_t n_suffixes, char **buf_out) {
+        size_t total = n * n_suffixes;
+        char *buf = xcalloc(total ? total : 1, ACCOUNT_SUBJ_MAX);
+        const char **subjects = xcalloc(total ? total : 1, sizeof(*subjects));
+        for (size_t s = 0; s < n_suffixes; s++)
+                for (size_t i = 0; i < n; i++) {
+                        char *p = buf + (s * n + i) * ACCOUNT_SUBJ_MAX;
+                        snprintf(p, ACCOUNT_SUBJ_MAX, SUBJ_ACCOUNT_FMT, accts ? accts[i]->key : keys[i],
+                                 suffixes[s]);
+                        subjects[s * n + i] = p;
+                }
+        *buf_out = buf;
+        return subjects;
+}
+
+struct bad_replies {
+        size_t n;
+        char *first;
+};
+
+static void bad_reply(struct bad_replies *b, const char *subject, char *why) {
+        if (b->n++ == 0)
+                b->first = xasprintf("%s: %s", subject, why);
+        free(why);
+}
+
+static int bad_replies_result(struct bad_replies *b, const char *what, char **err) {
+        if (b->n == 0)
+                return 0;
+        *err = xasprintf("%zu malformed %s replies ignored; first: %s", b->n, what, b->first);
+        free(b->first);
+        b->first = NULL;
+        return -EBADMSG;
+}
+
+struct lookup_ctx {
+        const char *const *keys;
+        const char **subjects;
+        struct observed_account *best; /* per key; key[0] == 0 until a reply */
+        struct bad_replies bad;
+};
+
+static void lookup_reply(void *userdata, size_t i, const char *data, size_t len) {
+        struct lookup_ctx *x = userdata;
+        struct observed_account a;
+        char *why = NULL;
+        if (observe_parse_account_jwt(x->keys[i], data, len, &a, &why) < 0) {
+                bad_reply(&x->bad, x->subjects[i], why);
+                return;
+        }
+        /* Servers of a cluster may differ for a moment: keep the newest. */
+        if (!x->best[i].key[0] || a.iat > x->best[i].iat) {
+                observed_account_clear(&x->best[i]);
+                x->best[i] = a;
+        } else {
+                observed_account_clear(&a);
+        }
+}
+
+int observe_lookup(struct natsconn *c, struct observed *o, const char *const *keys, size_t n, char **err) {
+        for (size_t i = 0; i < n; i++)
+                if (nkey_public_type(keys[i]) != NKEY_ACCOUNT) {
+                        *err = xasprintf("cannot look up \"%.60s\": not an account public key", keys[i]);
+                        return -EINVAL;
+                }
+        if (n == 0)
+                return 0;
+        static const char *const suffix[] = { "CLAIMS.LOOKUP" };
+        char *buf = NULL;
+        struct lookup_ctx x = { .keys = keys };
+        x.subjects = account_subjects(NULL, keys, n, suffix, 1, &buf);
+        x.best = xcalloc(n, sizeof(*x.best));
+        uint64_t timeout = natsconn_request_timeout(c);
+        struct natsconn_pipeline p = {
+                .n = n,
+                .subjects = x.subjects,
+                /* Every server holding the JWT answers; one that does not stays silent. */
+                .want = o->n_servers ? o->n_servers : 1,
+                .window = STATE_WINDOW,
+                .timeout_usec = timeout < LOOKUP_TIMEOUT_USEC ? timeout : LOOKUP_TIMEOUT_USEC,
+                .on_reply = lookup_reply,
+                .userdata = &x,
+        };
+        int r = natsconn_pipeline_run(c, &p, err);
+        if (r >= 0) {
+                size_t added = 0;
+                for (size_t i = 0; i < n; i++) {
+                        if (!x.best[i].key[0])
+                                continue;
+                        struct observed_account *cur = observed_find_key(o, x.best[i].key);
+                        if (cur) {
+                                /* The servers' state of the account stays: it is about the servers. */
+                                free(cur->name);
+                                free(cur->jwt);
+                                json_decref(cur->claims);
+                                cur->name = x.best[i].name;
+                                cur->jwt = x.best[i].jwt;
+                                cur->claims = x.best[i].claims;
+                                cur->iat = x.best[i].iat;
+                                memcpy(cur->issuer, x.best[i].issuer, sizeof(cur->issuer));
+                                memset(&x.best[i], 0, sizeof(x.best[i]));
+                        } else {
+                                o->accounts = xreallocarray(o->accounts, o->n_accounts + 1, sizeof(*o->accounts));
+                                o->accounts[o->n_accounts++] = x.best[i];
+                                memset(&x.best[i], 0, sizeof(x.best[i]));
+                                added++;
+                        }
+                }
+                /* A name may have changed: the index by name follows either way. */
+                if (added)
+                        observed_reindex(o);
+                else
+                        rebuild_by_name(o);
+                r = bad_replies_result(&x.bad, "CLAIMS.LOOKUP", err);
+        }
+        for (size_t i = 0; i < n; i++)
+                observed_account_clear(&x.best[i]);
+        free(x.best);
+        free(x.bad.first);
+        free(x.subjects);
+        free(buf);
+        return r;
+}
+
+/* What one server said about one account, gathered before it is written
+ * into observed_account.servers. */
+struct state_slot {
+        struct server_account_state st;
+        bool info_seen, jsz_seen;
+        char *info_error, *jsz_error;
+};
+
+struct state_acct {
+        struct state_slot *v;
+        size_t n;
+};
+
+struct state_ctx {
+        size_t n;
+        struct state_acct *accts;
+        const char **subjects;
+        struct bad_replies bad;
+};
+
+static struct state_slot *state_slot(struct state_acct *a, const char *server_id) {
+        for (size_t i = 0; i < a->n; i++)
+                if (strcmp(a->v[i].st.server_id, server_id) == 0)
+                        return &a->v[i];
+        /* A server that was not there at VARZ time (it joined since). */
+        a->v = xreallocarray(a->v, a->n + 1, sizeof(*a->v));
+        struct state_slot *s = &a->v[a->n++];
+        memset(s, 0, sizeof(*s));
+        memcpy(s->st.server_id, server_id, sizeof(s->st.server_id));
+        return s;
+}
+
+static void state_reply(void *userdata, size_t index, const char *data, size_t len) {
+        struct state_ctx *x = userdata;
+        bool jsz = index >= x->n;
+        struct state_acct *a = &x->accts[jsz ? index - x->n : index];
+        struct server_account_state st;
+        char *why = NULL;
+        int r = jsz ? observe_parse_jsz(data, len, &st, &why) : observe_parse_info(data, len, &st, &why);
+        if (r < 0) {
+                bad_reply(&x->bad, x->subjects[index], why);
+                return;
+        }
+        struct state_slot *s = state_slot(a, st.server_id);
+        if (jsz) {
+                s->jsz_seen = true;
+                s->st.have_usage = st.have_usage;
+                s->st.memory = st.memory;
+                s->st.storage = st.storage;
+                free(s->jsz_error);
+                s->jsz_error = st.error;
+        } else {
+                s->info_seen = true;
+                s->st.loaded = st.loaded;
+                s->st.complete = st.complete;
+                s->st.jetstream_enabled = st.jetstream_enabled;
+                s->st.update_time_iat = st.update_time_iat;
+                free(s->info_error);
+                s->info_error = st.error;
+        }
+}
+
+int observe_accounts_state(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                           bool want_usage, char **err) {
+        if (n == 0)
+                return 0;
+        static const char *const suffixes[] = { "INFO", "JSZ" };
+        size_t n_suffixes = want_usage ? 2 : 1;
+        char *buf = NULL;
+        struct state_ctx x = { .n = n };
+        x.subjects = account_subjects(accts, NULL, n, suffixes, n_suffixes, &buf);
+        x.accts = xcalloc(n, sizeof(*x.accts));
+        for (size_t i = 0; i < n; i++) {
+                x.accts[i].v = xcalloc(o->n_servers ? o->n_servers : 1, sizeof(*x.accts[i].v));
+                x.accts[i].n = o->n_servers;
+                for (size_t s = 0; s < o->n_servers; s++)
+                        memcpy(x.accts[i].v[s].st.server_id, o->servers[s].id, sizeof(o->servers[s].id));
+        }
+        uint64_t timeout = natsconn_request_timeout(c);
+        struct natsconn_pipeline p = {
+                .n = n * n_suffixes,
+                .subjects = x.subjects,
+                /* Every server answers INFO and JSZ, with an error where the account is not loaded. */
+                .want = o->n_servers ? o->n_servers : 1,
+                .window = STATE_WINDOW,
+                .timeout_usec = timeout,
+                .on_reply = state_reply,
+                .userdata = &x,
+                .give_up_after = STATE_GIVE_UP_AFTER,
+        };
+        int r = natsconn_pipeline_run(c, &p, err);
+        for (size_t i = 0; i < n; i++) {
+                struct state_acct *a = &x.accts[i];
+                struct observed_account *oa = accts[i];
+                if (r >= 0) {
+                        for (size_t s = 0; s < oa->n_servers; s++)
+                                free(oa->servers[s].error);
+                        free(oa->servers);
+                        oa->servers = xcalloc(a->n ? a->n : 1, sizeof(*oa->servers));
+                        oa->n_servers = a->n;
+                }
+                for (size_t s = 0; s < a->n; s++) {
+                        struct state_slot *slot = &a->v[s];
+                        if (r >= 0) {
+                                const char *info = slot->info_seen ? slot->info_error : "no reply to INFO";
+                                struct server_account_state *st = &oa->servers[s];
+                                *st = slot->st;
+                                if (info && slot->jsz_error)
+                                        st->error = xasprintf("%s; %s", info, slot->jsz_error);
+                                else if (info || slot->jsz_error)
+                                        st->error = xstrdup(info ? info : slot->jsz_error);
+                        }
+                        free(slot->info_error);
+                        free(slot->jsz_error);
+                }
+                free(a->v);
+        }
+        if (r >= 0)
+                r = bad_replies_result(&x.bad, "INFO/JSZ", err);
+        free(x.bad.first);
+        free(x.accts);
+        free(x.subjects);
+        free(buf);
+        return r;
+}
