@@ -8,6 +8,16 @@
 
 #define APPLY_WINDOW 512 /* pushes in flight; the server's own ceiling is reached well below this */
 
+/* The operator seed named by signing_key ("SO..."). 0; -ENOENT, -EACCES (file
+ * permissions) or -EINVAL with *err. */
+int signer_load(const struct settings *s, struct nkey *out, char **err);
+
+/* Diff with the servers' applied state: INFO of every existing account in a,
+ * then JSZ usage of those whose limits change. 0 with *out, or negative errno
+ * (connection) with *err. */
+int plan_with_state(struct natsconn *c, struct observed *obs, const struct accounts *a,
+                    const struct plan_options *opt, struct plan **out, char **err);
+
 /* Called for each account once its outcome is known (for logs). */
 typedef void (*apply_done_fn)(void *userdata, const struct plan_entry *e, bool ok);
 

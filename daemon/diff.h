@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #include "accounts.h"
-#include "limits.h"
+#include "jslimits.h"
 #include "observe.h"
 
 enum plan_action { PLAN_CREATE, PLAN_ENABLE, PLAN_UPDATE, PLAN_DISABLE, PLAN_UNCHANGED, PLAN_ERROR };

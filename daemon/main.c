@@ -1,6 +1,7 @@
 /* nats-accountd: command line. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "accounts.h"
 #include "apply.h"
+#include "daemon.h"
 #include "diag.h"
 #include "diff.h"
 #include "init.h"
@@ -27,6 +29,7 @@ static const char usage_text[] =
         "  nats-accountd [-c FILE] plan [--json] [--detailed-exitcode]\n"
         "                                                   show what apply would change\n"
         "  nats-accountd [-c FILE] apply [--json]           one reconcile pass, then exit\n"
+        "  nats-accountd [-c FILE] run                      the daemon: keep the servers in line with the file\n"
         "  nats-accountd init DIR [--port N]                write a ready sandbox into DIR\n"
         "  nats-accountd [-c FILE] user-creds ACCOUNT USER  print a user .creds for an account nats-accountd created\n"
         "  nats-accountd --help | --version\n"
@@ -46,9 +49,12 @@ struct cli {
         char **argv; /* the command and its arguments */
 };
 
-static int usage_error(const char *fmt, const char *arg) {
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
         fputs("nats-accountd: ", stderr);
-        fprintf(stderr, fmt, arg);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
         fputs("\nTry 'nats-accountd --help'.\n", stderr);
         return EX_USAGE;
 }
@@ -119,81 +125,27 @@ static int cmd_check(const struct cli *cli) {
         return code;
 }
 
-/* The operator signing key named by the settings: an operator seed ("SO..."). */
 static int load_signer(const struct settings *s, struct nkey *out) {
-        if (!s->signing_key) {
-                fprintf(stderr, "nats-accountd: %s: [operator] signing_key is required in operator mode\n", s->path);
-                return EX_CONFIG;
-        }
-        char *text = NULL, *why = NULL;
-        size_t len = 0;
-        int r = secret_read(s->signing_key, &text, &len, &why);
+        char *err = NULL;
+        int r = signer_load(s, out, &err);
         if (r < 0) {
-                fprintf(stderr, "nats-accountd: %s\n", why ? why : strerror(-r));
-                free(why);
+                fprintf(stderr, "nats-accountd: %s\n", err);
+                free(err);
                 return r == -ENOENT ? EX_NOINPUT : r == -EACCES ? EX_NOPERM : EX_CONFIG;
         }
-        char *seed = secret_find_seed(text);
-        secret_free(text, len);
-        const char *problem = "no nkey seed found in it";
-        int code = EX_CONFIG;
-        if (seed && nkey_from_seed(seed, out, &problem) == 0) {
-                if (out->type == NKEY_OPERATOR)
-                        code = 0;
-                else
-                        problem = "not an operator seed (it must start with SO)";
-        }
-        if (seed)
-                secret_free(seed, strlen(seed));
-        if (code) {
-                nkey_wipe(out);
-                fprintf(stderr, "nats-accountd: signing_key %s: %s\n", s->signing_key, problem);
-        }
-        return code;
-}
-
-/* Accounts of the plan that exist, for the per-server INFO/JSZ requests. */
-static size_t existing_accounts(const struct plan *p, bool changing_only, struct observed_account **out) {
-        size_t k = 0;
-        for (size_t i = 0; i < p->n; i++) {
-                const struct plan_entry *e = &p->v[i];
-                if (!e->obs || (changing_only && !plan_action_changes(e->action)))
-                        continue;
-                out[k++] = e->obs;
-        }
-        return k;
+        return 0;
 }
 
 /* Observe, then diff: the plan as `plan` prints it and `apply` carries it out. */
 static int make_plan(struct natsconn *c, const struct settings *s, const struct accounts *a, struct observed **obs,
                      struct plan **plan) {
         char *err = NULL;
-        if (observe_all(c, obs, &err) < 0) {
-                fprintf(stderr, "nats-accountd: %s\n", err);
-                free(err);
-                return EX_UNAVAILABLE;
-        }
         struct plan_options opt = { .create_missing = s->create_missing };
-        struct plan *p = plan_compute(a, *obs, &opt);
-        struct observed_account **accts = xcalloc(p->n ? p->n : 1, sizeof(*accts));
-        size_t n = existing_accounts(p, false, accts);
-        int r = n ? observe_accounts_state(c, *obs, accts, n, false, &err) : 0;
-        if (r == 0) {
-                plan_free(p);
-                p = plan_compute(a, *obs, &opt);
-                /* Usage only matters where limits change: ask JSZ for those alone. */
-                n = existing_accounts(p, true, accts);
-                r = n ? observe_accounts_state(c, *obs, accts, n, true, &err) : 0;
-        }
-        free(accts);
-        if (r < 0) {
+        if (observe_all(c, obs, &err) < 0 || plan_with_state(c, *obs, a, &opt, plan, &err) < 0) {
                 fprintf(stderr, "nats-accountd: %s\n", err);
                 free(err);
-                plan_free(p);
                 return EX_UNAVAILABLE;
         }
-        plan_free(p);
-        *plan = plan_compute(a, *obs, &opt);
         return 0;
 }
 
@@ -250,7 +202,7 @@ static int cmd_plan_apply(const struct cli *cli, bool do_apply) {
         if (json)
                 report_json(p, stdout);
         else
-                report_text(p, stdout);
+                report_text(p, do_apply, stdout);
         bool errors = false, pending = false;
         for (size_t i = 0; i < p->n; i++) {
                 errors |= p->v[i].action == PLAN_ERROR;
@@ -276,6 +228,12 @@ static int cmd_plan(const struct cli *cli) {
 
 static int cmd_apply(const struct cli *cli) {
         return cmd_plan_apply(cli, true);
+}
+
+static int cmd_run(const struct cli *cli) {
+        if (cli->argc > 1)
+                return usage_error("run: unexpected argument '%s'", cli->argv[1]);
+        return daemon_run(cli->config);
 }
 
 static int cmd_init(const struct cli *cli) {
@@ -363,6 +321,7 @@ static const struct command commands[] = {
         { "check", cmd_check },
         { "plan", cmd_plan },
         { "apply", cmd_apply },
+        { "run", cmd_run },
         { "init", cmd_init },
         { "user-creds", cmd_user_creds },
 };
@@ -378,7 +337,7 @@ int main(int argc, char **argv) {
         int c;
         opterr = 0;
         /* '+': stop at the command; its own options are parsed by the command. */
-        while ((c = getopt_long(argc, argv, "+c:hV", options, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "+:c:hV", options, NULL)) != -1) {
                 switch (c) {
                 case 'c':
                         cli.config = optarg;

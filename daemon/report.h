@@ -1,11 +1,13 @@
 /* Plans and results as text and JSON, as SPEC.md fixes them. */
 #pragma once
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "diff.h"
 
-/* "~ APP  max_store 5GiB -> 10GiB, ..." one line per account, warnings indented below. */
-void report_text(const struct plan *p, FILE *f);
+/* "~ APP  max_store 5GiB -> 10GiB, ..." one line per account, warnings indented
+ * below, then a count of each action: pending ones for a plan, done ones after apply. */
+void report_text(const struct plan *p, bool done, FILE *f);
 /* {"accounts":[{"name","key","action","changes":[{"field","old","new"}],"warnings":[],"error"}]} */
 void report_json(const struct plan *p, FILE *f);
 /* One plan change as "max_store 5GiB -> 10GiB" (for logs too). */

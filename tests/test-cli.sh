@@ -79,7 +79,7 @@ expect 65 "accounts.yaml:4:18: .*max_store" "bad size with its location" -- -c "
 printf 'accounts:\n  A.B: {}\n  APP:\n    jetstream: {max_streams: -5}\n' >"$T/etc/accounts.yaml"
 out=$("$BIN" -c "$C" check 2>&1)
 rc=$?
-if [ $rc = 65 ] && grep -q 'accounts.yaml:2:3:' <<<"$out" && grep -q 'accounts.yaml:4:31:' <<<"$out"; then
+if [ $rc = 65 ] && grep -q 'accounts.yaml:2:3:' <<<"$out" && grep -q 'accounts.yaml:4:30:' <<<"$out"; then
         ok "every error of the file reported"
 else
         bad "every error of the file reported: exit $rc: $out"

@@ -1,0 +1,287 @@
+#include "apply.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jwt.h"
+#include "secrets.h"
+#include "statedir.h"
+#include "util.h"
+
+struct push {
+        struct plan_entry *entry;
+        json_t *claims;
+        char *jwt;
+        int64_t iat;
+        char *subject;
+        size_t ok;      /* servers that answered "jwt updated" */
+        char *failure;  /* first server error */
+};
+
+struct push_ctx {
+        struct push *pushes;
+};
+
+static void on_reply(void *userdata, size_t index, const char *data, size_t len) {
+        struct push_ctx *ctx = userdata;
+        struct push *p = &ctx->pushes[index];
+        json_error_t jerr;
+        json_t *doc = json_loadb(data, len, 0, &jerr);
+        const char *server = json_string_value(json_object_get(json_object_get(doc, "server"), "name"));
+        json_t *d = json_object_get(doc, "data");
+        json_t *e = json_object_get(doc, "error");
+        if (json_is_object(d) && json_integer_value(json_object_get(d, "code")) == 200) {
+                p->ok++;
+        } else if (!p->failure) {
+                const char *desc = json_string_value(json_object_get(e, "description"));
+                if (!doc)
+                        p->failure = xasprintf("unreadable reply to CLAIMS.UPDATE: %s", jerr.text);
+                else
+                        p->failure = xasprintf("server %s: %s", server ? server : "?",
+                                               desc ? desc : "unexpected reply to CLAIMS.UPDATE");
+        }
+        json_decref(doc);
+}
+
+static void on_timeout(void *userdata, size_t index, size_t got) {
+        struct push_ctx *ctx = userdata;
+        struct push *p = &ctx->pushes[index];
+        if (!p->failure)
+                p->failure = xasprintf("only %zu server%s answered the update in time", got, got == 1 ? "" : "s");
+}
+
+static int64_t now_seconds(void) {
+        return (int64_t)time(NULL);
+}
+
+/* The new JWT's claims: the current ones with only the JetStream limits changed. */
+static int prepare(struct push *p, struct plan_entry *e, const struct settings *s, char **err) {
+        const struct account_decl *d = e->decl;
+        if (e->action == PLAN_CREATE) {
+                struct nkey k;
+                nkey_generate(NKEY_ACCOUNT, &k);
+                /* The seed is on disk before the account exists anywhere: it is never lost. */
+                int r = statedir_save(s->state_dir, d->name, &k, err);
+                snprintf(e->key, sizeof(e->key), "%s", k.pub);
+                nkey_wipe(&k);
+                if (r < 0)
+                        return r;
+                p->claims = jwt_account_claims_new(e->key, d->name);
+                p->iat = now_seconds();
+        } else {
+                p->claims = json_deep_copy(e->obs->claims);
+                int64_t now = now_seconds();
+                /* Servers keep the newest JWT; ours must be newer than the one it replaces. */
+                p->iat = now > e->obs->iat ? now : e->obs->iat + 1;
+        }
+        if (d->js != JS_UNMANAGED)
+                js_state_to_claims(&e->want, p->claims);
+        return 0;
+}
+
+static void commit_observed(struct observed *obs, struct push *p) {
+        struct plan_entry *e = p->entry;
+        struct observed_account *oa = e->obs;
+        if (!oa)
+                return; /* created: the next full observation picks it up */
+        json_decref(oa->claims);
+        oa->claims = json_incref(p->claims);
+        free(oa->jwt);
+        oa->jwt = xstrdup(p->jwt);
+        oa->iat = p->iat;
+        (void)obs;
+}
+
+/* "jwt updated" is not "applied": ask every server that has the account loaded. */
+static void verify(struct natsconn *c, struct observed *obs, struct push *pushes, size_t n) {
+        struct observed_account **accts = xcalloc(n, sizeof(*accts));
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+                if (!pushes[i].failure && pushes[i].entry->obs)
+                        accts[k++] = pushes[i].entry->obs;
+        char *err = NULL;
+        if (k && observe_accounts_state(c, obs, accts, k, false, &err) < 0) {
+                for (size_t i = 0; i < n; i++)
+                        if (!pushes[i].failure && pushes[i].entry->obs)
+                                pushes[i].failure = xasprintf("could not verify: %s", err);
+                free(err);
+                free(accts);
+                return;
+        }
+        free(accts);
+        for (size_t i = 0; i < n; i++) {
+                struct push *p = &pushes[i];
+                struct observed_account *oa = p->entry->obs;
+                if (p->failure || !oa)
+                        continue;
+                bool want_js = js_state_enabled(&p->entry->want);
+                for (size_t s = 0; s < oa->n_servers && !p->failure; s++) {
+                        const struct server_account_state *st = &oa->servers[s];
+                        if (!st->loaded)
+                                continue;
+                        if (st->error)
+                                p->failure = xasprintf("server %s: %s", st->server_id, st->error);
+                        else if (!st->complete)
+                                p->failure = xasprintf("server %s accepted the JWT but could not apply it "
+                                                       "(see its log: \"Error configuring jetstream\")",
+                                                       st->server_id);
+                        else if (p->entry->decl->js != JS_UNMANAGED && st->jetstream_enabled != want_js)
+                                p->failure = xasprintf("server %s still has JetStream %s for the account",
+                                                       st->server_id, st->jetstream_enabled ? "on" : "off");
+                }
+        }
+}
+
+int signer_load(const struct settings *s, struct nkey *out, char **err) {
+        char *text = NULL, *why = NULL;
+        size_t len = 0;
+        if (!s->signing_key) {
+                *err = xasprintf("%s: [operator] signing_key is required in operator mode", s->path);
+                return -EINVAL;
+        }
+        int r = secret_read(s->signing_key, &text, &len, &why);
+        if (r < 0) {
+                *err = why ? why : xasprintf("%s: %s", s->signing_key, strerror(-r));
+                return r;
+        }
+        char *seed = secret_find_seed(text);
+        secret_free(text, len);
+        const char *problem = "no nkey seed found in it";
+        r = -EINVAL;
+        if (seed && nkey_from_seed(seed, out, &problem) == 0) {
+                if (out->type == NKEY_OPERATOR)
+                        r = 0;
+                else
+                        problem = "not an operator seed (it must start with SO)";
+        }
+        if (seed)
+                secret_free(seed, strlen(seed));
+        if (r < 0) {
+                nkey_wipe(out);
+                *err = xasprintf("signing_key %s: %s", s->signing_key, problem);
+        }
+        return r;
+}
+
+static size_t plan_existing(const struct plan *p, bool changing_only, struct observed_account **out) {
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++)
+                if (p->v[i].obs && (!changing_only || plan_action_changes(p->v[i].action)))
+                        out[k++] = p->v[i].obs;
+        return k;
+}
+
+int plan_with_state(struct natsconn *c, struct observed *obs, const struct accounts *a,
+                    const struct plan_options *opt, struct plan **out, char **err) {
+        struct plan *p = plan_compute(a, obs, opt);
+        struct observed_account **accts = xcalloc(p->n ? p->n : 1, sizeof(*accts));
+        size_t n = plan_existing(p, false, accts);
+        int r = n ? observe_accounts_state(c, obs, accts, n, false, err) : 0;
+        if (r == 0) {
+                plan_free(p);
+                p = plan_compute(a, obs, opt);
+                /* Usage matters only where limits change: JSZ for those alone. */
+                n = plan_existing(p, true, accts);
+                r = n ? observe_accounts_state(c, obs, accts, n, true, err) : 0;
+        }
+        free(accts);
+        plan_free(p);
+        *out = r == 0 ? plan_compute(a, obs, opt) : NULL;
+        return r;
+}
+
+int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *signer, struct observed *obs,
+               struct plan *p, apply_done_fn done, void *userdata, char **err) {
+        char *why = NULL;
+        size_t n = 0;
+        for (size_t i = 0; i < p->n; i++)
+                n += plan_action_changes(p->v[i].action);
+        if (n == 0)
+                return 0;
+        if (!observed_key_trusted(obs, signer->pub, &why)) {
+                *err = xasprintf("refusing to push: signing key %s is not trusted: %s", signer->pub, why);
+                free(why);
+                return -EACCES;
+        }
+
+        struct push *pushes = xcalloc(n, sizeof(*pushes));
+        const char **subjects = xcalloc(n, sizeof(*subjects));
+        const char **payloads = xcalloc(n, sizeof(*payloads));
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                struct plan_entry *e = &p->v[i];
+                if (!plan_action_changes(e->action))
+                        continue;
+                struct push *ps = &pushes[k++];
+                ps->entry = e;
+                char *perr = NULL;
+                if (prepare(ps, e, s, &perr) < 0) {
+                        ps->failure = perr;
+                        continue;
+                }
+                ps->jwt = jwt_encode_at(ps->claims, signer, ps->iat);
+                if (!ps->jwt) {
+                        ps->failure = xstrdup("the account's current claims could not be re-signed");
+                        continue;
+                }
+                ps->subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", e->key);
+        }
+        /* Those that could not be prepared go after the pushable ones. */
+        size_t pushable = 0;
+        for (size_t i = 0; i < n; i++)
+                if (pushes[i].jwt && !pushes[i].failure) {
+                        struct push tmp = pushes[pushable];
+                        pushes[pushable] = pushes[i];
+                        pushes[i] = tmp;
+                        pushable++;
+                }
+        for (size_t i = 0; i < pushable; i++) {
+                subjects[i] = pushes[i].subject;
+                payloads[i] = pushes[i].jwt;
+        }
+        struct push_ctx ctx = { .pushes = pushes };
+        struct natsconn_pipeline pl = {
+                .n = pushable,
+                .subjects = subjects,
+                .payloads = payloads,
+                .want = obs->n_servers ? obs->n_servers : 1,
+                .window = APPLY_WINDOW,
+                .timeout_usec = s->request_timeout_usec,
+                .on_reply = on_reply,
+                .on_timeout = on_timeout,
+                .userdata = &ctx,
+        };
+        int r = pushable ? natsconn_pipeline_run(c, &pl, err) : 0;
+        if (r == 0) {
+                for (size_t i = 0; i < pushable; i++)
+                        if (!pushes[i].failure && pushes[i].ok < pl.want)
+                                pushes[i].failure = xasprintf("only %zu of %zu servers confirmed the update",
+                                                              pushes[i].ok, pl.want);
+                for (size_t i = 0; i < pushable; i++)
+                        if (!pushes[i].failure)
+                                commit_observed(obs, &pushes[i]);
+                verify(c, obs, pushes, pushable);
+        }
+        for (size_t i = 0; i < n; i++) {
+                struct push *ps = &pushes[i];
+                if (!ps->entry)
+                        continue;
+                if (r < 0 && i < pushable && !ps->failure)
+                        ps->failure = xasprintf("not pushed: %s", *err);
+                if (ps->failure)
+                        plan_entry_set_error(ps->entry, "%s", ps->failure);
+                if (done)
+                        done(userdata, ps->entry, !ps->failure);
+                free(ps->failure);
+                free(ps->subject);
+                free(ps->jwt);
+                json_decref(ps->claims);
+        }
+        free(pushes);
+        free(subjects);
+        free(payloads);
+        return r;
+}

@@ -1,0 +1,227 @@
+#include "diff.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "units.h"
+#include "util.h"
+
+static const char *const action_names[] = { "create", "enable", "update", "disable", "unchanged", "error" };
+static const char action_symbols[] = { '+', '^', '~', '-', '=', '!' };
+
+const char *plan_action_name(enum plan_action a) {
+        return action_names[a];
+}
+
+char plan_action_symbol(enum plan_action a) {
+        return action_symbols[a];
+}
+
+bool plan_action_changes(enum plan_action a) {
+        return a == PLAN_CREATE || a == PLAN_ENABLE || a == PLAN_UPDATE || a == PLAN_DISABLE;
+}
+
+void plan_entry_set_error(struct plan_entry *e, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        free(e->error);
+        e->error = xvasprintf(fmt, ap);
+        va_end(ap);
+        e->action = PLAN_ERROR;
+}
+
+void plan_entry_add_warning(struct plan_entry *e, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        e->warnings = xreallocarray(e->warnings, e->n_warnings + 1, sizeof(*e->warnings));
+        e->warnings[e->n_warnings++] = xvasprintf(fmt, ap);
+        va_end(ap);
+}
+
+static void add_change(struct plan_entry *e, int tier, const struct js_field *f, int64_t old_value,
+                       int64_t new_value) {
+        e->changes = xreallocarray(e->changes, e->n_changes + 1, sizeof(*e->changes));
+        struct plan_change *c = &e->changes[e->n_changes++];
+        if (tier < 0)
+                snprintf(c->field, sizeof(c->field), "%s", f->name);
+        else
+                snprintf(c->field, sizeof(c->field), "R%d.%s", tier + 1, f->name);
+        c->kind = f->kind;
+        c->old_value = old_value;
+        c->new_value = new_value;
+}
+
+/* Every field whose value, as nats-server reads the claims, differs. */
+static void compare(struct plan_entry *e, const struct js_state *cur, const struct js_state *want) {
+        for (int tier = -1; tier < JS_TIERS; tier++)
+                for (size_t i = 0; i < js_fields_count; i++) {
+                        int64_t o = js_state_field(cur, tier, &js_fields[i]);
+                        int64_t n = js_state_field(want, tier, &js_fields[i]);
+                        if (o != n)
+                                add_change(e, tier, &js_fields[i], o, n);
+                }
+}
+
+static bool tier_set_differs(const struct js_state *cur, const struct js_state *want) {
+        if (cur->mode != JS_TIERED || want->mode != JS_TIERED)
+                return false;
+        for (int t = 0; t < JS_TIERS; t++)
+                if (cur->tier_set[t] != want->tier_set[t])
+                        return true;
+        return false;
+}
+
+static void warn_usage(struct plan_entry *e, const struct observed_account *oa) {
+        if (e->want.mode != JS_ENABLED)
+                return;
+        for (size_t i = 0; i < oa->n_servers; i++) {
+                const struct server_account_state *s = &oa->servers[i];
+                if (!s->have_usage)
+                        continue;
+                char a[32], b[32];
+                if (e->want.limits.max_memory >= 0 && s->memory > e->want.limits.max_memory) {
+                        units_format_size(e->want.limits.max_memory, a, sizeof(a));
+                        units_format_size(s->memory, b, sizeof(b));
+                        plan_entry_add_warning(e, "max_memory %s is below current usage %s on server %s", a, b,
+                                               s->server_id);
+                }
+                if (e->want.limits.max_store >= 0 && s->storage > e->want.limits.max_store) {
+                        units_format_size(e->want.limits.max_store, a, sizeof(a));
+                        units_format_size(s->storage, b, sizeof(b));
+                        plan_entry_add_warning(e, "max_store %s is below current usage %s on server %s", a, b,
+                                               s->server_id);
+                }
+        }
+}
+
+/* "jwt updated" is not "applied": a server that holds the account loaded but
+ * reports it incomplete, or with JetStream in the other state, needs a push. */
+static bool servers_disagree(struct plan_entry *e, const struct observed_account *oa) {
+        bool want_js = js_state_enabled(&e->want);
+        bool disagree = false;
+        for (size_t i = 0; i < oa->n_servers; i++) {
+                const struct server_account_state *s = &oa->servers[i];
+                if (!s->loaded)
+                        continue;
+                if (!s->complete) {
+                        plan_entry_add_warning(e, "server %s has not applied the account's JWT completely",
+                                               s->server_id);
+                        disagree = true;
+                } else if (e->decl->js != JS_UNMANAGED && s->jetstream_enabled != want_js) {
+                        plan_entry_add_warning(e, "server %s has JetStream %s for this account", s->server_id,
+                                               s->jetstream_enabled ? "on" : "off");
+                        disagree = true;
+                }
+        }
+        return disagree;
+}
+
+static void warn_server_jetstream(struct plan_entry *e, const struct observed *obs) {
+        if (!js_state_enabled(&e->want))
+                return;
+        for (size_t i = 0; i < obs->n_servers; i++)
+                if (!obs->servers[i].jetstream)
+                        plan_entry_add_warning(e, "JetStream is off on server %s",
+                                               obs->servers[i].name ? obs->servers[i].name : obs->servers[i].id);
+}
+
+static void plan_one(struct plan_entry *e, const struct observed *obs, const struct plan_options *opt) {
+        const struct account_decl *d = e->decl;
+        if (d->js != JS_UNMANAGED)
+                js_state_from_decl(d, &e->want);
+
+        struct observed_account *oa = NULL;
+        if (d->key[0]) {
+                oa = observed_find_key(obs, d->key);
+                if (!oa) {
+                        plan_entry_set_error(e, "account %s (pinned by key) is not in the resolver", d->key);
+                        return;
+                }
+                if (oa->name && strcmp(oa->name, d->name) != 0)
+                        plan_entry_add_warning(e, "the account's JWT is named %s", oa->name);
+        } else {
+                size_t first = 0, n = observed_find_name(obs, d->name, &first);
+                if (n > 1) {
+                        plan_entry_set_error(e, "%zu accounts are named %s (%s, %s%s); pin one with key:", n,
+                                             d->name, obs->accounts[obs->by_name[first]].key,
+                                             obs->accounts[obs->by_name[first + 1]].key, n > 2 ? ", ..." : "");
+                        return;
+                }
+                if (n == 1)
+                        oa = &obs->accounts[obs->by_name[first]];
+        }
+
+        if (!oa) {
+                if (!opt->create_missing) {
+                        plan_entry_set_error(e, "account %s is not in the resolver and create_missing is off",
+                                             d->name);
+                        return;
+                }
+                e->action = PLAN_CREATE;
+                struct js_state off;
+                memset(&off, 0, sizeof(off));
+                off.mode = JS_DISABLED;
+                if (d->js != JS_UNMANAGED)
+                        compare(e, &off, &e->want);
+                warn_server_jetstream(e, obs);
+                return;
+        }
+
+        e->obs = oa;
+        snprintf(e->key, sizeof(e->key), "%s", oa->key);
+        for (size_t i = 0; i < obs->n_servers; i++)
+                if (obs->servers[i].system_account && strcmp(obs->servers[i].system_account, oa->key) == 0) {
+                        plan_entry_set_error(e, "%s is the system account; its limits are not managed", d->name);
+                        return;
+                }
+
+        if (d->js == JS_UNMANAGED) {
+                e->action = servers_disagree(e, oa) ? PLAN_UPDATE : PLAN_UNCHANGED;
+                return;
+        }
+        struct js_state cur;
+        js_state_from_claims(oa->claims, &cur);
+        compare(e, &cur, &e->want);
+        bool cur_on = js_state_enabled(&cur), want_on = js_state_enabled(&e->want);
+        if (cur_on && !want_on)
+                e->action = PLAN_DISABLE;
+        else if (!cur_on && want_on)
+                e->action = PLAN_ENABLE;
+        else if (e->n_changes || tier_set_differs(&cur, &e->want))
+                e->action = PLAN_UPDATE;
+        else
+                e->action = PLAN_UNCHANGED;
+        if (servers_disagree(e, oa) && e->action == PLAN_UNCHANGED)
+                e->action = PLAN_UPDATE;
+        if (e->action != PLAN_UNCHANGED) {
+                warn_usage(e, oa);
+                warn_server_jetstream(e, obs);
+        }
+}
+
+struct plan *plan_compute(const struct accounts *desired, const struct observed *obs, const struct plan_options *opt) {
+        struct plan *p = xcalloc(1, sizeof(*p));
+        p->v = xcalloc(desired->n, sizeof(*p->v));
+        p->n = desired->n;
+        for (size_t i = 0; i < desired->n; i++) {
+                p->v[i].decl = &desired->v[i];
+                plan_one(&p->v[i], obs, opt);
+        }
+        return p;
+}
+
+void plan_free(struct plan *p) {
+        if (!p)
+                return;
+        for (size_t i = 0; i < p->n; i++) {
+                struct plan_entry *e = &p->v[i];
+                free(e->changes);
+                for (size_t k = 0; k < e->n_warnings; k++)
+                        free(e->warnings[k]);
+                free(e->warnings);
+                free(e->error);
+        }
+        free(p->v);
+        free(p);
+}

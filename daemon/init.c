@@ -1,0 +1,197 @@
+#include "init.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "jwt.h"
+#include "nkeys.h"
+#include "secrets.h"
+#include "util.h"
+
+/* The installed unit runs with a read-only /etc; its seeds go to StateDirectory. */
+#define SYSTEM_DIR "/etc/nats-accountd"
+#define SYSTEM_STATE_DIR "/var/lib/nats-accountd"
+
+static const char accounts_example[] =
+        "# Accounts that nats-accountd keeps in line; see nats-accountd.accounts(5).\n"
+        "# Edit this file while `nats-accountd run` is running and watch the limits follow.\n"
+        "accounts:\n"
+        "  APP:\n"
+        "    jetstream:\n"
+        "      max_memory: 64MiB\n"
+        "      max_store: 256MiB\n"
+        "      max_streams: 10\n"
+        "      max_consumers: 100\n"
+        "  ORDERS:\n"
+        "    jetstream:\n"
+        "      tiers:\n"
+        "        R1: { max_memory: 32MiB, max_store: 128MiB }\n"
+        "  LEGACY:\n"
+        "    jetstream: disabled\n";
+
+static int write_file(const char *dir, const char *name, const char *text, unsigned mode, char **err) {
+        char *path = path_join(dir, name);
+        int r = file_write_atomic(path, text, strlen(text), mode);
+        if (r < 0)
+                *err = xasprintf("cannot write %s: %s", path, strerror(-r));
+        free(path);
+        return r;
+}
+
+static int make_dir(const char *path, unsigned mode, char **err) {
+        if (mkdir(path, mode) < 0 && errno != EEXIST) {
+                int r = -errno;
+                *err = xasprintf("cannot create %s: %s", path, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+static int write_seed(const char *dir, const char *name, const char *what, const struct nkey *k, char **err) {
+        char seed[NKEY_SEED_LEN + 1];
+        nkey_seed_encode(k, seed);
+        char *text = xasprintf("# %s (%s)\n%s\n", what, k->pub, seed);
+        int r = write_file(dir, name, text, 0600, err);
+        secret_free(text, strlen(text));
+        sodium_memzero(seed, sizeof(seed));
+        return r;
+}
+
+int init_sandbox(const char *dir_arg, int port, char **err) {
+        int r = make_dir(dir_arg, 0755, err);
+        if (r < 0)
+                return r;
+        char *dir = realpath(dir_arg, NULL);
+        if (!dir) {
+                r = -errno;
+                *err = xasprintf("cannot resolve %s: %s", dir_arg, strerror(-r));
+                return r;
+        }
+        static const char *const ours[] = { "nats-accountd.conf", "nats-server.conf", "operator.jwt", "sys.creds",
+                                            "operator-signer.nk", "accounts.yaml" };
+        for (size_t i = 0; i < ARRAY_SIZE(ours); i++) {
+                char *p = path_join(dir, ours[i]);
+                bool exists = access(p, F_OK) == 0;
+                free(p);
+                if (exists) {
+                        *err = xasprintf("%s/%s already exists; refusing to overwrite a sandbox", dir, ours[i]);
+                        free(dir);
+                        return -EEXIST;
+                }
+        }
+
+        struct nkey op, signer, sys, sys_user;
+        nkey_generate(NKEY_OPERATOR, &op);
+        nkey_generate(NKEY_OPERATOR, &signer);
+        nkey_generate(NKEY_ACCOUNT, &sys);
+        nkey_generate(NKEY_USER, &sys_user);
+
+        char *op_jwt = NULL, *sys_jwt = NULL, *user_jwt = NULL, *creds = NULL, *server_conf = NULL, *daemon_conf = NULL;
+        char *jwt_dir = NULL, *js_dir = NULL, *state_dir = NULL;
+        const char *signing_keys[] = { signer.pub };
+        json_t *claims = jwt_operator_claims_new(op.pub, "nats-accountd-sandbox", signing_keys, 1, sys.pub);
+        op_jwt = jwt_encode(claims, &op);
+        json_decref(claims);
+        claims = jwt_account_claims_new(sys.pub, "SYS");
+        sys_jwt = jwt_encode(claims, &signer);
+        json_decref(claims);
+        claims = jwt_user_claims_new(sys_user.pub, "sys", NULL);
+        user_jwt = jwt_encode(claims, &sys);
+        json_decref(claims);
+        char user_seed[NKEY_SEED_LEN + 1];
+        nkey_seed_encode(&sys_user, user_seed);
+        creds = op_jwt && sys_jwt && user_jwt ? creds_format(user_jwt, user_seed) : NULL;
+        sodium_memzero(user_seed, sizeof(user_seed));
+        if (!creds) {
+                *err = xstrdup("cannot build the sandbox's JWTs");
+                r = -EINVAL;
+                goto out;
+        }
+
+        jwt_dir = path_join(dir, "jwt");
+        js_dir = path_join(dir, "jetstream");
+        state_dir = strcmp(dir, SYSTEM_DIR) == 0 ? xstrdup(SYSTEM_STATE_DIR) : path_join(dir, "state");
+        if ((r = make_dir(jwt_dir, 0700, err)) < 0 || (r = make_dir(js_dir, 0700, err)) < 0)
+                goto out;
+
+        char listen[32];
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+        server_conf = xasprintf(
+                "# nats-server in operator mode with a full resolver, made by nats-accountd init.\n"
+                "# Start it with: nats-server -c %s/nats-server.conf\n"
+                "server_name: nats-accountd-sandbox\n"
+                "listen: %s\n"
+                "%s%s%s"
+                "jetstream {\n"
+                "  store_dir: \"%s\"\n"
+                "  max_mem: 1G\n"
+                "  max_file: 10G\n"
+                "}\n"
+                "operator: \"%s/operator.jwt\"\n"
+                "system_account: %s\n"
+                "resolver {\n"
+                "  type: full\n"
+                "  dir: \"%s\"\n"
+                "  allow_delete: false\n"
+                "  interval: \"2m\"\n"
+                "  timeout: \"1.9s\"\n"
+                "}\n"
+                "resolver_preload {\n"
+                "  %s: \"%s\"\n"
+                "}\n",
+                dir, listen, port == INIT_RANDOM_PORT ? "ports_file_dir: \"" : "",
+                port == INIT_RANDOM_PORT ? dir : "", port == INIT_RANDOM_PORT ? "\"\n" : "", js_dir, dir, sys.pub,
+                jwt_dir, sys.pub, sys_jwt);
+        daemon_conf = xasprintf(
+                "# nats-accountd settings, made by nats-accountd init; see nats-accountd.conf(5).\n"
+                "[nats]\n"
+                "servers = nats://127.0.0.1:%d\n"
+                "credentials = sys.creds\n"
+                "request_timeout = 2s\n"
+                "\n"
+                "[accounts]\n"
+                "file = accounts.yaml\n"
+                "mode = operator\n"
+                "create_missing = yes\n"
+                "state_dir = %s\n"
+                "\n"
+                "[operator]\n"
+                "signing_key = operator-signer.nk\n"
+                "\n"
+                "[daemon]\n"
+                "resync_interval = 5m\n"
+                "log_level = info\n",
+                port == INIT_RANDOM_PORT ? 4222 : port, state_dir);
+
+        char *op_file = xasprintf("%s\n", op_jwt);
+        r = write_file(dir, "operator.jwt", op_file, 0644, err);
+        free(op_file);
+        if (r < 0 || (r = write_seed(dir, "operator.nk", "operator identity key: keep it offline", &op, err)) < 0 ||
+            (r = write_seed(dir, "operator-signer.nk", "operator signing key", &signer, err)) < 0 ||
+            (r = write_file(dir, "sys.creds", creds, 0600, err)) < 0 ||
+            (r = write_file(dir, "nats-server.conf", server_conf, 0644, err)) < 0 ||
+            (r = write_file(dir, "accounts.yaml", accounts_example, 0644, err)) < 0 ||
+            (r = write_file(dir, "nats-accountd.conf", daemon_conf, 0644, err)) < 0)
+                goto out;
+out:
+        nkey_wipe(&op);
+        nkey_wipe(&signer);
+        nkey_wipe(&sys);
+        nkey_wipe(&sys_user);
+        creds_free(creds);
+        free(op_jwt);
+        free(sys_jwt);
+        free(user_jwt);
+        free(server_conf);
+        free(daemon_conf);
+        free(jwt_dir);
+        free(js_dir);
+        free(state_dir);
+        free(dir);
+        return r;
+}
