@@ -1,0 +1,468 @@
+"""Operator mode (issue 3) against a real nats-server 2.9.10: standalone and a 3-node cluster.
+
+Run by meson (suite 'integration') with NATS_ACCOUNTD and NATS_PROBE set:
+    python3 test_operator.py StandaloneTest
+    python3 test_operator.py ClusterTest
+nats-server must be on PATH (or NATS_SERVER): without it the tests fail, never skip.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+import unittest
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import js_limits, jwt_claims, poll  # noqa: E402
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+# What `nats-accountd init` writes as its example accounts file (daemon/init.c).
+EXAMPLE_ACCOUNTS = ("APP", "ORDERS", "LEGACY")
+EXAMPLE_APP_LIMITS = {"max_memory": 64 * MiB, "max_storage": 256 * MiB, "max_streams": 10, "max_consumers": 100}
+
+# plan and apply end with a count of each action ("0 to create, ..., 3 in sync, 0 failed").
+PLAN_SUMMARY = re.compile(r"^\d+ [a-z ]+(, \d+ [a-z ]+)*, \d+ failed$")
+
+APP_ONLY = """accounts:
+  APP:
+    jetstream:
+      max_memory: 64MiB
+      max_store: {store}
+      max_streams: {streams}
+      max_consumers: 100
+"""
+
+
+class OperatorCase(unittest.TestCase):
+    sb = None
+
+    def out(self, r):
+        return "exit %d\n--- stdout\n%s--- stderr\n%s" % (r.returncode, r.stdout, r.stderr)
+
+    def assertExit(self, r, code, what):
+        self.assertEqual(r.returncode, code, "%s: %s" % (what, self.out(r)))
+
+    def apply_ok(self):
+        r = self.sb.accountd("apply")
+        self.assertExit(r, 0, "apply")
+        return r
+
+    def edit_accounts(self, old, new):
+        text = self.sb.read("accounts.yaml")
+        self.assertEqual(text.count(old), 1, "%r once in accounts.yaml:\n%s" % (old, text))
+        self.sb.write_accounts(text.replace(old, new))
+
+    def keys(self):
+        return self.sb.account_keys()
+
+    def claims_of(self, key):
+        jwt = self.sb.lookup_jwt(key)
+        self.assertIsNotNone(jwt, "the resolver holds no JWT for %s" % key)
+        return jwt_claims(jwt)
+
+    def plan_lines(self, r):
+        """Account lines of text plan output (the trailing summary line set apart)."""
+        lines = [l for l in r.stdout.splitlines() if l.strip()]
+        self.assertTrue(lines, "plan printed nothing: " + self.out(r))
+        self.assertRegex(lines[-1], PLAN_SUMMARY, "last line of plan is its summary")
+        return lines[:-1]
+
+
+class StandaloneTest(OperatorCase):
+    """One fresh sandbox and server per test: no test depends on another's leftovers."""
+
+    def setUp(self):
+        try:
+            self.sb = harness.Sandbox("standalone")
+        except harness.HarnessError as e:
+            self.fail(str(e))
+        try:
+            self.sb.start_server()
+        except harness.HarnessError as e:
+            self.sb.cleanup()
+            self.fail(str(e))
+
+    def tearDown(self):
+        if self.sb:
+            self.sb.cleanup()
+
+    # ------------------------------------------------------------------
+
+    def test_apply_creates_examples_then_plan_in_sync(self):
+        r = self.apply_ok()
+        for name in EXAMPLE_ACCOUNTS:
+            self.assertRegex(r.stdout, r"(?m)^\+ %s\b" % name, "apply reports creating %s" % name)
+        keys = self.keys()
+        self.assertEqual(set(keys), set(EXAMPLE_ACCOUNTS))
+        for name, key in keys.items():
+            self.assertRegex(key, r"^A[A-Z2-7]{55}$")
+            self.assertEqual(self.claims_of(key).get("name"), name, "the resolver's JWT of %s is named %s" % (key, name))
+
+        r = self.sb.accountd("plan", "--detailed-exitcode")
+        self.assertExit(r, 0, "plan --detailed-exitcode right after apply")
+        lines = self.plan_lines(r)
+        self.assertEqual(len(lines), len(EXAMPLE_ACCOUNTS), self.out(r))
+        for line in lines:
+            self.assertTrue(line.startswith("= "), "in sync after apply: %r" % line)
+        self.assertEqual(sorted(l.split()[1] for l in lines), sorted(EXAMPLE_ACCOUNTS))
+
+    def test_plan_json_shape(self):
+        r, doc = self.sb.plan_json()
+        self.assertExit(r, 0, "plan --json before apply")
+        self.check_plan_shape(doc)
+        self.assertEqual({a["name"]: a["action"] for a in doc["accounts"]}, {n: "create" for n in EXAMPLE_ACCOUNTS})
+        app = next(a for a in doc["accounts"] if a["name"] == "APP")
+        changes = {c["field"]: c["new"] for c in app["changes"]}
+        self.assertEqual(changes.get("max_store"), 256 * MiB, app)
+        self.assertEqual(changes.get("max_memory"), 64 * MiB, app)
+
+        self.apply_ok()
+        self.edit_accounts("max_store: 256MiB", "max_store: 1GiB")
+        r, doc = self.sb.plan_json()
+        self.assertExit(r, 0, "plan --json with a pending update")
+        self.check_plan_shape(doc)
+        by_name = {a["name"]: a for a in doc["accounts"]}
+        self.assertEqual(by_name["APP"]["action"], "update")
+        self.assertEqual(by_name["APP"]["changes"], [{"field": "max_store", "old": 256 * MiB, "new": GiB}])
+        self.assertIsNone(by_name["APP"]["error"])
+        self.assertEqual(by_name["ORDERS"]["action"], "unchanged")
+        self.assertEqual(by_name["ORDERS"]["changes"], [])
+
+        r = self.sb.accountd("plan", "--json", "--detailed-exitcode")
+        self.assertExit(r, 2, "plan --detailed-exitcode with a pending change")
+        self.check_plan_shape(json.loads(r.stdout))
+
+        r = self.sb.accountd("apply", "--json")
+        self.assertExit(r, 0, "apply --json")
+        doc = json.loads(r.stdout)
+        self.check_plan_shape(doc)
+        self.assertEqual({a["name"]: a["action"] for a in doc["accounts"]}["APP"], "update")
+
+    def check_plan_shape(self, doc):
+        self.assertEqual(set(doc), {"accounts"}, doc)
+        self.assertIsInstance(doc["accounts"], list)
+        for a in doc["accounts"]:
+            self.assertEqual(set(a), {"name", "key", "action", "changes", "warnings", "error"}, a)
+            self.assertIsInstance(a["name"], str)
+            self.assertTrue(a["key"] is None or re.fullmatch(r"A[A-Z2-7]{55}", a["key"]), a)
+            self.assertIn(a["action"], ("create", "enable", "update", "disable", "unchanged", "error"))
+            self.assertIsInstance(a["warnings"], list)
+            for w in a["warnings"]:
+                self.assertIsInstance(w, str)
+            if a["action"] == "error":
+                self.assertIsInstance(a["error"], str)
+                self.assertTrue(a["error"])
+            else:
+                self.assertIsNone(a["error"], a)
+            self.assertIsInstance(a["changes"], list)
+            for c in a["changes"]:
+                self.assertEqual(set(c), {"field", "old", "new"}, c)
+                self.assertRegex(c["field"], r"^(R[1-5]\.)?[a-z_]+$")
+                for v in (c["old"], c["new"]):
+                    # sizes and counts are integers (-1 unlimited), max_bytes_required a boolean
+                    if c["field"].endswith("max_bytes_required"):
+                        self.assertIsInstance(v, bool, c)
+                    else:
+                        self.assertIs(type(v), int, c)
+                        self.assertGreaterEqual(v, -1, c)
+
+    def test_user_sees_declared_limits(self):
+        self.apply_ok()
+        app = self.sb.js_info(self.sb.user_creds("APP"))
+        self.assertNotIn("error", app)
+        self.assertEqual({k: js_limits(app)[k] for k in EXAMPLE_APP_LIMITS}, EXAMPLE_APP_LIMITS, app)
+
+        orders = self.sb.js_info(self.sb.user_creds("ORDERS"))
+        r1 = js_limits(orders, "R1")
+        self.assertEqual((r1.get("max_memory"), r1.get("max_storage")), (32 * MiB, 128 * MiB), orders)
+
+        r = self.sb.request(self.sb.user_creds("LEGACY"), "$JS.API.INFO", timeout_ms=1000)
+        self.assertTrue(r.returncode != 0 or "error" in json.loads(r.stdout), "LEGACY has JetStream off: " + self.out(r))
+
+    def test_limit_update_is_applied_and_iat_rises(self):
+        self.apply_ok()
+        key = self.keys()["APP"]
+        iat0 = self.claims_of(key)["iat"]
+        creds = self.sb.user_creds("APP")
+
+        self.edit_accounts("max_store: 256MiB", "max_store: 1GiB")
+        r = self.sb.accountd("plan")
+        self.assertExit(r, 0, "plan")
+        app_line = [l for l in self.plan_lines(r) if l.split()[1] == "APP"]
+        self.assertEqual(len(app_line), 1, self.out(r))
+        self.assertTrue(app_line[0].startswith("~ APP"), app_line)
+        self.assertIn("max_store 256MiB -> 1GiB", app_line[0])
+        self.assertNotIn("max_memory", app_line[0], "only the changed limit is listed")
+        self.assertExit(self.sb.accountd("plan", "--detailed-exitcode"), 2, "plan --detailed-exitcode, change pending")
+
+        self.apply_ok()
+        self.assertEqual(js_limits(self.sb.js_info(creds))["max_storage"], GiB)
+        claims1 = self.claims_of(key)
+        self.assertEqual(claims1["nats"]["limits"]["disk_storage"], GiB)
+        self.assertGreater(claims1["iat"], iat0, "iat rises with each apply")
+
+        self.edit_accounts("max_streams: 10", "max_streams: 20")
+        self.apply_ok()
+        info = self.sb.js_info(creds)
+        self.assertEqual((js_limits(info)["max_streams"], js_limits(info)["max_storage"]), (20, GiB))
+        self.assertGreater(self.claims_of(key)["iat"], claims1["iat"], "iat rises with each apply")
+        self.assertExit(self.sb.accountd("plan", "--detailed-exitcode"), 0, "in sync after the second apply")
+
+    def test_disable_then_enable_keeps_stream_data(self):
+        self.apply_ok()
+        creds = self.sb.user_creds("APP")
+        cfg = {"name": "KEEP", "subjects": ["keep.>"], "storage": "file", "max_bytes": 8 * MiB}
+        created = self.sb.request_json(creds, "$JS.API.STREAM.CREATE.KEEP", json.dumps(cfg))
+        self.assertNotIn("error", created)
+        r = self.sb.probe("publish-acked", creds, self.sb.url, "keep.x", 5)
+        self.assertExit(r, 0, "5 acked publishes")
+
+        self.edit_accounts(
+            "  APP:\n    jetstream:\n      max_memory: 64MiB\n      max_store: 256MiB\n      max_streams: 10\n      max_consumers: 100\n",
+            "  APP:\n    jetstream: disabled\n",
+        )
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^- APP\b", self.out(r))
+        self.apply_ok()
+        r = self.sb.request(creds, "$JS.API.INFO", timeout_ms=1000)
+        self.assertTrue(
+            r.returncode != 0 or "error" in json.loads(r.stdout), "JetStream must be off for APP now: " + self.out(r)
+        )
+        self.assertExit(self.sb.accountd("plan", "--detailed-exitcode"), 0, "in sync while disabled")
+
+        self.edit_accounts(
+            "  APP:\n    jetstream: disabled\n",
+            "  APP:\n    jetstream:\n      max_memory: 64MiB\n      max_store: 256MiB\n      max_streams: 10\n      max_consumers: 100\n",
+        )
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^\^ APP\b", self.out(r))
+        self.apply_ok()
+
+        def five_messages():
+            r = self.sb.request(creds, "$JS.API.STREAM.INFO.KEEP", timeout_ms=1000)
+            if r.returncode != 0:
+                return None
+            doc = json.loads(r.stdout)
+            return doc if (doc.get("state") or {}).get("messages") == 5 else None
+
+        try:
+            poll(five_messages, 10, "stream KEEP back with its 5 messages", interval=0.2)
+        except harness.HarnessError as e:
+            self.fail("%s; last STREAM.INFO: %s" % (e, self.out(self.sb.request(creds, "$JS.API.STREAM.INFO.KEEP"))))
+        self.assertEqual(js_limits(self.sb.js_info(creds))["max_storage"], 256 * MiB)
+
+    def test_export_added_by_another_tool_survives_apply(self):
+        self.apply_ok()
+        key = self.keys()["APP"]
+        current = self.sb.write("app.jwt", self.sb.lookup_jwt(key) + "\n")
+        r = self.sb.probe("resign-add-export", self.sb.signer, current, "foreign.events")
+        self.assertExit(r, 0, "resign-add-export")
+        foreign = r.stdout.strip()
+        self.sb.push_jwt(key, foreign)
+        foreign_claims = self.claims_of(key)
+        self.assertIn({"name": "foreign.events", "subject": "foreign.events", "type": "stream"},
+                      foreign_claims["nats"].get("exports", []))
+        self.assertExit(self.sb.accountd("plan", "--detailed-exitcode"), 0, "an export is not drift")
+
+        self.edit_accounts("max_store: 256MiB", "max_store: 1GiB")
+        self.apply_ok()
+        after = self.claims_of(key)
+        self.assertEqual(after["nats"].get("exports"), foreign_claims["nats"]["exports"], "the export survived")
+        self.assertEqual(after["nats"]["limits"]["disk_storage"], GiB)
+        self.assertGreater(after["iat"], foreign_claims["iat"])
+        # Everything but the JetStream limit, iat, jti is as the other tool left it.
+        for c in (after, foreign_claims):
+            for k in ("iat", "jti"):
+                c.pop(k)
+            c["nats"]["limits"].pop("disk_storage")
+        self.assertEqual(after, foreign_claims)
+
+    def test_untrusted_signing_key_is_refused(self):
+        self.apply_ok()
+        key = self.keys()["APP"]
+        before = self.sb.lookup_jwt(key)
+        r = self.sb.probe("gen-seed", "operator")
+        self.assertExit(r, 0, "gen-seed operator")
+        rogue = self.sb.write("rogue.nk", r.stdout, 0o600)
+        rogue_pub = self.sb.probe("pubkey-of-seed", rogue).stdout.strip()
+        self.assertRegex(rogue_pub, r"^O[A-Z2-7]{55}$")
+        self.sb.set_setting("signing_key", "rogue.nk")
+
+        self.edit_accounts("max_store: 256MiB", "max_store: 1GiB")
+        r = self.sb.accountd("apply")
+        self.assertNotEqual(r.returncode, 0, "apply with an untrusted key: " + self.out(r))
+        self.assertIn(rogue_pub, r.stdout + r.stderr, "the message names the key")
+        self.assertEqual(self.sb.lookup_jwt(key), before, "the resolver's JWT is unchanged")
+        self.assertEqual(js_limits(self.sb.js_info(self.sb.user_creds("APP")))["max_storage"], 256 * MiB)
+
+    def test_untrusted_signing_key_creates_nothing(self):
+        before = self.sb.gather_json("$SYS.REQ.CLAIMS.LIST", 1)[0]["data"]
+        r = self.sb.probe("gen-seed", "operator")
+        self.sb.write("rogue.nk", r.stdout, 0o600)
+        self.sb.set_setting("signing_key", "rogue.nk")
+        r = self.sb.accountd("apply")
+        self.assertNotEqual(r.returncode, 0, "apply with an untrusted key: " + self.out(r))
+        after = self.sb.gather_json("$SYS.REQ.CLAIMS.LIST", 1)[0]["data"]
+        self.assertEqual(sorted(after), sorted(before), "no account JWT was pushed (only the system account's)")
+
+    def test_account_removed_from_file_is_left_untouched(self):
+        self.apply_ok()
+        keys = self.keys()
+        orders_before = self.sb.lookup_jwt(keys["ORDERS"])
+        legacy_before = self.sb.lookup_jwt(keys["LEGACY"])
+        orders_creds = self.sb.user_creds("ORDERS")
+
+        self.sb.write_accounts(APP_ONLY.format(store="1GiB", streams=10))
+        r = self.apply_ok()
+        self.assertNotRegex(r.stdout, r"(?m)^. (ORDERS|LEGACY)\b", "unlisted accounts are not managed")
+        self.assertEqual(self.sb.lookup_jwt(keys["ORDERS"]), orders_before)
+        self.assertEqual(self.sb.lookup_jwt(keys["LEGACY"]), legacy_before)
+        self.assertEqual(js_limits(self.sb.js_info(orders_creds), "R1").get("max_storage"), 128 * MiB)
+        self.assertEqual(self.claims_of(keys["APP"])["nats"]["limits"]["disk_storage"], GiB)
+
+    def test_pin_to_unknown_account_key_is_an_error(self):
+        r = self.sb.probe("gen-seed", "account")
+        self.assertExit(r, 0, "gen-seed account")
+        seed = self.sb.write("ghost.nk", r.stdout, 0o600)
+        ghost = self.sb.probe("pubkey-of-seed", seed).stdout.strip()
+        self.assertRegex(ghost, r"^A[A-Z2-7]{55}$")
+        self.sb.write_accounts(APP_ONLY.format(store="256MiB", streams=10) + "  GHOST:\n    key: %s\n    jetstream: enabled\n" % ghost)
+        self.assertExit(self.sb.accountd("check"), 0, "a valid pinned key passes check")
+
+        for args in (("plan",), ("plan", "--detailed-exitcode"), ("apply",)):
+            r = self.sb.accountd(*args)
+            self.assertExit(r, 1, " ".join(args))
+            ghost_lines = [l for l in r.stdout.splitlines() if l.startswith("! GHOST")]
+            self.assertEqual(len(ghost_lines), 1, self.out(r))
+            self.assertIn(ghost, ghost_lines[0], "the error names the pinned key")
+
+        r, doc = self.sb.plan_json()
+        self.assertExit(r, 1, "plan --json")
+        g = next(a for a in doc["accounts"] if a["name"] == "GHOST")
+        self.assertEqual(g["action"], "error")
+        self.assertTrue(g["error"])
+        self.assertIsNone(self.sb.lookup_jwt(ghost), "no account was made up for the pinned key")
+        # The error of one account does not hold back the others.
+        self.assertEqual(js_limits(self.sb.js_info(self.sb.user_creds("APP")))["max_storage"], 256 * MiB)
+
+    def test_stopped_server_exits_69(self):
+        url = self.sb.url
+        self.sb.stop()
+        for args in (("plan",), ("apply",)):
+            started = time.monotonic()
+            r = self.sb.accountd(*args, timeout=60)
+            self.assertExit(r, 69, " ".join(args) + " with the server stopped")
+            self.assertLess(time.monotonic() - started, 30, "gives up in bounded time")
+            self.assertIn(url.split("//")[1], r.stderr, "the message names the server")
+            self.assertRegex(r.stderr, r"(?i)connect|unreachable|no server", "the message says what failed")
+
+
+class ClusterTest(OperatorCase):
+    """Three servers c1..c3 on loopback, one sandbox for the class."""
+
+    TIERS = """accounts:
+  APP:
+    jetstream:
+      max_memory: 64MiB
+      max_store: 256MiB
+  ORDERS:
+    jetstream:
+      tiers:
+        R1: {{ max_memory: 32MiB, max_store: 128MiB, max_streams: 5 }}
+        R3: {{ max_memory: 16MiB, max_store: {r3_store}, max_streams: 3 }}
+"""
+
+    @classmethod
+    def setUpClass(cls):
+        try:
+            cls.sb = harness.Cluster(3)
+        except harness.HarnessError as e:
+            raise AssertionError(str(e))
+        try:
+            cls.sb.start_cluster()
+        except harness.HarnessError as e:
+            logs = cls.sb.server_logs()
+            cls.sb.cleanup()
+            raise AssertionError("%s\n%s" % (e, logs))
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.sb:
+            cls.sb.cleanup()
+
+    def server_views(self, key):
+        """$SYS.REQ.ACCOUNT.<key>.INFO from every server: server name -> data."""
+        replies = self.sb.gather_json("$SYS.REQ.ACCOUNT.%s.INFO" % key, 3)
+        return {r["server"]["name"]: r.get("data") for r in replies}
+
+    def check_tiers_everywhere(self, key, creds, r3_store):
+        want = {"R1": (32 * MiB, 128 * MiB, 5), "R3": (16 * MiB, r3_store, 3)}
+        # A server loads an account when a client connects to it there: a user on each
+        # server loads it everywhere ($JS.API.INFO itself is answered by the meta leader).
+        for srv in self.sb.servers:
+            info = self.sb.js_info(creds, url=srv.url)
+            for tier, (mem, store, streams) in want.items():
+                lim = js_limits(info, tier)
+                self.assertEqual((lim.get("max_memory"), lim.get("max_storage"), lim.get("max_streams")),
+                                 (mem, store, streams), "$JS.API.INFO via %s, tier %s: %s" % (srv.url, tier, info))
+        views = self.server_views(key)
+        self.assertEqual(set(views), {"c1", "c2", "c3"}, views)
+        for name, data in views.items():
+            self.assertIsNotNone(data, "%s has the account loaded" % name)
+            self.assertTrue(data.get("jetstream_enabled"), "%s applied JetStream: %s" % (name, data))
+            self.assertTrue(data.get("complete"), "%s: %s" % (name, data))
+            tiered = data["decoded_jwt"]["nats"]["limits"].get("tiered_limits", {})
+            for tier, (mem, store, streams) in want.items():
+                self.assertEqual((tiered[tier]["mem_storage"], tiered[tier]["disk_storage"], tiered[tier]["streams"]),
+                                 (mem, store, streams), "%s tier %s" % (name, tier))
+
+    def test_1_tiers_applied_on_all_servers(self):
+        self.sb.write_accounts(self.TIERS.format(r3_store="64MiB"))
+        r = self.apply_ok()
+        self.assertRegex(r.stdout, r"(?m)^\+ ORDERS\b")
+        r = self.sb.accountd("plan", "--detailed-exitcode")
+        self.assertExit(r, 0, "plan right after apply on the cluster")
+        for line in self.plan_lines(r):
+            self.assertTrue(line.startswith("= "), line)
+
+        key = self.keys()["ORDERS"]
+        creds = self.sb.user_creds("ORDERS")
+        self.check_tiers_everywhere(key, creds, 64 * MiB)
+
+        # The R3 tier is usable: a replicated stream lands in it.
+        cfg = {"name": "R3S", "subjects": ["r3s.>"], "storage": "file", "num_replicas": 3, "max_bytes": 4 * MiB}
+        created = self.sb.request_json(creds, "$JS.API.STREAM.CREATE.R3S", json.dumps(cfg), timeout_ms=5000)
+        self.assertNotIn("error", created)
+        self.assertExit(self.sb.probe("publish-acked", creds, self.sb.servers[2].url, "r3s.a", 3), 0, "acked R3 publishes")
+
+        def r3_counted():
+            info = self.sb.js_info(creds)
+            return info if (info.get("tiers") or {}).get("R3", {}).get("streams") == 1 else None
+
+        poll(r3_counted, 10, "the R3 stream counted in tier R3", interval=0.2)
+
+    def test_2_tier_update_reaches_all_servers(self):
+        self.sb.write_accounts(self.TIERS.format(r3_store="64MiB"))
+        self.apply_ok()
+        key = self.keys()["ORDERS"]
+        iat0 = self.claims_of(key)["iat"]
+        self.sb.write_accounts(self.TIERS.format(r3_store="96MiB"))
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ ORDERS .*R3\.max_store 64MiB -> 96MiB", self.out(r))
+        self.apply_ok()
+        self.assertExit(self.sb.accountd("plan", "--detailed-exitcode"), 0, "in sync on every server")
+        self.check_tiers_everywhere(key, self.sb.user_creds("ORDERS", "u2"), 96 * MiB)
+        # LOOKUP gets one reply per server: every resolver holds the new JWT.
+        r = self.sb.probe("gather", self.sb.sys_creds, self.sb.url, "$SYS.REQ.ACCOUNT.%s.CLAIMS.LOOKUP" % key, "", 3000, 3)
+        self.assertExit(r, 0, "LOOKUP answered by 3 servers")
+        for jwt in r.stdout.split():
+            self.assertGreater(jwt_claims(jwt)["iat"], iat0, "every resolver holds the new JWT")
+
+
+if __name__ == "__main__":
+    unittest.main()
