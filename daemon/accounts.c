@@ -1,0 +1,1276 @@
+#include "accounts.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "units.h"
+#include "util.h"
+
+#define FIELD(f, kind) { #f, kind, offsetof(struct js_limits, f) }
+const struct js_field js_fields[] = {
+        FIELD(max_memory, JS_FIELD_SIZE),
+        FIELD(max_store, JS_FIELD_SIZE),
+        FIELD(max_streams, JS_FIELD_COUNT),
+        FIELD(max_consumers, JS_FIELD_COUNT),
+        FIELD(max_ack_pending, JS_FIELD_COUNT),
+        FIELD(memory_max_stream_bytes, JS_FIELD_SIZE),
+        FIELD(store_max_stream_bytes, JS_FIELD_SIZE),
+        FIELD(max_bytes_required, JS_FIELD_BOOL),
+};
+#undef FIELD
+const size_t js_fields_count = ARRAY_SIZE(js_fields);
+
+static const char *const tier_names[JS_TIERS] = { "R1", "R2", "R3", "R4", "R5" };
+
+enum {
+        /* Merge keys may nest (a merged mapping with its own `<<`); deeper than this is an
+         * attack, and the bound keeps the recursion off the end of the stack. */
+        MERGE_DEPTH_MAX = 32,
+        /* How much of a value from the file a message quotes. */
+        SHOWN_MAX = 64,
+        TEXT_SIZE = SHOWN_MAX * 4 + 8,
+        PATH_SIZE = 1024,
+};
+
+void js_limits_unlimited(struct js_limits *l) {
+        for (size_t i = 0; i < js_fields_count; i++) {
+                char *p = (char *)l + js_fields[i].offset;
+                if (js_fields[i].kind == JS_FIELD_BOOL)
+                        *(bool *)p = false;
+                else
+                        *(int64_t *)p = LIMIT_UNLIMITED;
+        }
+}
+
+/* A compact document tree, built from libyaml's events. libyaml's own loader (yaml_parser_load)
+ * spends ~180 bytes a node (a malloc'd tag and value each, a 16-slot array per mapping) and
+ * registers anchors with a linear search, so 100,000 accounts took 370 MB and 100,000 anchors
+ * 16 s. Here a node is 20 bytes, text lives in one arena, and anchors are hashed. As in
+ * libyaml's loader, an alias shares the anchored node, never copies it; it keeps a small node
+ * of its own only so that errors point at the alias the user wrote. */
+enum ynode_type { YNODE_SCALAR, YNODE_SEQUENCE, YNODE_MAPPING, YNODE_ALIAS };
+
+struct ynode {
+        uint8_t type;
+        bool plain; /* plain scalar: only those can be null or a merge key */
+        uint32_t line, column; /* 1-based */
+        uint32_t off; /* scalar: into text (NUL-terminated); collection: into kids; alias: target */
+        uint32_t len; /* scalar: bytes; sequence: items; mapping: pairs (kids holds key, value, ...) */
+};
+
+struct anchor {
+        uint32_t name; /* into text */
+        uint32_t len;
+        uint32_t node;
+        bool used;
+};
+
+struct ydoc {
+        struct ynode *nodes;
+        size_t n_nodes, cap_nodes;
+        size_t n_aliases; /* of n_nodes */
+        uint32_t *kids;
+        size_t n_kids, cap_kids;
+        char *text;
+        size_t n_text, cap_text;
+        struct anchor *anchors; /* open addressing, power-of-two size */
+        size_t n_anchors, cap_anchors;
+        uint32_t root;
+        bool has_root; /* false: no document at all */
+        int second_line, second_column; /* where a second document starts; 0 = none */
+};
+
+/* The collection being composed: its children wait on a stack until its end event. */
+struct frame {
+        uint32_t node;
+        size_t first_pending;
+        bool has_anchor;
+        uint32_t anchor, anchor_len;
+};
+
+struct composer {
+        struct ydoc *doc;
+        struct frame *frames;
+        size_t n_frames, cap_frames;
+        uint32_t *pending;
+        size_t n_pending, cap_pending;
+};
+
+/* Where an error is: built on the stack while walking and only rendered when an error is
+ * reported, so a valid file costs no string work. */
+struct path {
+        const struct path *parent;
+        const char *name;
+        size_t len;
+};
+
+struct walker {
+        const struct ydoc *doc;
+        const char *file;
+        enum accounts_flavor flavor;
+        struct diag_list *d;
+        size_t errors;
+        /* Node visits left. Aliases share nodes, so without a bound a few anchors could make
+         * the walk exponential (billion laughs through merge keys). */
+        size_t budget;
+        bool bomb;
+        const struct ynode *alias; /* outermost alias the walk is inside: where a bomb is reported */
+};
+
+struct pair {
+        const struct ynode *key; /* a scalar, alias resolved */
+        const struct ynode *value; /* as written: maybe an alias */
+};
+
+/* A mapping's pairs after merge keys, with a hash on the key text so that duplicates and
+ * overrides cost O(1) each even in a mapping of a million accounts. */
+struct pairs {
+        const struct ydoc *doc;
+        struct pair *v;
+        size_t n, cap;
+        size_t *slot; /* index + 1 into v; 0 = free */
+        size_t nslot; /* power of two */
+};
+
+/* INT32_MAX rather than INT_MAX: daemon/limits.h shadows <limits.h> on our include path. */
+static int mark_line(const yaml_mark_t *m) {
+        return m->line >= (size_t)INT32_MAX ? INT32_MAX : (int)m->line + 1;
+}
+
+static int mark_column(const yaml_mark_t *m) {
+        return m->column >= (size_t)INT32_MAX ? INT32_MAX : (int)m->column + 1;
+}
+
+/* Room for one more element. Offsets are 32 bits: plenty for a file of at most 128 MiB, and
+ * the check keeps a bug from wrapping them. */
+static bool grow(void **v, size_t *cap, size_t n, size_t elem) {
+        if (n >= UINT32_MAX)
+                return false;
+        if (n == *cap) {
+                size_t c = *cap ? *cap * 2 : 64;
+                *v = xreallocarray(*v, c, elem);
+                *cap = c;
+        }
+        return true;
+}
+
+static bool text_add(struct ydoc *doc, const unsigned char *s, size_t len, uint32_t *off) {
+        if (len >= UINT32_MAX - doc->n_text - 1)
+                return false;
+        if (doc->n_text + len + 1 > doc->cap_text) {
+                size_t c = doc->cap_text ? doc->cap_text : 4096;
+                while (c < doc->n_text + len + 1)
+                        c *= 2;
+                doc->text = xreallocarray(doc->text, c, 1);
+                doc->cap_text = c;
+        }
+        *off = (uint32_t)doc->n_text;
+        if (len)
+                memcpy(doc->text + doc->n_text, s, len);
+        doc->text[doc->n_text + len] = 0;
+        doc->n_text += len + 1;
+        return true;
+}
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+        uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+        for (size_t i = 0; i < n; i++) {
+                h ^= (unsigned char)s[i];
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+/* The slot for this anchor name: the one holding it, or the free one where it goes. */
+static struct anchor *anchor_slot(const struct ydoc *doc, const char *name, size_t len) {
+        size_t mask = doc->cap_anchors - 1;
+        for (size_t j = hash_bytes(name, len) & mask;; j = (j + 1) & mask) {
+                struct anchor *a = &doc->anchors[j];
+                if (!a->used || (a->len == len && memcmp(doc->text + a->name, name, len) == 0))
+                        return a;
+        }
+}
+
+/* YAML lets a later anchor of the same name replace an earlier one for the aliases after it. */
+static bool anchor_set(struct ydoc *doc, uint32_t name, uint32_t len, uint32_t node) {
+        if ((doc->n_anchors + 1) * 2 > doc->cap_anchors) {
+                struct anchor *old = doc->anchors;
+                size_t old_cap = doc->cap_anchors;
+                doc->cap_anchors = old_cap ? old_cap * 2 : 64;
+                doc->anchors = xcalloc(doc->cap_anchors, sizeof(*doc->anchors));
+                for (size_t i = 0; i < old_cap; i++)
+                        if (old[i].used)
+                                *anchor_slot(doc, doc->text + old[i].name, old[i].len) = old[i];
+                free(old);
+        }
+        struct anchor *a = anchor_slot(doc, doc->text + name, len);
+        if (!a->used)
+                doc->n_anchors++;
+        *a = (struct anchor){ name, len, node, true };
+        return true;
+}
+
+static bool node_add(struct ydoc *doc, enum ynode_type type, bool plain, const yaml_mark_t *m, uint32_t *index) {
+        if (!grow((void **)&doc->nodes, &doc->cap_nodes, doc->n_nodes, sizeof(*doc->nodes)))
+                return false;
+        *index = (uint32_t)doc->n_nodes;
+        doc->nodes[doc->n_nodes++] = (struct ynode){
+                .type = (uint8_t)type,
+                .plain = plain,
+                .line = (uint32_t)mark_line(m),
+                .column = (uint32_t)mark_column(m),
+        };
+        return true;
+}
+
+/* A finished node goes to the collection being composed, or becomes the root. */
+static bool child_add(struct composer *c, uint32_t index) {
+        if (c->n_frames == 0) {
+                c->doc->root = index;
+                c->doc->has_root = true;
+                return true;
+        }
+        if (!grow((void **)&c->pending, &c->cap_pending, c->n_pending, sizeof(*c->pending)))
+                return false;
+        c->pending[c->n_pending++] = index;
+        return true;
+}
+
+static bool collection_start(struct composer *c, enum ynode_type type, const yaml_event_t *ev,
+                             const yaml_char_t *anchor) {
+        struct frame f = { .first_pending = c->n_pending };
+        if (!node_add(c->doc, type, false, &ev->start_mark, &f.node))
+                return false;
+        if (anchor) {
+                f.has_anchor = true;
+                f.anchor_len = (uint32_t)strlen((const char *)anchor);
+                if (!text_add(c->doc, anchor, f.anchor_len, &f.anchor))
+                        return false;
+        }
+        if (!grow((void **)&c->frames, &c->cap_frames, c->n_frames, sizeof(*c->frames)))
+                return false;
+        c->frames[c->n_frames++] = f;
+        return true;
+}
+
+static bool collection_end(struct composer *c) {
+        struct ydoc *doc = c->doc;
+        struct frame f = c->frames[--c->n_frames];
+        size_t n = c->n_pending - f.first_pending;
+        if (n >= UINT32_MAX - doc->n_kids)
+                return false;
+        if (doc->n_kids + n > doc->cap_kids) {
+                size_t cap = doc->cap_kids ? doc->cap_kids : 256;
+                while (cap < doc->n_kids + n)
+                        cap *= 2;
+                doc->kids = xreallocarray(doc->kids, cap, sizeof(*doc->kids));
+                doc->cap_kids = cap;
+        }
+        struct ynode *node = &doc->nodes[f.node];
+        node->off = (uint32_t)doc->n_kids;
+        node->len = (uint32_t)(node->type == YNODE_MAPPING ? n / 2 : n);
+        if (n)
+                memcpy(doc->kids + doc->n_kids, c->pending + f.first_pending, n * sizeof(*doc->kids));
+        doc->n_kids += n;
+        c->n_pending = f.first_pending;
+        /* Registered only now, so an alias can never point into its own node: the graph stays acyclic. */
+        if (f.has_anchor && !anchor_set(doc, f.anchor, f.anchor_len, f.node))
+                return false;
+        return child_add(c, f.node);
+}
+
+static void doc_free(struct ydoc *doc) {
+        free(doc->nodes);
+        free(doc->kids);
+        free(doc->text);
+        free(doc->anchors);
+        *doc = (struct ydoc){ 0 };
+}
+
+/* libyaml's own message at its own position. Reader errors (bad encoding) carry only an offset. */
+static int report_yaml_error(const yaml_parser_t *parser, const char *buf, size_t len, const char *filename,
+                             struct diag_list *d) {
+        if (parser->error == YAML_MEMORY_ERROR) {
+                diag_add(d, filename, 0, 0, "out of memory while parsing");
+                return -ENOMEM;
+        }
+        const char *problem = parser->problem ? parser->problem : "unknown error";
+        int line, column;
+        if (parser->error == YAML_READER_ERROR) {
+                line = 1;
+                column = 1;
+                for (size_t i = 0; i < parser->problem_offset && i < len; i++) {
+                        if (buf[i] == '\n') {
+                                line++;
+                                column = 1;
+                        } else {
+                                column++;
+                        }
+                }
+        } else {
+                line = mark_line(&parser->problem_mark);
+                column = mark_column(&parser->problem_mark);
+        }
+        if (parser->context)
+                diag_add(d, filename, line, column, "YAML syntax error: %s (%s at line %d)", problem,
+                         parser->context, mark_line(&parser->context_mark));
+        else
+                diag_add(d, filename, line, column, "YAML syntax error: %s", problem);
+        return -EINVAL;
+}
+
+static int compose_alias(struct composer *c, const yaml_event_t *ev, const char *filename, struct diag_list *d) {
+        const char *name = (const char *)ev->data.alias.anchor;
+        size_t len = strlen(name);
+        const struct anchor *a = c->doc->cap_anchors ? anchor_slot(c->doc, name, len) : NULL;
+        if (a && a->used) {
+                uint32_t index, target = a->node;
+                if (!node_add(c->doc, YNODE_ALIAS, false, &ev->start_mark, &index))
+                        return -EFBIG;
+                c->doc->nodes[index].off = target;
+                c->doc->n_aliases++;
+                return child_add(c, index) ? 0 : -EFBIG;
+        }
+        for (size_t i = 0; i < c->n_frames; i++) {
+                const struct frame *f = &c->frames[i];
+                if (f->has_anchor && f->anchor_len == len && memcmp(c->doc->text + f->anchor, name, len) == 0) {
+                        diag_add(d, filename, mark_line(&ev->start_mark), mark_column(&ev->start_mark),
+                                 "YAML syntax error: alias *%s inside the node it names (recursive structures "
+                                 "are not supported)", name);
+                        return -EINVAL;
+                }
+        }
+        diag_add(d, filename, mark_line(&ev->start_mark), mark_column(&ev->start_mark),
+                 "YAML syntax error: found undefined alias *%s", name);
+        return -EINVAL;
+}
+
+static int compose_event(struct composer *c, const yaml_event_t *ev, const char *filename, struct diag_list *d) {
+        struct ydoc *doc = c->doc;
+        uint32_t index;
+        switch (ev->type) {
+        case YAML_ALIAS_EVENT:
+                return compose_alias(c, ev, filename, d);
+        case YAML_SCALAR_EVENT:
+                if (!node_add(doc, YNODE_SCALAR, ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE, &ev->start_mark,
+                              &index))
+                        return -EFBIG;
+                uint32_t off;
+                if (!text_add(doc, ev->data.scalar.value, ev->data.scalar.length, &off))
+                        return -EFBIG;
+                doc->nodes[index].off = off;
+                doc->nodes[index].len = (uint32_t)ev->data.scalar.length;
+                if (ev->data.scalar.anchor) {
+                        uint32_t name, len = (uint32_t)strlen((const char *)ev->data.scalar.anchor);
+                        if (!text_add(doc, ev->data.scalar.anchor, len, &name) || !anchor_set(doc, name, len, index))
+                                return -EFBIG;
+                }
+                return child_add(c, index) ? 0 : -EFBIG;
+        case YAML_SEQUENCE_START_EVENT:
+                return collection_start(c, YNODE_SEQUENCE, ev, ev->data.sequence_start.anchor) ? 0 : -EFBIG;
+        case YAML_MAPPING_START_EVENT:
+                return collection_start(c, YNODE_MAPPING, ev, ev->data.mapping_start.anchor) ? 0 : -EFBIG;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+                return collection_end(c) ? 0 : -EFBIG;
+        default:
+                return 0;
+        }
+}
+
+/* Compose the first document. A second one is only noted (where it starts), not parsed:
+ * reading it just to reject it would cost time and memory. */
+static int doc_load(struct ydoc *doc, const char *buf, size_t len, const char *filename, struct diag_list *d) {
+        yaml_parser_t parser;
+        struct composer c = { .doc = doc };
+        int r = 0, docs = 0;
+
+        if (!yaml_parser_initialize(&parser))
+                return -ENOMEM;
+        yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+        for (bool done = false; !done && r == 0;) {
+                yaml_event_t ev;
+                if (!yaml_parser_parse(&parser, &ev)) {
+                        r = report_yaml_error(&parser, buf, len, filename, d);
+                        break;
+                }
+                switch (ev.type) {
+                case YAML_STREAM_END_EVENT:
+                        done = true;
+                        break;
+                case YAML_DOCUMENT_START_EVENT:
+                        if (docs++ == 1) {
+                                doc->second_line = mark_line(&ev.start_mark);
+                                doc->second_column = mark_column(&ev.start_mark);
+                                done = true;
+                        }
+                        break;
+                default:
+                        r = compose_event(&c, &ev, filename, d);
+                        break;
+                }
+                yaml_event_delete(&ev);
+        }
+        if (r == -EFBIG)
+                diag_add(d, filename, 0, 0, "too large to parse");
+        free(c.frames);
+        free(c.pending);
+        yaml_parser_delete(&parser);
+        return r;
+}
+
+static const char *scalar_value(const struct ydoc *doc, const struct ynode *n) {
+        return doc->text + n->off;
+}
+
+static bool scalar_is(const struct ydoc *doc, const struct ynode *n, const char *s) {
+        size_t len = strlen(s);
+        return n->type == YNODE_SCALAR && n->len == len && memcmp(doc->text + n->off, s, len) == 0;
+}
+
+/* "\0" in a quoted scalar yields a NUL byte, which C string functions would silently cut at. */
+static bool scalar_has_nul(const struct ydoc *doc, const struct ynode *n) {
+        return memchr(doc->text + n->off, 0, n->len) != NULL;
+}
+
+static bool is_null(const struct ydoc *doc, const struct ynode *n) {
+        if (n->type != YNODE_SCALAR || !n->plain)
+                return false;
+        return n->len == 0 || scalar_is(doc, n, "~") || scalar_is(doc, n, "null") || scalar_is(doc, n, "Null") ||
+               scalar_is(doc, n, "NULL");
+}
+
+static bool is_true(const struct ydoc *doc, const struct ynode *n) {
+        return scalar_is(doc, n, "true") || scalar_is(doc, n, "True") || scalar_is(doc, n, "TRUE");
+}
+
+static bool is_false(const struct ydoc *doc, const struct ynode *n) {
+        return scalar_is(doc, n, "false") || scalar_is(doc, n, "False") || scalar_is(doc, n, "FALSE");
+}
+
+/* Only a plain `<<` is a merge key; a quoted one is an ordinary (and here unknown) key. */
+static bool is_merge_key(const struct ydoc *doc, const struct ynode *n) {
+        return n->type == YNODE_SCALAR && n->plain && scalar_is(doc, n, "<<");
+}
+
+/* The i-th child as written (maybe an alias). */
+static const struct ynode *kid(const struct ydoc *doc, const struct ynode *n, size_t i) {
+        return &doc->nodes[doc->kids[n->off + i]];
+}
+
+/* What a node stands for: anchors never sit on aliases, so one step is enough. */
+static const struct ynode *deref(const struct ydoc *doc, const struct ynode *n) {
+        return n->type == YNODE_ALIAS ? &doc->nodes[n->off] : n;
+}
+
+/* Appends to buf[*off..size) without overflowing; output past the end is dropped. */
+static void put(char *buf, size_t size, size_t *off, const char *s, size_t n) {
+        if (*off + 1 >= size)
+                return;
+        size_t room = size - *off - 1;
+        if (n > room)
+                n = room;
+        memcpy(buf + *off, s, n);
+        *off += n;
+        buf[*off] = 0;
+}
+
+/* Text from the file made safe and short for a message: control characters escaped, at most
+ * SHOWN_MAX bytes, never cutting a UTF-8 sequence. */
+static void text_escape(const char *s, size_t len, bool quote_chars, char *buf, size_t size, size_t *off) {
+        bool cut = len > SHOWN_MAX;
+        if (cut) {
+                len = SHOWN_MAX;
+                while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
+                        len--;
+        }
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)s[i];
+                char esc[8];
+                if (c < 0x20 || c == 0x7f) {
+                        snprintf(esc, sizeof(esc), "\\x%02x", c);
+                        put(buf, size, off, esc, 4);
+                } else if (quote_chars && (c == '"' || c == '\\')) {
+                        esc[0] = '\\';
+                        esc[1] = (char)c;
+                        put(buf, size, off, esc, 2);
+                } else {
+                        put(buf, size, off, (const char *)&s[i], 1);
+                }
+        }
+        if (cut)
+                put(buf, size, off, "...", 3);
+}
+
+static const char *text(const struct ydoc *doc, const struct ynode *n, char buf[TEXT_SIZE]) {
+        size_t off = 0;
+        buf[0] = 0;
+        text_escape(scalar_value(doc, n), n->len, false, buf, TEXT_SIZE, &off);
+        return buf;
+}
+
+static const char *quoted(const struct ydoc *doc, const struct ynode *n, char buf[TEXT_SIZE]) {
+        size_t off = 0;
+        buf[0] = 0;
+        put(buf, TEXT_SIZE, &off, "\"", 1);
+        text_escape(scalar_value(doc, n), n->len, true, buf, TEXT_SIZE, &off);
+        put(buf, TEXT_SIZE, &off, "\"", 1);
+        return buf;
+}
+
+/* What the file holds where something else was expected: the "got ..." of a message. Plain
+ * scalars as written, others quoted, so the user sees exactly what they typed. */
+static const char *describe(const struct ydoc *doc, const struct ynode *n, char buf[TEXT_SIZE]) {
+        size_t off = 0;
+        buf[0] = 0;
+        n = deref(doc, n);
+        if (n->type == YNODE_MAPPING)
+                return "a mapping";
+        if (n->type == YNODE_SEQUENCE)
+                return "a sequence";
+        if (is_null(doc, n))
+                return n->len == 0 ? "nothing" : "null";
+        if (n->plain) {
+                text_escape(scalar_value(doc, n), n->len, false, buf, TEXT_SIZE, &off);
+                return buf;
+        }
+        return quoted(doc, n, buf);
+}
+
+static void path_render(const struct path *p, char *buf, size_t size, size_t *off) {
+        if (!p)
+                return;
+        path_render(p->parent, buf, size, off);
+        if (p->parent)
+                put(buf, size, off, ".", 1);
+        text_escape(p->name, p->len, false, buf, size, off);
+}
+
+__attribute__((format(printf, 5, 0)))
+static void error_vat(struct walker *w, int line, int column, const struct path *p, const char *fmt, va_list ap) {
+        /* After an alias bomb, everything that follows is noise. */
+        if (w->bomb)
+                return;
+        w->errors++;
+        char where[PATH_SIZE] = "";
+        size_t off = 0;
+        path_render(p, where, sizeof(where), &off);
+        char *msg = xvasprintf(fmt, ap);
+        diag_add(w->d, w->file, line, column, "%s%s%s", where, where[0] ? ": " : "", msg);
+        free(msg);
+}
+
+__attribute__((format(printf, 4, 5)))
+static void error_at(struct walker *w, const struct ynode *n, const struct path *p, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        error_vat(w, (int)n->line, (int)n->column, p, fmt, ap);
+        va_end(ap);
+}
+
+__attribute__((format(printf, 5, 6)))
+static void error_at_line(struct walker *w, int line, int column, const struct path *p, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        error_vat(w, line, column, p, fmt, ap);
+        va_end(ap);
+}
+
+/* Charge one node visit. Without aliases every node is visited a few times at most, so running
+ * out means the walk is inside an alias: the outermost one is the culprit. */
+static bool visit(struct walker *w, const struct ynode *n) {
+        if (w->bomb)
+                return false;
+        if (w->budget > 0) {
+                w->budget--;
+                return true;
+        }
+        error_at(w, w->alias ? w->alias : n, NULL, "too many alias expansions: alias bomb?");
+        w->bomb = true;
+        return false;
+}
+
+/* Before walking into a value: note the outermost alias. Returns what alias_leave restores. */
+static const struct ynode *alias_enter(struct walker *w, const struct ynode *n) {
+        const struct ynode *saved = w->alias;
+        if (n->type == YNODE_ALIAS && !w->alias)
+                w->alias = n;
+        return saved;
+}
+
+static void alias_leave(struct walker *w, const struct ynode *saved) {
+        w->alias = saved;
+}
+
+static uint64_t key_hash(const struct ydoc *doc, const struct ynode *k) {
+        return hash_bytes(scalar_value(doc, k), k->len);
+}
+
+static bool key_same(const struct ydoc *doc, const struct ynode *a, const struct ynode *b) {
+        return a->len == b->len && memcmp(scalar_value(doc, a), scalar_value(doc, b), a->len) == 0;
+}
+
+static void pairs_rehash(struct pairs *ps, size_t nslot) {
+        free(ps->slot);
+        ps->slot = xcalloc(nslot, sizeof(*ps->slot));
+        ps->nslot = nslot;
+        for (size_t i = 0; i < ps->n; i++) {
+                size_t j = key_hash(ps->doc, ps->v[i].key) & (nslot - 1);
+                while (ps->slot[j])
+                        j = (j + 1) & (nslot - 1);
+                ps->slot[j] = i + 1;
+        }
+}
+
+/* NULL after appending key -> value; if the key is already there, the pair that has it. */
+static const struct pair *pairs_add(struct pairs *ps, const struct ynode *key, const struct ynode *value) {
+        if ((ps->n + 1) * 2 > ps->nslot)
+                pairs_rehash(ps, ps->nslot ? ps->nslot * 2 : 16);
+        size_t mask = ps->nslot - 1, j = key_hash(ps->doc, key) & mask;
+        for (; ps->slot[j]; j = (j + 1) & mask) {
+                const struct pair *p = &ps->v[ps->slot[j] - 1];
+                if (key_same(ps->doc, p->key, key))
+                        return p;
+        }
+        if (ps->n == ps->cap) {
+                ps->cap = ps->cap ? ps->cap * 2 : 8;
+                ps->v = xreallocarray(ps->v, ps->cap, sizeof(*ps->v));
+        }
+        ps->v[ps->n] = (struct pair){ key, value };
+        ps->slot[j] = ++ps->n;
+        return NULL;
+}
+
+static void pairs_free(struct pairs *ps) {
+        free(ps->v);
+        free(ps->slot);
+        ps->v = NULL;
+        ps->slot = NULL;
+        ps->n = ps->cap = ps->nslot = 0;
+}
+
+static void flatten(struct walker *w, const struct ynode *map, const struct path *p, const char *dup_what,
+                    unsigned depth, struct pairs *out);
+
+static void merge_source(struct walker *w, const struct ynode *src, const struct path *p, const char *dup_what,
+                         unsigned depth, struct pairs *out) {
+        struct pairs sub = { .doc = w->doc };
+        const struct ynode *saved = alias_enter(w, src);
+        flatten(w, deref(w->doc, src), p, dup_what, depth, &sub);
+        alias_leave(w, saved);
+        /* Keys the mapping sets itself, or an earlier source set, win. */
+        for (size_t i = 0; i < sub.n; i++)
+                (void)pairs_add(out, sub.v[i].key, sub.v[i].value);
+        pairs_free(&sub);
+}
+
+/* The value of a `<<`: a mapping, or a sequence of mappings. */
+static void merge(struct walker *w, const struct ynode *value, const struct path *p, const char *dup_what,
+                  unsigned depth, struct pairs *out) {
+        char got[TEXT_SIZE];
+        const struct ynode *v = deref(w->doc, value);
+        if (!visit(w, value))
+                return;
+        if (v->type == YNODE_MAPPING) {
+                merge_source(w, value, p, dup_what, depth, out);
+                return;
+        }
+        if (v->type != YNODE_SEQUENCE) {
+                error_at(w, value, p, "expected a mapping or a sequence of mappings after <<, got %s",
+                         describe(w->doc, v, got));
+                return;
+        }
+        const struct ynode *saved = alias_enter(w, value);
+        bool reported = false;
+        for (size_t i = 0; i < v->len && !w->bomb; i++) {
+                const struct ynode *src = kid(w->doc, v, i);
+                if (!visit(w, src))
+                        break;
+                if (deref(w->doc, src)->type == YNODE_MAPPING) {
+                        merge_source(w, src, p, dup_what, depth, out);
+                } else if (!reported) {
+                        /* Once is enough: a bad list is usually the same mistake repeated. A list
+                         * behind an alias is blamed on the alias, which is what the user wrote here. */
+                        error_at(w, value->type == YNODE_ALIAS ? value : src, p,
+                                 "expected a sequence of mappings after <<, got %s in it", describe(w->doc, src, got));
+                        reported = true;
+                }
+        }
+        alias_leave(w, saved);
+}
+
+/* The mapping's pairs with merge keys (`<<`) resolved as YAML's merge type says: its own keys
+ * first, then those of the merged mappings it does not set itself, earlier sources first.
+ * Duplicate own keys are errors (dup_what names them: "key", "account"). */
+static void flatten(struct walker *w, const struct ynode *map, const struct path *p, const char *dup_what,
+                    unsigned depth, struct pairs *out) {
+        char t[TEXT_SIZE], got[TEXT_SIZE];
+        const struct ynode *merge_key = NULL, *merge_value = NULL;
+
+        /* The composer keeps the graph acyclic; this only bounds the recursion. */
+        if (depth > MERGE_DEPTH_MAX) {
+                error_at(w, w->alias ? w->alias : map, p, "expected merge keys nested at most %d deep, got deeper",
+                         MERGE_DEPTH_MAX);
+                return;
+        }
+        for (size_t i = 0; i < map->len; i++) {
+                const struct ynode *k = kid(w->doc, map, 2 * i), *v = kid(w->doc, map, 2 * i + 1);
+                if (!visit(w, k))
+                        break;
+                k = deref(w->doc, k);
+                if (k->type != YNODE_SCALAR) {
+                        error_at(w, k, p, "expected a key name, got %s", describe(w->doc, k, got));
+                        continue;
+                }
+                if (is_merge_key(w->doc, k)) {
+                        if (merge_key) {
+                                error_at(w, k, p, "duplicate key << (first at line %u)", merge_key->line);
+                                continue;
+                        }
+                        merge_key = k;
+                        merge_value = v;
+                        continue;
+                }
+                const struct pair *first = pairs_add(out, k, v);
+                if (first)
+                        error_at(w, k, p, "duplicate %s %s (first at line %u)", dup_what, text(w->doc, k, t),
+                                 first->key->line);
+        }
+        if (merge_key && !w->bomb)
+                merge(w, merge_value, p, dup_what, depth + 1, out);
+}
+
+static void flatten_mapping(struct walker *w, const struct ynode *map, const struct path *p, const char *dup_what,
+                            struct pairs *out) {
+        flatten(w, map, p, dup_what, 0, out);
+}
+
+static struct path path_child(const struct walker *w, const struct path *parent, const struct ynode *key) {
+        return (struct path){ parent, scalar_value(w->doc, key), key->len };
+}
+
+static struct path path_named(const struct path *parent, const char *name) {
+        return (struct path){ parent, name, strlen(name) };
+}
+
+static const struct js_field *field_find(const struct walker *w, const struct ynode *key) {
+        for (size_t i = 0; i < js_fields_count; i++)
+                if (scalar_is(w->doc, key, js_fields[i].name))
+                        return &js_fields[i];
+        return NULL;
+}
+
+/* "max_memory, max_store, ..., max_bytes_required" (+ ", tiers" where allowed). */
+static const char *fields_list(bool with_tiers, char *buf, size_t size) {
+        size_t off = 0;
+        buf[0] = 0;
+        for (size_t i = 0; i < js_fields_count; i++) {
+                if (i)
+                        put(buf, size, &off, ", ", 2);
+                put(buf, size, &off, js_fields[i].name, strlen(js_fields[i].name));
+        }
+        if (with_tiers)
+                put(buf, size, &off, ", tiers", 7);
+        return buf;
+}
+
+static void unknown_key(struct walker *w, const struct ynode *key, const struct path *parent, const char *allowed) {
+        struct path p = path_child(w, parent, key);
+        error_at(w, key, &p, "expected one of %s, got an unknown key", allowed);
+}
+
+/* 0 reads as "unlimited" to nats-server for these, so a 0 would do the opposite of what it says.
+ * max_memory and max_store differ: 0 there is a real limit (no memory, or no file storage). */
+static bool zero_means_unlimited(const struct js_field *f) {
+        return f->kind != JS_FIELD_BOOL && f->offset != offsetof(struct js_limits, max_memory) &&
+               f->offset != offsetof(struct js_limits, max_store);
+}
+
+/* Walkers get a value as written (maybe an alias, so errors point where the user wrote it)
+ * and look at what it stands for. */
+static void walk_field(struct walker *w, const struct js_field *f, const struct ynode *key, const struct ynode *value,
+                       const struct path *parent, struct js_limits *limits) {
+        static const char *const expected[] = {
+                [JS_FIELD_SIZE] = "a size",
+                [JS_FIELD_COUNT] = "a count",
+                [JS_FIELD_BOOL] = "true or false",
+        };
+        char got[TEXT_SIZE];
+        struct path p = path_child(w, parent, key);
+        const struct ynode *v = deref(w->doc, value);
+        char *slot = (char *)limits + f->offset;
+
+        if (!visit(w, value))
+                return;
+        if (v->type != YNODE_SCALAR || is_null(w->doc, v)) {
+                error_at(w, value, &p, "expected %s, got %s", expected[f->kind], describe(w->doc, v, got));
+                return;
+        }
+        if (f->kind == JS_FIELD_BOOL) {
+                if (is_true(w->doc, v))
+                        *(bool *)slot = true;
+                else if (is_false(w->doc, v))
+                        *(bool *)slot = false;
+                else
+                        error_at(w, value, &p, "expected true or false, got %s", describe(w->doc, v, got));
+                return;
+        }
+
+        int64_t n = 0;
+        const char *why = "contains a NUL character";
+        int r = -EINVAL;
+        if (!scalar_has_nul(w->doc, v))
+                r = f->kind == JS_FIELD_SIZE ? units_parse_size(scalar_value(w->doc, v), &n, &why)
+                                             : units_parse_count(scalar_value(w->doc, v), &n, &why);
+        if (r < 0) {
+                error_at(w, value, &p, "expected %s, got %s: %s", expected[f->kind], describe(w->doc, v, got), why);
+                return;
+        }
+        if (n == 0 && zero_means_unlimited(f)) {
+                error_at(w, value, &p,
+                         "expected %s above 0, got %s: 0 means unlimited to nats-server; write -1 or unlimited",
+                         expected[f->kind], describe(w->doc, v, got));
+                return;
+        }
+        *(int64_t *)slot = n;
+}
+
+/* Both 0 is how nats-server spells "JetStream off"; a slip should not silently do that. */
+static void check_not_off(struct walker *w, const struct js_limits *l, const struct ynode *js_node,
+                          const struct path *p) {
+        if (l->max_memory == 0 && l->max_store == 0)
+                error_at(w, js_node, p,
+                         "expected max_memory or max_store above 0, got both 0: that would switch JetStream off; "
+                         "write `jetstream: disabled`");
+}
+
+/* The limits of a tier (tiers NULL), or of a jetstream mapping, whose `tiers` pair is handed back. */
+static void walk_limits(struct walker *w, const struct pairs *ps, const struct path *p, struct js_limits *limits,
+                        const struct pair **tiers, const struct ynode **first_flat) {
+        char allowed[512];
+        for (size_t i = 0; i < ps->n && !w->bomb; i++) {
+                const struct ynode *k = ps->v[i].key;
+                const struct js_field *f = field_find(w, k);
+                if (f) {
+                        if (first_flat && !*first_flat)
+                                *first_flat = k;
+                        const struct ynode *saved = alias_enter(w, ps->v[i].value);
+                        walk_field(w, f, k, ps->v[i].value, p, limits);
+                        alias_leave(w, saved);
+                } else if (tiers && scalar_is(w->doc, k, "tiers")) {
+                        *tiers = &ps->v[i];
+                } else {
+                        bool with_tiers = tiers && w->flavor == ACCOUNTS_OPERATOR;
+                        unknown_key(w, k, p, fields_list(with_tiers, allowed, sizeof(allowed)));
+                }
+        }
+}
+
+static void walk_tier(struct walker *w, const struct ynode *key, const struct ynode *value, const struct path *parent,
+                      const struct ynode *js_node, struct account_decl *a) {
+        char got[TEXT_SIZE];
+        struct path p = path_child(w, parent, key);
+        const struct ynode *v = deref(w->doc, value);
+        int t = -1;
+        for (int i = 0; i < JS_TIERS; i++)
+                if (scalar_is(w->doc, key, tier_names[i]))
+                        t = i;
+        if (t < 0) {
+                error_at(w, key, &p, "expected one of R1, R2, R3, R4, R5, got an unknown tier");
+                return;
+        }
+        if (!visit(w, value))
+                return;
+        a->tier_set[t] = true;
+        if (is_null(w->doc, v))
+                return;
+        if (v->type != YNODE_MAPPING) {
+                error_at(w, value, &p, "expected a mapping of limits (or nothing for all unlimited), got %s",
+                         describe(w->doc, v, got));
+                return;
+        }
+        struct pairs ps = { .doc = w->doc };
+        flatten_mapping(w, v, &p, "key", &ps);
+        walk_limits(w, &ps, &p, &a->tiers[t], NULL, NULL);
+        pairs_free(&ps);
+        check_not_off(w, &a->tiers[t], js_node, &p);
+}
+
+static void walk_tiers(struct walker *w, const struct ynode *key, const struct ynode *value,
+                       const struct path *parent, const struct ynode *js_node, struct account_decl *a) {
+        char got[TEXT_SIZE];
+        struct path p = path_child(w, parent, key);
+        const struct ynode *v = deref(w->doc, value);
+        if (!visit(w, value))
+                return;
+        if (v->type != YNODE_MAPPING) {
+                error_at(w, value, &p, "expected a mapping of tiers R1..R5, got %s", describe(w->doc, v, got));
+                return;
+        }
+        struct pairs ps = { .doc = w->doc };
+        flatten_mapping(w, v, &p, "key", &ps);
+        if (ps.n == 0)
+                /* A tiered account without tiers has no JetStream at all on the servers. */
+                error_at(w, value, &p,
+                         "expected at least one tier R1..R5, got none: that would switch JetStream off; "
+                         "write `jetstream: disabled`");
+        for (size_t i = 0; i < ps.n && !w->bomb; i++) {
+                const struct ynode *saved = alias_enter(w, ps.v[i].value);
+                walk_tier(w, ps.v[i].key, ps.v[i].value, &p, js_node, a);
+                alias_leave(w, saved);
+        }
+        pairs_free(&ps);
+}
+
+static void walk_jetstream(struct walker *w, const struct ynode *key, const struct ynode *value,
+                           const struct path *parent, struct account_decl *a) {
+        char got[TEXT_SIZE];
+        struct path p = path_child(w, parent, key);
+        const struct ynode *v = deref(w->doc, value);
+        if (!visit(w, value))
+                return;
+        if (scalar_is(w->doc, v, "enabled") || is_true(w->doc, v)) {
+                a->js = JS_ENABLED;
+                return;
+        }
+        if (scalar_is(w->doc, v, "disabled") || is_false(w->doc, v)) {
+                a->js = JS_DISABLED;
+                return;
+        }
+        if (v->type != YNODE_MAPPING) {
+                error_at(w, value, &p, "expected enabled, disabled or a mapping of limits, got %s",
+                         describe(w->doc, v, got));
+                return;
+        }
+
+        struct pairs ps = { .doc = w->doc };
+        const struct pair *tiers = NULL;
+        const struct ynode *first_flat = NULL;
+        flatten_mapping(w, v, &p, "key", &ps);
+        walk_limits(w, &ps, &p, &a->limits, &tiers, &first_flat);
+        if (!tiers) {
+                a->js = JS_ENABLED;
+                check_not_off(w, &a->limits, value, &p);
+                goto out;
+        }
+        struct path tp = path_child(w, &p, tiers->key);
+        if (w->flavor == ACCOUNTS_CONFIG) {
+                error_at(w, tiers->key, &tp, "expected flat limits, got tiers: tiers need operator mode");
+                goto out;
+        }
+        if (first_flat) {
+                error_at(w, tiers->key, &tp, "expected either flat limits or tiers, got both (%s at line %u)",
+                         scalar_value(w->doc, first_flat), first_flat->line);
+                goto out;
+        }
+        a->js = JS_TIERED;
+        const struct ynode *saved = alias_enter(w, tiers->value);
+        walk_tiers(w, tiers->key, tiers->value, &p, value, a);
+        alias_leave(w, saved);
+out:
+        pairs_free(&ps);
+}
+
+static void walk_key(struct walker *w, const struct ynode *key, const struct ynode *value, const struct path *parent,
+                     struct account_decl *a, const struct ynode **key_node) {
+        char got[TEXT_SIZE];
+        struct path p = path_child(w, parent, key);
+        const struct ynode *v = deref(w->doc, value);
+        if (!visit(w, value))
+                return;
+        if (v->type != YNODE_SCALAR || is_null(w->doc, v)) {
+                error_at(w, value, &p, "expected an account public key, got %s", describe(w->doc, v, got));
+                return;
+        }
+        const char *why = "contains a NUL character";
+        int r = -EINVAL;
+        if (!scalar_has_nul(w->doc, v))
+                r = nkey_public_decode(scalar_value(w->doc, v), NKEY_ACCOUNT, NULL, &why);
+        if (r >= 0 && v->len != NKEY_PUBLIC_LEN) {
+                r = -EINVAL;
+                why = "wrong length";
+        }
+        if (r < 0) {
+                error_at(w, value, &p, "not an account public key: %s", why);
+                return;
+        }
+        memcpy(a->key, scalar_value(w->doc, v), NKEY_PUBLIC_LEN + 1);
+        *key_node = value;
+}
+
+static void walk_account(struct walker *w, const struct ynode *name, const struct ynode *value,
+                         const struct path *accounts_path, struct account_decl *a, const struct ynode **key_node) {
+        char t[TEXT_SIZE], got[TEXT_SIZE];
+        const char *why = "contains a NUL character";
+        struct path p = path_child(w, NULL, name);
+        const struct ynode *v = deref(w->doc, value);
+
+        if (scalar_has_nul(w->doc, name) || !account_name_valid(scalar_value(w->doc, name), &why))
+                error_at(w, name, accounts_path, "expected an account name, got %s: %s", quoted(w->doc, name, t), why);
+        else
+                memcpy(a->name, scalar_value(w->doc, name), name->len + 1);
+        a->line = (int)name->line;
+        a->column = (int)name->column;
+        a->js = JS_UNMANAGED;
+        js_limits_unlimited(&a->limits);
+        for (int i = 0; i < JS_TIERS; i++)
+                js_limits_unlimited(&a->tiers[i]);
+
+        if (!visit(w, value) || is_null(w->doc, v))
+                return;
+        if (v->type != YNODE_MAPPING) {
+                error_at(w, value, &p, "expected a mapping with %sjetstream, or nothing, got %s",
+                         w->flavor == ACCOUNTS_OPERATOR ? "key or " : "", describe(w->doc, v, got));
+                return;
+        }
+        struct pairs ps = { .doc = w->doc };
+        flatten_mapping(w, v, &p, "key", &ps);
+        for (size_t i = 0; i < ps.n && !w->bomb; i++) {
+                const struct ynode *k = ps.v[i].key, *saved = alias_enter(w, ps.v[i].value);
+                if (scalar_is(w->doc, k, "jetstream")) {
+                        walk_jetstream(w, k, ps.v[i].value, &p, a);
+                } else if (scalar_is(w->doc, k, "key") && w->flavor == ACCOUNTS_OPERATOR) {
+                        walk_key(w, k, ps.v[i].value, &p, a, key_node);
+                } else if (scalar_is(w->doc, k, "key")) {
+                        struct path kp = path_child(w, &p, k);
+                        error_at(w, k, &kp,
+                                 "expected only jetstream in config mode, got key: pinning a public key needs "
+                                 "operator mode");
+                } else {
+                        unknown_key(w, k, &p, w->flavor == ACCOUNTS_OPERATOR ? "key, jetstream" : "jetstream");
+                }
+                alias_leave(w, saved);
+        }
+        pairs_free(&ps);
+}
+
+struct pin {
+        const char *key;
+        size_t account; /* index in document order */
+        const struct ynode *node;
+};
+
+static int pin_cmp(const void *x, const void *y) {
+        const struct pin *a = x, *b = y;
+        int c = strcmp(a->key, b->key);
+        if (c)
+                return c;
+        return a->account < b->account ? -1 : a->account > b->account;
+}
+
+struct pin_dup {
+        size_t account, owner;
+        const struct ynode *node;
+};
+
+static int pin_dup_cmp(const void *x, const void *y) {
+        const struct pin_dup *a = x, *b = y;
+        return a->account < b->account ? -1 : a->account > b->account;
+}
+
+/* Two declarations of one account under different names would fight over it forever. */
+static void check_pins(struct walker *w, const struct account_decl *v, const struct ynode **key_nodes, size_t n) {
+        struct pin *pins = xcalloc(n, sizeof(*pins));
+        size_t np = 0;
+        for (size_t i = 0; i < n; i++)
+                if (key_nodes[i])
+                        pins[np++] = (struct pin){ v[i].key, i, key_nodes[i] };
+        qsort(pins, np, sizeof(*pins), pin_cmp);
+
+        /* Sorted by key, then document order: each run's first entry keeps the key. */
+        struct pin_dup *dups = xcalloc(np, sizeof(*dups));
+        size_t nd = 0, first = 0;
+        for (size_t i = 1; i < np; i++) {
+                if (strcmp(pins[i].key, pins[first].key) != 0)
+                        first = i;
+                else
+                        dups[nd++] = (struct pin_dup){ pins[i].account, pins[first].account, pins[i].node };
+        }
+        /* Reported in document order, like every other error. */
+        qsort(dups, nd, sizeof(*dups), pin_dup_cmp);
+        for (size_t i = 0; i < nd; i++) {
+                const struct account_decl *a = &v[dups[i].account], *owner = &v[dups[i].owner];
+                struct path ap = path_named(NULL, a->name), kp = path_named(&ap, "key");
+                error_at(w, dups[i].node, &kp, "expected a key no other account pins, got the key of %s (line %d)",
+                         owner->name, owner->line);
+        }
+        free(dups);
+        free(pins);
+}
+
+static void walk_accounts(struct walker *w, const struct ynode *key, const struct ynode *value,
+                          struct accounts *out) {
+        char got[TEXT_SIZE];
+        struct path p = path_child(w, NULL, key);
+        const struct ynode *v = deref(w->doc, value);
+        if (!visit(w, value) || is_null(w->doc, v))
+                return;
+        if (v->type != YNODE_MAPPING) {
+                error_at(w, value, &p, "expected a mapping of account names to accounts, got %s",
+                         describe(w->doc, v, got));
+                return;
+        }
+        struct pairs ps = { .doc = w->doc };
+        flatten_mapping(w, v, &p, "account", &ps);
+        if (ps.n > ACCOUNTS_MAX) {
+                error_at(w, value, &p, "expected at most %d accounts, got %zu", ACCOUNTS_MAX, ps.n);
+                goto out;
+        }
+        out->v = xcalloc(ps.n, sizeof(*out->v));
+        const struct ynode **key_nodes = xcalloc(ps.n, sizeof(*key_nodes));
+        for (size_t i = 0; i < ps.n && !w->bomb; i++) {
+                const struct ynode *saved = alias_enter(w, ps.v[i].value);
+                walk_account(w, ps.v[i].key, ps.v[i].value, &p, &out->v[out->n], &key_nodes[out->n]);
+                alias_leave(w, saved);
+                out->n++;
+        }
+        if (!w->bomb)
+                check_pins(w, out->v, key_nodes, out->n);
+        free(key_nodes);
+out:
+        pairs_free(&ps);
+}
+
+static void walk_root(struct walker *w, struct accounts *out) {
+        char got[TEXT_SIZE];
+        if (!w->doc->has_root) {
+                error_at_line(w, 1, 1, NULL, "expected a mapping with `accounts:`, got an empty file");
+                return;
+        }
+        const struct ynode *root = &w->doc->nodes[w->doc->root];
+        if (!visit(w, root))
+                return;
+        if (root->type != YNODE_MAPPING) {
+                error_at(w, root, NULL, "expected a mapping with `accounts:`, got %s", describe(w->doc, root, got));
+                return;
+        }
+        struct pairs ps = { .doc = w->doc };
+        bool seen = false;
+        flatten_mapping(w, root, NULL, "key", &ps);
+        for (size_t i = 0; i < ps.n && !w->bomb; i++) {
+                if (scalar_is(w->doc, ps.v[i].key, "accounts")) {
+                        const struct ynode *saved = alias_enter(w, ps.v[i].value);
+                        seen = true;
+                        walk_accounts(w, ps.v[i].key, ps.v[i].value, out);
+                        alias_leave(w, saved);
+                } else {
+                        unknown_key(w, ps.v[i].key, NULL, "accounts");
+                }
+        }
+        if (!seen)
+                error_at(w, root, NULL, "expected a mapping with `accounts:`, got a mapping without it");
+        pairs_free(&ps);
+}
+
+static int decl_cmp(const void *x, const void *y) {
+        const struct account_decl *a = x, *b = y;
+        return strcmp(a->name, b->name);
+}
+
+static void report_too_large(struct diag_list *d, const char *filename) {
+        diag_add(d, filename, 0, 0, "larger than %u bytes (%u MiB), the limit for an accounts file",
+                 ACCOUNTS_FILE_MAX_SIZE, ACCOUNTS_FILE_MAX_SIZE / (1024 * 1024));
+}
+
+int accounts_parse(const char *buf, size_t len, const char *filename, enum accounts_flavor flavor,
+                   struct accounts **out, struct diag_list *d) {
+        struct ydoc doc = { 0 };
+        *out = NULL;
+        if (!filename)
+                filename = "";
+        if (len > ACCOUNTS_FILE_MAX_SIZE) {
+                report_too_large(d, filename);
+                return -EFBIG;
+        }
+        int r = doc_load(&doc, buf ? buf : "", buf ? len : 0, filename, d);
+        if (r < 0) {
+                doc_free(&doc);
+                return r;
+        }
+
+        struct walker w = {
+                .doc = &doc,
+                .file = filename,
+                .flavor = flavor,
+                .d = d,
+                .budget = 16 * (doc.n_nodes - doc.n_aliases) + 10000,
+        };
+        struct accounts *a = xcalloc(1, sizeof(*a));
+        walk_root(&w, a);
+        if (doc.second_line)
+                error_at_line(&w, doc.second_line, doc.second_column, NULL,
+                              "expected one YAML document, got a second one");
+        doc_free(&doc);
+
+        if (w.errors > 0 || w.bomb) {
+                accounts_free(a);
+                return -EINVAL;
+        }
+        if (a->n)
+                qsort(a->v, a->n, sizeof(*a->v), decl_cmp);
+        a->file = xstrdup(filename);
+        *out = a;
+        return 0;
+}
+
+int accounts_load(const char *path, enum accounts_flavor flavor, struct accounts **out, struct diag_list *d) {
+        char *buf = NULL;
+        size_t len = 0;
+        *out = NULL;
+        int r = file_read_all(path, ACCOUNTS_FILE_MAX_SIZE, &buf, &len);
+        if (r == -EFBIG) {
+                report_too_large(d, path);
+                return r;
+        }
+        if (r < 0) {
+                diag_add(d, path, 0, 0, "cannot read: %s", strerror(-r));
+                return r;
+        }
+        r = accounts_parse(buf, len, path, flavor, out, d);
+        free(buf);
+        return r;
+}
+
+void accounts_free(struct accounts *a) {
+        if (!a)
+                return;
+        free(a->file);
+        free(a->v);
+        free(a);
+}
+
+const struct account_decl *accounts_find(const struct accounts *a, const char *name) {
+        if (!a || !name || a->n == 0)
+                return NULL;
+        struct account_decl key;
+        size_t n = strlen(name);
+        if (n > ACCOUNT_NAME_MAX)
+                return NULL;
+        memcpy(key.name, name, n + 1);
+        return bsearch(&key, a->v, a->n, sizeof(*a->v), decl_cmp);
+}
+
+static bool limits_equal(const struct js_limits *x, const struct js_limits *y) {
+        for (size_t i = 0; i < js_fields_count; i++) {
+                const char *px = (const char *)x + js_fields[i].offset, *py = (const char *)y + js_fields[i].offset;
+                if (js_fields[i].kind == JS_FIELD_BOOL ? *(const bool *)px != *(const bool *)py
+                                                       : *(const int64_t *)px != *(const int64_t *)py)
+                        return false;
+        }
+        return true;
+}
+
+bool account_decl_equal(const struct account_decl *x, const struct account_decl *y) {
+        if (strcmp(x->name, y->name) != 0 || strcmp(x->key, y->key) != 0 || x->js != y->js ||
+            !limits_equal(&x->limits, &y->limits))
+                return false;
+        for (int i = 0; i < JS_TIERS; i++)
+                if (x->tier_set[i] != y->tier_set[i] || !limits_equal(&x->tiers[i], &y->tiers[i]))
+                        return false;
+        return true;
+}
