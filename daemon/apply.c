@@ -250,6 +250,8 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                 .want = obs->n_servers ? obs->n_servers : 1,
                 .window = APPLY_WINDOW,
                 .timeout_usec = s->request_timeout_usec,
+                /* A server that died mid-run: stop instead of waiting out every push. */
+                .give_up_after = 16,
                 .on_reply = on_reply,
                 .on_timeout = on_timeout,
                 .userdata = &ctx,

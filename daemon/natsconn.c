@@ -46,6 +46,7 @@ struct natsconn {
         char *urls;    /* the configured list, credentials removed */
         char *url_buf; /* natsconn_url's answer, refreshed on each call */
         uint64_t timeout_usec;
+        uint64_t requests; /* published so far: the daemon reports it per pass */
 };
 
 static uint64_t now_usec(void) {
@@ -325,6 +326,10 @@ bool natsconn_connected(const struct natsconn *c) {
         return natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
+uint64_t natsconn_requests(const struct natsconn *c) {
+        return c->requests;
+}
+
 uint64_t natsconn_request_timeout(const struct natsconn *c) {
         return c->timeout_usec;
 }
@@ -425,6 +430,7 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
 
         /* Headers would make 2.9.10 reject CLAIMS.UPDATE ("expected 3 chunks"): plain publish. */
         natsStatus st = natsConnection_PublishRequest(c->nc, subject, inbox, data, (int)len);
+        c->requests++;
         if (st == NATS_OK) {
                 /* Push the request out now rather than after the flusher's pause;
                  * a timeout here only means the server is slow, which the wait
@@ -617,6 +623,7 @@ static int pipeline_publish(struct natsconn *c, struct pipeline_run *run, size_t
                 }
                 snprintf(reply, sizeof(reply), "%s%zu", run->prefix, i);
                 natsStatus st = natsConnection_PublishRequest(c->nc, p->subjects[i], reply, payload, (int)plen);
+                c->requests++;
                 if (st != NATS_OK) {
                         *err = xasprintf("cannot send %s to %s: %s", p->subjects[i], natsconn_url(c),
                                          nats_error_text(st));

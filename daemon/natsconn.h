@@ -26,6 +26,8 @@ void natsconn_close(struct natsconn *c);
 const char *natsconn_url(const struct natsconn *c);
 bool natsconn_connected(const struct natsconn *c);
 /* The settings' request_timeout, for callers that pick their own deadlines. */
+/* Requests published on this connection so far. */
+uint64_t natsconn_requests(const struct natsconn *c);
 uint64_t natsconn_request_timeout(const struct natsconn *c);
 
 struct nats_reply {
