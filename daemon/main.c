@@ -199,10 +199,13 @@ static int cmd_plan_apply(const struct cli *cli, bool do_apply) {
                         goto out;
                 }
         }
-        if (json)
+        if (json) {
                 report_json(p, stdout);
-        else
-                report_text(p, do_apply, stdout);
+        } else {
+                /* stdout has exactly one line per account (and its warnings); the count goes beside it. */
+                report_text(p, stdout);
+                report_summary(p, do_apply, stderr);
+        }
         bool errors = false, pending = false;
         for (size_t i = 0; i < p->n; i++) {
                 errors |= p->v[i].action == PLAN_ERROR;

@@ -27,11 +27,9 @@ void report_change(const struct plan_change *c, char *buf, size_t n) {
         snprintf(buf, n, "%s %s -> %s", c->field, a, b);
 }
 
-void report_text(const struct plan *p, bool done, FILE *f) {
-        size_t count[PLAN_ERROR + 1] = { 0 };
+void report_text(const struct plan *p, FILE *f) {
         for (size_t i = 0; i < p->n; i++) {
                 const struct plan_entry *e = &p->v[i];
-                count[e->action]++;
                 fprintf(f, "%c %s", plan_action_symbol(e->action), e->decl->name);
                 if (e->action == PLAN_ERROR) {
                         fprintf(f, "  %s\n", e->error);
@@ -46,6 +44,12 @@ void report_text(const struct plan *p, bool done, FILE *f) {
                 for (size_t k = 0; k < e->n_warnings; k++)
                         fprintf(f, "    warning: %s\n", e->warnings[k]);
         }
+}
+
+void report_summary(const struct plan *p, bool done, FILE *f) {
+        size_t count[PLAN_ERROR + 1] = { 0 };
+        for (size_t i = 0; i < p->n; i++)
+                count[p->v[i].action]++;
         if (done)
                 fprintf(f, "%zu created, %zu enabled, %zu updated, %zu disabled, %zu in sync, %zu failed\n",
                         count[PLAN_CREATE], count[PLAN_ENABLE], count[PLAN_UPDATE], count[PLAN_DISABLE],

@@ -5,9 +5,11 @@
 
 #include "diff.h"
 
-/* "~ APP  max_store 5GiB -> 10GiB, ..." one line per account, warnings indented
- * below, then a count of each action: pending ones for a plan, done ones after apply. */
-void report_text(const struct plan *p, bool done, FILE *f);
+/* "~ APP  max_store 5GiB -> 10GiB, ..." one line per account on f, warnings
+ * indented below it. */
+void report_text(const struct plan *p, FILE *f);
+/* One line counting each action (pending ones for a plan, done ones after apply). */
+void report_summary(const struct plan *p, bool done, FILE *f);
 /* {"accounts":[{"name","key","action","changes":[{"field","old","new"}],"warnings":[],"error"}]} */
 void report_json(const struct plan *p, FILE *f);
 /* One plan change as "max_store 5GiB -> 10GiB" (for logs too). */

@@ -25,7 +25,8 @@ GiB = 1024 * MiB
 EXAMPLE_ACCOUNTS = ("APP", "ORDERS", "LEGACY")
 EXAMPLE_APP_LIMITS = {"max_memory": 64 * MiB, "max_storage": 256 * MiB, "max_streams": 10, "max_consumers": 100}
 
-# plan and apply end with a count of each action ("0 to create, ..., 3 in sync, 0 failed").
+# plan and apply print a count of each action ("0 to create, ..., 3 in sync, 0 failed") on
+# stderr, so that stdout holds exactly one line per account (warnings indented under it).
 PLAN_SUMMARY = re.compile(r"^\d+ [a-z ]+(, \d+ [a-z ]+)*, \d+ failed$")
 
 APP_ONLY = """accounts:
@@ -66,11 +67,13 @@ class OperatorCase(unittest.TestCase):
         return jwt_claims(jwt)
 
     def plan_lines(self, r):
-        """Account lines of text plan output (the trailing summary line set apart)."""
-        lines = [l for l in r.stdout.splitlines() if l.strip()]
+        """Account lines of text plan output (indented warnings set apart); the summary is on stderr."""
+        lines = [l for l in r.stdout.splitlines() if l.strip() and not l.startswith("    warning: ")]
         self.assertTrue(lines, "plan printed nothing: " + self.out(r))
-        self.assertRegex(lines[-1], PLAN_SUMMARY, "last line of plan is its summary")
-        return lines[:-1]
+        for l in lines:
+            self.assertNotRegex(l, PLAN_SUMMARY, "the summary belongs on stderr")
+        self.assertRegex(r.stderr.strip().splitlines()[-1], PLAN_SUMMARY, "plan counts its actions on stderr")
+        return lines
 
 
 class StandaloneTest(OperatorCase):
