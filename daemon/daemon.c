@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <time.h>
 #include <sysexits.h>
 #include <sodium.h>
 #include <systemd/sd-daemon.h>
@@ -68,6 +69,14 @@ static uint64_t now_usec(struct daemon *d) {
         uint64_t t = 0;
         sd_event_now(d->ev, CLOCK_MONOTONIC, &t);
         return t;
+}
+
+/* The clock itself: sd_event_now() stays at the loop iteration's wake-up for the
+ * whole pass, so it cannot time one. */
+static uint64_t clock_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static void status(struct daemon *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -191,6 +200,8 @@ static void reload_accounts(struct daemon *d) {
         d->accounts = a;
 }
 
+static int setup_watch(struct daemon *d);
+
 static bool same_text(const char *a, const char *b) {
         return a == b || (a && b && strcmp(a, b) == 0);
 }
@@ -226,11 +237,17 @@ static void reload_settings(struct daemon *d) {
                 natsconn_close(d->nc);
                 d->nc = NULL;
         }
-        if (!same_text(d->settings->accounts_file, s->accounts_file))
-                log_notice("accounts file is now %s (the folder watch follows after a restart)", s->accounts_file);
+        bool moved = !same_text(d->settings->accounts_file, s->accounts_file);
         log_set_max_priority((int)s->log_level);
         settings_free(d->settings);
         d->settings = s;
+        if (moved) {
+                log_notice("accounts file is now %s", s->accounts_file);
+                int r = setup_watch(d);
+                if (r < 0)
+                        log_error("cannot watch %s: %s; edits are picked up on reload only", d->watch_dir,
+                                  strerror(-r));
+        }
 }
 
 /* ---- the pass ---- */
@@ -421,7 +438,7 @@ static uint64_t backoff_usec(unsigned attempt) {
 static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 static void finish_pass(struct daemon *d, const struct pass_result *res, uint64_t started) {
-        uint64_t took = now_usec(d) - started;
+        uint64_t took = clock_usec() - started;
         uint64_t requests = d->nc ? natsconn_requests(d->nc) : 0;
         requests = requests >= res->requests_before ? requests - res->requests_before : requests;
         struct log_field f[] = { { "NATS_SERVER", d->nc ? natsconn_url(d->nc) : d->settings->servers } };
@@ -454,8 +471,8 @@ static void finish_pass(struct daemon *d, const struct pass_result *res, uint64_
 }
 
 static void run_pass(struct daemon *d) {
-        uint64_t started = now_usec(d);
-        d->last_pass_start = started;
+        uint64_t started = clock_usec();
+        d->last_pass_start = now_usec(d);
         d->passes++;
         log_event(LOG_DEBUG, MSGID_PASS_STARTED, NULL, 0, "pass %lu started%s%s%s", d->passes,
                   d->need_full ? " (full)" : "", d->file_changed ? " (file changed)" : "",
@@ -564,6 +581,9 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 }
 
 static int setup_watch(struct daemon *d) {
+        d->inotify_src = sd_event_source_unref(d->inotify_src);
+        free(d->watch_dir);
+        free(d->watch_name);
         d->watch_dir = path_dirname(d->settings->accounts_file);
         const char *slash = strrchr(d->settings->accounts_file, '/');
         d->watch_name = xstrdup(slash ? slash + 1 : d->settings->accounts_file);
