@@ -109,22 +109,6 @@ static int load_accounts(const struct settings *s, struct accounts **out) {
         return report_load(r, &d, EX_DATAERR);
 }
 
-static int cmd_check(const struct cli *cli) {
-        if (cli->argc > 1)
-                return usage_error("check: unexpected argument '%s'", cli->argv[1]);
-        struct settings *s = NULL;
-        int code = load_settings(cli, &s);
-        if (code)
-                return code;
-        struct accounts *a = NULL;
-        code = load_accounts(s, &a);
-        if (code == 0)
-                printf("%s: %zu account%s OK\n", s->accounts_file, a->n, a->n == 1 ? "" : "s");
-        accounts_free(a);
-        settings_free(s);
-        return code;
-}
-
 static int load_signer(const struct settings *s, struct nkey *out) {
         char *err = NULL;
         int r = signer_load(s, out, &err);
@@ -134,6 +118,54 @@ static int load_signer(const struct settings *s, struct nkey *out) {
                 return r == -ENOENT ? EX_NOINPUT : r == -EACCES ? EX_NOPERM : EX_CONFIG;
         }
         return 0;
+}
+
+/* The system user's .creds must hold a user JWT and a user seed. */
+static int check_credentials(const struct settings *s) {
+        if (!s->credentials)
+                return 0;
+        char *text = NULL, *why = NULL;
+        size_t len = 0;
+        int r = secret_read(s->credentials, &text, &len, &why);
+        if (r < 0) {
+                fprintf(stderr, "nats-accountd: %s\n", why ? why : strerror(-r));
+                free(why);
+                return r == -ENOENT ? EX_NOINPUT : EX_NOPERM;
+        }
+        char *jwt = secret_find_jwt(text);
+        char *seed = secret_find_seed(text);
+        secret_free(text, len);
+        int code = 0;
+        if (!jwt || !seed || seed[0] != 'S' || seed[1] != 'U') {
+                fprintf(stderr, "nats-accountd: credentials %s: not a user .creds file (expected a user JWT and a user seed)\n",
+                        s->credentials);
+                code = EX_CONFIG;
+        }
+        free(jwt);
+        if (seed)
+                secret_free(seed, strlen(seed));
+        return code;
+}
+
+static int cmd_check(const struct cli *cli) {
+        if (cli->argc > 1)
+                return usage_error("check: unexpected argument '%s'", cli->argv[1]);
+        struct settings *s = NULL;
+        int code = load_settings(cli, &s);
+        if (code)
+                return code;
+        struct nkey signer = { 0 };
+        if (s->mode == ACCOUNTS_OPERATOR && (code = load_signer(s, &signer)) == 0)
+                code = check_credentials(s);
+        nkey_wipe(&signer);
+        struct accounts *a = NULL;
+        if (code == 0)
+                code = load_accounts(s, &a);
+        if (code == 0)
+                printf("%s: %zu account%s OK\n", s->accounts_file, a->n, a->n == 1 ? "" : "s");
+        accounts_free(a);
+        settings_free(s);
+        return code;
 }
 
 /* Observe, then diff: the plan as `plan` prints it and `apply` carries it out. */

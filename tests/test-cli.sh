@@ -27,15 +27,14 @@ expect() {
         fi
 }
 
+# Real secrets, made once by init: check validates their contents too.
+"$BIN" init "$T/sandbox" --port 14999 >/dev/null || { echo "not ok - init failed"; exit 1; }
+
 setup() {
         rm -rf "$T/etc"
         mkdir -p "$T/etc"
         cp "$SRC/config/nats-accountd.conf" "$SRC/config/accounts.yaml" "$T/etc/"
-        # check reads only the permissions of the secrets, so any content would do;
-        # real ones keep this close to what operators have.
-        printf '%s\n' "${OPERATOR_SEED:-SOAFAKEFAKEFAKE}" >"$T/etc/operator-signer.nk"
-        printf 'creds\n' >"$T/etc/sys.creds"
-        chmod 600 "$T/etc/operator-signer.nk" "$T/etc/sys.creds"
+        cp -p "$T/sandbox/operator-signer.nk" "$T/sandbox/sys.creds" "$T/etc/"
 }
 
 C="$T/etc/nats-accountd.conf"
@@ -61,6 +60,18 @@ expect 77 "operator-signer.nk is readable by group or others" "signing key reada
 setup
 rm "$T/etc/sys.creds"
 expect 66 "sys.creds" "missing credentials" -- -c "$C" check
+
+setup
+cp -p "$T/sandbox/operator.nk" "$T/etc/operator-signer.nk"
+expect 0 'OK' "the operator identity key signs too" -- -c "$C" check
+printf '# a user seed\n' >"$T/etc/operator-signer.nk"
+grep -A1 'BEGIN USER NKEY SEED' "$T/sandbox/sys.creds" | tail -1 >>"$T/etc/operator-signer.nk"
+expect 78 "signing_key .*operator-signer.nk: not an operator seed" "a user seed as signing key" -- -c "$C" check
+printf 'no seed here\n' >"$T/etc/operator-signer.nk"
+expect 78 "signing_key .*no nkey seed" "a signing key file without a seed" -- -c "$C" check
+setup
+printf 'not creds\n' >"$T/etc/sys.creds"
+expect 78 "credentials .*sys.creds: not a user .creds file" "credentials that are not a .creds file" -- -c "$C" check
 
 setup
 printf '[nats]\nservers = nats://127.0.0.1:4222\nbogus = 1\n' >"$T/etc/bad.conf"
