@@ -107,7 +107,9 @@ static void pending_clear(struct daemon *d) {
 }
 
 static int arm_timer(struct daemon *d, sd_event_source **src, uint64_t usec_from_now, sd_event_time_handler_t cb) {
-        uint64_t when = now_usec(d) + usec_from_now;
+        /* From the clock, not the loop's wake-up: a retry armed after a pass that
+         * waited out request_timeout would otherwise fire at once. */
+        uint64_t when = clock_usec() + usec_from_now;
         if (*src) {
                 sd_event_source_set_time(*src, when);
                 return sd_event_source_set_enabled(*src, SD_EVENT_ONESHOT);

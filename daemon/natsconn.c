@@ -640,7 +640,20 @@ static int pipeline_publish(struct natsconn *c, struct pipeline_run *run, size_t
         /* One flush per batch, not per request: the window keeps the server busy
          * during the round trip. */
         natsStatus st = natsConnection_FlushTimeout(c->nc, usec_to_msec(p->timeout_usec));
-        if (st != NATS_OK && st != NATS_TIMEOUT) {
+        if (st == NATS_TIMEOUT) {
+                /* No PONG within the request timeout: the server is hung or gone, and
+                 * every request of this batch has timed out with it. Stop here, or each
+                 * later step of the pass waits out its own timeout on the event loop
+                 * (and past WatchdogSec). */
+                if (!natsconn_connected(c)) {
+                        *err = xasprintf("connection to %s lost with %zu requests unanswered", natsconn_url(c),
+                                         run->in_flight);
+                        return -ENOTCONN;
+                }
+                *err = xasprintf("%s did not answer within %.1fs", natsconn_url(c), (double)p->timeout_usec / 1e6);
+                return -ETIMEDOUT;
+        }
+        if (st != NATS_OK) {
                 *err = xasprintf("cannot send requests to %s: %s", natsconn_url(c), nats_error_text(st));
                 return status_errno(st);
         }
