@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
+/* CODE_FILE=log.c on every entry would tell the reader nothing. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
 #include "util.h"
