@@ -58,6 +58,7 @@ enum ynode_type { YNODE_SCALAR, YNODE_SEQUENCE, YNODE_MAPPING, YNODE_ALIAS };
 struct ynode {
         uint8_t type;
         bool plain; /* plain scalar: only those can be null or a merge key */
+        bool block; /* block-style collection (not a flow one) */
         uint32_t line, column; /* 1-based */
         uint32_t off; /* scalar: into text (NUL-terminated); collection: into kids; alias: target */
         uint32_t len; /* scalar: bytes; sequence: items; mapping: pairs (kids holds key, value, ...) */
@@ -120,6 +121,19 @@ struct walker {
         size_t budget;
         bool bomb;
         const struct ynode *alias; /* outermost alias the walk is inside: where a bomb is reported */
+        struct shape *shape; /* NULL, or what accounts_load_update needs to know of the file */
+};
+
+/* Whether the file can later be re-read in part (accounts_load_update): the
+ * accounts are the plain keys of one block mapping, each starting a line at
+ * the same column, with no anchor, alias or merge key anywhere near them. Then
+ * the text of one account ends where the next one's line starts, and what the
+ * parser makes of it depends on nothing else. */
+struct shape {
+        bool ok;
+        int column;      /* of the account names */
+        uint32_t *lines; /* of the account names, in file order */
+        size_t n;
 };
 
 struct pair {
@@ -246,6 +260,9 @@ static bool collection_start(struct composer *c, enum ynode_type type, const yam
         struct frame f = { .first_pending = c->n_pending };
         if (!node_add(c->doc, type, false, &ev->start_mark, &f.node))
                 return false;
+        c->doc->nodes[f.node].block = type == YNODE_MAPPING
+                                              ? ev->data.mapping_start.style == YAML_BLOCK_MAPPING_STYLE
+                                              : ev->data.sequence_start.style == YAML_BLOCK_SEQUENCE_STYLE;
         if (anchor) {
                 f.has_anchor = true;
                 f.anchor_len = (uint32_t)strlen((const char *)anchor);
@@ -1103,6 +1120,28 @@ static void check_pins(struct walker *w, const struct account_decl *v, const str
         free(pins);
 }
 
+static bool has_merge_key(const struct ydoc *doc, const struct ynode *map) {
+        for (size_t i = 0; i < map->len; i++)
+                if (is_merge_key(doc, deref(doc, kid(doc, map, 2 * i))))
+                        return true;
+        return false;
+}
+
+static void shape_note(struct walker *w, const struct ynode *map, const struct pairs *ps) {
+        struct shape *sh = w->shape;
+        sh->ok = sh->ok && map->block && !has_merge_key(w->doc, map) && ps->n > 0;
+        if (!sh->ok)
+                return;
+        sh->lines = xcalloc(ps->n, sizeof(*sh->lines));
+        sh->column = (int)ps->v[0].key->column;
+        for (size_t i = 0; i < ps->n && sh->ok; i++) {
+                const struct ynode *k = ps->v[i].key;
+                sh->ok = k->plain && (int)k->column == sh->column && (i == 0 || k->line > sh->lines[i - 1]);
+                sh->lines[i] = k->line;
+        }
+        sh->n = ps->n;
+}
+
 static void walk_accounts(struct walker *w, const struct ynode *key, const struct ynode *value,
                           struct accounts *out) {
         char got[TEXT_SIZE];
@@ -1121,6 +1160,8 @@ static void walk_accounts(struct walker *w, const struct ynode *key, const struc
                 error_at(w, value, &p, "expected at most %d accounts, got %zu", ACCOUNTS_MAX, ps.n);
                 goto out;
         }
+        if (w->shape)
+                shape_note(w, v, &ps);
         out->v = xcalloc(ps.n, sizeof(*out->v));
         const struct ynode **key_nodes = xcalloc(ps.n, sizeof(*key_nodes));
         for (size_t i = 0; i < ps.n && !w->bomb; i++) {
@@ -1151,6 +1192,8 @@ static void walk_root(struct walker *w, struct accounts *out) {
         }
         struct pairs ps = { .doc = w->doc };
         bool seen = false;
+        if (w->shape)
+                w->shape->ok = w->doc->n_aliases == 0 && w->doc->n_anchors == 0 && !has_merge_key(w->doc, root);
         flatten_mapping(w, root, NULL, "key", &ps);
         for (size_t i = 0; i < ps.n && !w->bomb; i++) {
                 if (scalar_is(w->doc, ps.v[i].key, "accounts")) {
@@ -1177,8 +1220,8 @@ static void report_too_large(struct diag_list *d, const char *filename) {
                  ACCOUNTS_FILE_MAX_SIZE, ACCOUNTS_FILE_MAX_SIZE / (1024 * 1024));
 }
 
-int accounts_parse(const char *buf, size_t len, const char *filename, enum accounts_flavor flavor,
-                   struct accounts **out, struct diag_list *d) {
+static int parse(const char *buf, size_t len, const char *filename, enum accounts_flavor flavor,
+                 struct accounts **out, struct diag_list *d, struct shape *shape) {
         struct ydoc doc = { 0 };
         *out = NULL;
         if (!filename)
@@ -1199,6 +1242,7 @@ int accounts_parse(const char *buf, size_t len, const char *filename, enum accou
                 .flavor = flavor,
                 .d = d,
                 .budget = 16 * (doc.n_nodes - doc.n_aliases) + 10000,
+                .shape = shape,
         };
         struct accounts *a = xcalloc(1, sizeof(*a));
         walk_root(&w, a);
@@ -1216,6 +1260,11 @@ int accounts_parse(const char *buf, size_t len, const char *filename, enum accou
         a->file = xstrdup(filename);
         *out = a;
         return 0;
+}
+
+int accounts_parse(const char *buf, size_t len, const char *filename, enum accounts_flavor flavor,
+                   struct accounts **out, struct diag_list *d) {
+        return parse(buf, len, filename, flavor, out, d, NULL);
 }
 
 int accounts_load(const char *path, enum accounts_flavor flavor, struct accounts **out, struct diag_list *d) {
@@ -1236,9 +1285,368 @@ int accounts_load(const char *path, enum accounts_flavor flavor, struct accounts
         return r;
 }
 
+/* ---- re-reading only what an edit changed ---- */
+
+struct accounts_source {
+        char *text;
+        size_t len;
+        int column;    /* of the account names */
+        size_t n;      /* accounts, in file order: */
+        size_t *start; /* offset of the line with its name */
+        size_t *index; /* its declaration in accounts.v */
+};
+
+static void source_free(struct accounts_source *src) {
+        if (!src)
+                return;
+        free(src->text);
+        free(src->start);
+        free(src->index);
+        free(src);
+}
+
+/* libyaml also breaks lines at \r, NEL, LS and PS: with those in the text, its
+ * line numbers and a count of '\n' would part. */
+static bool only_newline_breaks(const char *s, size_t len) {
+        if (memchr(s, '\r', len))
+                return false;
+        const char *end = s + len;
+        for (const char *p = s; (p = memchr(p, 0xc2, (size_t)(end - p))) != NULL; p++)
+                if (p + 1 < end && (unsigned char)p[1] == 0x85)
+                        return false;
+        for (const char *p = s; (p = memchr(p, 0xe2, (size_t)(end - p))) != NULL; p++)
+                if (p + 2 < end && (unsigned char)p[1] == 0x80 &&
+                    ((unsigned char)p[2] == 0xa8 || (unsigned char)p[2] == 0xa9))
+                        return false;
+        return true;
+}
+
+/* A line that starts with --- or ... may end the document (conservatively: any such line). */
+static bool has_document_marker(const char *s, size_t len) {
+        for (size_t off = 0; off < len;) {
+                if (len - off >= 3 && (memcmp(s + off, "---", 3) == 0 || memcmp(s + off, "...", 3) == 0))
+                        return true;
+                const char *nl = memchr(s + off, '\n', len - off);
+                if (!nl)
+                        break;
+                off = (size_t)(nl - s) + 1;
+        }
+        return false;
+}
+
+static size_t count_newlines(const char *s, size_t len) {
+        size_t n = 0;
+        for (const char *p = s, *end = s + len; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+                n++;
+        return n;
+}
+
+/* Offsets of the given lines (1-based, rising) in s, each of which must start
+ * with column - 1 spaces and then the name. */
+static bool line_offsets(const char *s, size_t len, const uint32_t *lines, size_t n, int column, size_t *out) {
+        size_t off = 0;
+        uint32_t line = 1;
+        for (size_t i = 0; i < n; i++) {
+                for (; line < lines[i]; line++) {
+                        const char *nl = memchr(s + off, '\n', len - off);
+                        if (!nl)
+                                return false;
+                        off = (size_t)(nl - s) + 1;
+                }
+                if (column < 1 || len - off < (size_t)column)
+                        return false;
+                for (int c = 0; c < column - 1; c++)
+                        if (s[off + c] != ' ')
+                                return false;
+                out[i] = off;
+        }
+        return true;
+}
+
+struct line_index {
+        int line;
+        size_t index;
+};
+
+static int line_index_cmp(const void *x, const void *y) {
+        const struct line_index *a = x, *b = y;
+        return (a->line > b->line) - (a->line < b->line);
+}
+
+/* For each account in file order (shape order), its index in a->v (sorted by name). */
+static void file_order(const struct accounts *a, size_t *out) {
+        struct line_index *v = xcalloc(a->n ? a->n : 1, sizeof(*v));
+        for (size_t i = 0; i < a->n; i++)
+                v[i] = (struct line_index){ a->v[i].line, i };
+        qsort(v, a->n, sizeof(*v), line_index_cmp);
+        for (size_t i = 0; i < a->n; i++)
+                out[i] = v[i].index;
+        free(v);
+}
+
+/* Remember the text and where each account starts, when the shape allows it; takes text. */
+static void source_attach(struct accounts *a, char *text, size_t len, const struct shape *sh) {
+        struct accounts_source *src = NULL;
+        if (sh->ok && sh->n == a->n && a->n > 0 && only_newline_breaks(text, len)) {
+                src = xcalloc(1, sizeof(*src));
+                src->start = xcalloc(a->n, sizeof(*src->start));
+                src->index = xcalloc(a->n, sizeof(*src->index));
+                if (line_offsets(text, len, sh->lines, sh->n, sh->column, src->start)) {
+                        file_order(a, src->index);
+                        src->text = text;
+                        src->len = len;
+                        src->column = sh->column;
+                        src->n = a->n;
+                        a->src = src;
+                        return;
+                }
+                source_free(src);
+        }
+        free(text);
+}
+
+/* The last account whose text starts at or before off. */
+static size_t account_at(const struct accounts_source *src, size_t off) {
+        size_t lo = 0, hi = src->n;
+        while (hi - lo > 1) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (src->start[mid] <= off)
+                        lo = mid;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+static struct accounts *copy_unchanged(const struct accounts *old, char *text, const char *filename) {
+        struct accounts *a = xcalloc(1, sizeof(*a));
+        a->v = xcalloc(old->n ? old->n : 1, sizeof(*a->v));
+        memcpy(a->v, old->v, old->n * sizeof(*a->v));
+        a->n = old->n;
+        a->file = xstrdup(filename);
+        struct accounts_source *src = xcalloc(1, sizeof(*src));
+        *src = *old->src;
+        src->text = text;
+        src->start = xcalloc(src->n, sizeof(*src->start));
+        src->index = xcalloc(src->n, sizeof(*src->index));
+        memcpy(src->start, old->src->start, src->n * sizeof(*src->start));
+        memcpy(src->index, old->src->index, src->n * sizeof(*src->index));
+        a->src = src;
+        return a;
+}
+
+/* The edited accounts parsed alone, behind old's own header so that their
+ * lines and column come out as in the whole file. */
+struct part {
+        struct accounts *a;
+        struct shape sh;
+        size_t *start; /* in the new text */
+        size_t *order; /* file order -> index in a->v */
+};
+
+static void part_free(struct part *pt) {
+        accounts_free(pt->a);
+        free(pt->sh.lines);
+        free(pt->start);
+        free(pt->order);
+}
+
+static bool part_parse(const struct accounts_source *os, const char *region, size_t rlen, size_t rstart,
+                       const char *filename, enum accounts_flavor flavor, struct part *pt) {
+        size_t header = os->start[0];
+        if (!only_newline_breaks(region, rlen) || has_document_marker(region, rlen))
+                return false;
+        char *text = xmalloc(header + rlen + 1);
+        memcpy(text, os->text, header);
+        memcpy(text + header, region, rlen);
+        text[header + rlen] = 0;
+        struct diag_list scratch = { 0 };
+        int r = parse(text, header + rlen, filename, flavor, &pt->a, &scratch, &pt->sh);
+        diag_list_clear(&scratch);
+        bool ok = r == 0 && pt->sh.ok && pt->sh.n == pt->a->n && pt->a->n > 0 && pt->sh.column == os->column;
+        if (ok) {
+                pt->start = xcalloc(pt->a->n, sizeof(*pt->start));
+                pt->order = xcalloc(pt->a->n, sizeof(*pt->order));
+                ok = line_offsets(text, header + rlen, pt->sh.lines, pt->sh.n, pt->sh.column, pt->start);
+                for (size_t i = 0; ok && i < pt->a->n; i++)
+                        pt->start[i] = pt->start[i] - header + rstart;
+                if (ok)
+                        file_order(pt->a, pt->order);
+        }
+        free(text);
+        return ok;
+}
+
+/* A key pinned by an edited account and by one kept from before: the whole
+ * file's parse must report it. */
+static bool pins_clash(const struct accounts *a, const bool *edited) {
+        size_t pinned = 0;
+        for (size_t i = 0; i < a->n; i++)
+                pinned += edited[i] && a->v[i].key[0];
+        if (pinned > 16)
+                return true; /* not worth it: let the whole parse check them */
+        for (size_t i = 0; i < a->n; i++) {
+                if (!edited[i] || !a->v[i].key[0])
+                        continue;
+                for (size_t j = 0; j < a->n; j++)
+                        if (j != i && strcmp(a->v[j].key, a->v[i].key) == 0)
+                                return true;
+        }
+        return false;
+}
+
+/* The new text differs from old's only inside whole accounts (first..last in
+ * file order): parse those alone and take every other declaration from old.
+ * NULL when that cannot be shown; the caller then parses the whole text.
+ * Takes text on success. */
+static struct accounts *reparse(const struct accounts *old, char *text, size_t len, const char *filename,
+                                enum accounts_flavor flavor, struct accounts_delta *delta) {
+        const struct accounts_source *os = old->src;
+        size_t olen = os->len, min = olen < len ? olen : len, pre = 0, suf = 0;
+        /* memcmp a block at a time, then byte by byte within the differing block. */
+        enum { BLOCK = 4096 };
+        while (min - pre >= BLOCK && memcmp(os->text + pre, text + pre, BLOCK) == 0)
+                pre += BLOCK;
+        while (pre < min && os->text[pre] == text[pre])
+                pre++;
+        if (pre == olen && pre == len) {
+                delta->partial = true;
+                return copy_unchanged(old, text, filename);
+        }
+        while (min - pre - suf >= BLOCK && memcmp(os->text + olen - suf - BLOCK, text + len - suf - BLOCK, BLOCK) == 0)
+                suf += BLOCK;
+        while (suf < min - pre && os->text[olen - 1 - suf] == text[len - 1 - suf])
+                suf++;
+        /* A changed header (anything before the first account's line) changes everything. */
+        if (pre <= os->start[0])
+                return NULL;
+        /* From the account holding the last unchanged byte to the one holding
+         * the first byte of the unchanged tail. */
+        size_t first = account_at(os, pre - 1), last = account_at(os, olen - suf);
+        if (olen - suf == olen)
+                last = os->n - 1;
+        size_t rstart = os->start[first];
+        size_t rend_old = last + 1 < os->n ? os->start[last + 1] : olen;
+        size_t rend = len - (olen - rend_old);
+
+        struct part pt = { 0 };
+        if (!part_parse(os, text + rstart, rend - rstart, rstart, filename, flavor, &pt)) {
+                part_free(&pt);
+                return NULL;
+        }
+
+        const struct accounts *p = pt.a;
+        size_t dropped = last - first + 1, n = old->n - dropped + p->n;
+        int line_first = old->v[os->index[first]].line, line_shift_part = line_first - old->v[os->index[0]].line;
+        long line_shift_after = (long)count_newlines(text + rstart, rend - rstart) -
+                                (long)count_newlines(os->text + rstart, rend_old - rstart);
+        bool *gone = xcalloc(old->n, sizeof(*gone));
+        for (size_t k = first; k <= last; k++)
+                gone[os->index[k]] = true;
+        struct accounts *a = xcalloc(1, sizeof(*a));
+        a->v = xcalloc(n, sizeof(*a->v));
+        bool *edited = xcalloc(n, sizeof(*edited));
+        size_t *map_old = xcalloc(old->n, sizeof(*map_old)), *map_part = xcalloc(p->n, sizeof(*map_part));
+        bool ok = n <= ACCOUNTS_MAX;
+        /* Both are sorted by name: merge them. A name in both is a duplicate
+         * account, which the whole parse must report. */
+        for (size_t i = 0, j = 0; ok && (i < old->n || j < p->n);) {
+                if (i < old->n && gone[i]) {
+                        i++;
+                        continue;
+                }
+                int c = i >= old->n ? 1 : j >= p->n ? -1 : strcmp(old->v[i].name, p->v[j].name);
+                if (c == 0) {
+                        ok = false;
+                } else if (c < 0) {
+                        a->v[a->n] = old->v[i];
+                        if (a->v[a->n].line > line_first)
+                                a->v[a->n].line += (int)line_shift_after;
+                        map_old[i++] = a->n++;
+                } else {
+                        a->v[a->n] = p->v[j];
+                        a->v[a->n].line += line_shift_part;
+                        edited[a->n] = true;
+                        map_part[j++] = a->n++;
+                }
+        }
+        ok = ok && !pins_clash(a, edited);
+        if (ok) {
+                struct accounts_source *src = xcalloc(1, sizeof(*src));
+                src->len = len;
+                src->column = os->column;
+                src->n = n;
+                src->start = xcalloc(n, sizeof(*src->start));
+                src->index = xcalloc(n, sizeof(*src->index));
+                size_t k = 0;
+                for (size_t b = 0; b < first; b++, k++) {
+                        src->start[k] = os->start[b];
+                        src->index[k] = map_old[os->index[b]];
+                }
+                for (size_t b = 0; b < p->n; b++, k++) {
+                        src->start[k] = pt.start[b];
+                        src->index[k] = map_part[pt.order[b]];
+                }
+                for (size_t b = last + 1; b < os->n; b++, k++) {
+                        src->start[k] = os->start[b] - olen + len;
+                        src->index[k] = map_old[os->index[b]];
+                }
+                src->text = text;
+                a->src = src;
+                a->file = xstrdup(filename);
+                delta->partial = true;
+                delta->changed = xcalloc(p->n, sizeof(*delta->changed));
+                for (size_t j = 0; j < p->n; j++)
+                        delta->changed[j] = map_part[j];
+                delta->n = p->n;
+        } else {
+                accounts_free(a);
+                a = NULL;
+        }
+        free(gone);
+        free(edited);
+        free(map_old);
+        free(map_part);
+        part_free(&pt);
+        return a;
+}
+
+int accounts_load_update(const char *path, enum accounts_flavor flavor, const struct accounts *old,
+                         struct accounts **out, struct accounts_delta *delta, struct diag_list *d) {
+        char *buf = NULL;
+        size_t len = 0;
+        *out = NULL;
+        *delta = (struct accounts_delta){ 0 };
+        int r = file_read_all(path, ACCOUNTS_FILE_MAX_SIZE, &buf, &len);
+        if (r == -EFBIG) {
+                report_too_large(d, path);
+                return r;
+        }
+        if (r < 0) {
+                diag_add(d, path, 0, 0, "cannot read: %s", strerror(-r));
+                return r;
+        }
+        if (old && old->src && (*out = reparse(old, buf, len, path, flavor, delta)) != NULL)
+                return 0;
+        struct shape sh = { 0 };
+        r = parse(buf, len, path, flavor, out, d, &sh);
+        if (r == 0)
+                source_attach(*out, buf, len, &sh);
+        else
+                free(buf);
+        free(sh.lines);
+        return r;
+}
+
+void accounts_delta_clear(struct accounts_delta *delta) {
+        free(delta->changed);
+        *delta = (struct accounts_delta){ 0 };
+}
+
 void accounts_free(struct accounts *a) {
         if (!a)
                 return;
+        source_free(a->src);
         free(a->file);
         free(a->v);
         free(a);

@@ -55,6 +55,7 @@ struct accounts {
         char *file;
         struct account_decl *v; /* sorted by name */
         size_t n;
+        struct accounts_source *src; /* accounts_load_update's memory of the text; may be NULL */
 };
 
 enum accounts_flavor { ACCOUNTS_OPERATOR, ACCOUNTS_CONFIG };
@@ -68,6 +69,24 @@ int accounts_load(const char *path, enum accounts_flavor flavor, struct accounts
 int accounts_parse(const char *buf, size_t len, const char *filename, enum accounts_flavor flavor,
                    struct accounts **out, struct diag_list *d);
 void accounts_free(struct accounts *a);
+
+/* Which declarations a reload may have changed. */
+struct accounts_delta {
+        bool partial;    /* false: any; true: only changed[0..n) (indexes into the new v) */
+        size_t *changed;
+        size_t n;
+};
+/* accounts_load for a file that is read again after each edit (the daemon).
+ * When old came from here too and the new text differs from old's only inside
+ * whole accounts of a plain block-style file, only those accounts are parsed
+ * again (behind the file's header, so lines and columns are the file's) and
+ * every other declaration is taken from old: what would each cost is the size
+ * of the edit, not of the file. Anything else (an edit of the header, anchors,
+ * flow style around the accounts, a duplicate, a parse error) is read as a
+ * whole, with the same result and diagnostics as accounts_load. */
+int accounts_load_update(const char *path, enum accounts_flavor flavor, const struct accounts *old,
+                         struct accounts **out, struct accounts_delta *delta, struct diag_list *d);
+void accounts_delta_clear(struct accounts_delta *delta);
 /* Binary search by name. */
 const struct account_decl *accounts_find(const struct accounts *a, const char *name);
 /* Same declaration (used to find which accounts an edit touched). */

@@ -13,8 +13,8 @@
 
 struct push {
         struct plan_entry *entry;
-        json_t *claims;
-        char *jwt;
+        char *jwt;          /* signed just before it is sent */
+        struct js_state js; /* the JetStream limits its claims hold */
         int64_t iat;
         char *subject;
         size_t ok;      /* servers that answered "jwt updated" */
@@ -23,6 +23,7 @@ struct push {
 
 struct push_ctx {
         struct push *pushes;
+        const struct nkey *signer;
 };
 
 static void on_reply(void *userdata, size_t index, const char *data, size_t len) {
@@ -57,29 +58,58 @@ static int64_t now_seconds(void) {
         return (int64_t)time(NULL);
 }
 
+/* A created account's key, on disk before the account exists anywhere (the
+ * caller syncs the folder once for all of them before any push). */
+static int create_key(struct plan_entry *e, const struct settings *s, char **err) {
+        struct nkey k;
+        nkey_generate(NKEY_ACCOUNT, &k);
+        int r = statedir_write(s->state_dir, e->decl->name, &k, err);
+        snprintf(e->key, sizeof(e->key), "%s", k.pub);
+        nkey_wipe(&k);
+        return r;
+}
+
 /* The new JWT's claims: the current ones with only the JetStream limits changed. */
-static int prepare(struct push *p, struct plan_entry *e, const struct settings *s, char **err) {
+static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err) {
         const struct account_decl *d = e->decl;
+        json_t *claims;
         if (e->action == PLAN_CREATE) {
-                struct nkey k;
-                nkey_generate(NKEY_ACCOUNT, &k);
-                /* The seed is on disk before the account exists anywhere: it is never lost. */
-                int r = statedir_save(s->state_dir, d->name, &k, err);
-                snprintf(e->key, sizeof(e->key), "%s", k.pub);
-                nkey_wipe(&k);
-                if (r < 0)
-                        return r;
-                p->claims = jwt_account_claims_new(e->key, d->name);
+                claims = jwt_account_claims_new(e->key, d->name);
                 p->iat = now_seconds();
         } else {
-                p->claims = json_deep_copy(e->obs->claims);
+                claims = observed_account_claims(e->obs);
+                if (!claims) {
+                        *err = xstrdup(e->obs->jwt ? "the account's current claims could not be decoded"
+                                                   : "the account's current JWT is not known (no server answered "
+                                                     "CLAIMS.LOOKUP in time)");
+                        return NULL;
+                }
                 int64_t now = now_seconds();
                 /* Servers keep the newest JWT; ours must be newer than the one it replaces. */
                 p->iat = now > e->obs->iat ? now : e->obs->iat + 1;
         }
         if (d->js != JS_UNMANAGED)
-                js_state_to_claims(&e->want, p->claims);
-        return 0;
+                js_state_to_claims(&e->want, claims);
+        return claims;
+}
+
+/* The pipeline asks for each JWT right before sending it: signing then runs
+ * while the servers work on the pushes already in flight. */
+static bool make_payload(void *userdata, size_t index, const char **payload) {
+        struct push_ctx *ctx = userdata;
+        struct push *p = &ctx->pushes[index];
+        json_t *claims = new_claims(p, p->entry, &p->failure);
+        if (!claims)
+                return false;
+        js_state_from_claims(claims, &p->js);
+        p->jwt = jwt_encode_at(claims, ctx->signer, p->iat);
+        json_decref(claims);
+        if (!p->jwt) {
+                p->failure = xstrdup("the account's current claims could not be re-signed");
+                return false;
+        }
+        *payload = p->jwt;
+        return true;
 }
 
 static void commit_observed(struct observed *obs, struct push *p) {
@@ -87,10 +117,10 @@ static void commit_observed(struct observed *obs, struct push *p) {
         struct observed_account *oa = e->obs;
         if (!oa)
                 return; /* created: the next full observation picks it up */
-        json_decref(oa->claims);
-        oa->claims = json_incref(p->claims);
+        oa->js = p->js;
         free(oa->jwt);
-        oa->jwt = xstrdup(p->jwt);
+        oa->jwt = p->jwt;
+        p->jwt = NULL;
         oa->iat = p->iat;
         (void)obs;
 }
@@ -166,6 +196,10 @@ int signer_load(const struct settings *s, struct nkey *out, char **err) {
         return r;
 }
 
+/* Up to this many accounts (an edit's pass), INFO and JSZ of each go out in
+ * one round trip; above, JSZ only where it can matter. */
+#define STATE_ONE_ROUND_MAX 32
+
 static size_t plan_existing(const struct plan *p, bool changing_only, struct observed_account **out) {
         size_t k = 0;
         for (size_t i = 0; i < p->n; i++)
@@ -179,13 +213,19 @@ int plan_with_state(struct natsconn *c, struct observed *obs, const struct accou
         struct plan *p = plan_compute(a, obs, opt);
         struct observed_account **accts = xcalloc(p->n ? p->n : 1, sizeof(*accts));
         size_t n = plan_existing(p, false, accts);
-        int r = n ? observe_accounts_state(c, obs, accts, n, false, err) : 0;
-        if (r == 0) {
+        bool one_round = n <= STATE_ONE_ROUND_MAX;
+        int r = n ? observe_accounts_state(c, obs, accts, n, one_round, err) : 0;
+        if (r == 0 && !one_round) {
                 plan_free(p);
                 p = plan_compute(a, obs, opt);
-                /* Usage matters only where limits change: JSZ for those alone. */
+                /* Usage matters only where limits change, and only a server that
+                 * has the account's JetStream on can report any: JSZ for those. */
                 n = plan_existing(p, true, accts);
-                r = n ? observe_accounts_state(c, obs, accts, n, true, err) : 0;
+                size_t k = 0;
+                for (size_t i = 0; i < n; i++)
+                        if (observed_account_js_loaded(accts[i]))
+                                accts[k++] = accts[i];
+                r = k ? observe_accounts_usage(c, obs, accts, k, err) : 0;
         }
         free(accts);
         plan_free(p);
@@ -196,9 +236,11 @@ int plan_with_state(struct natsconn *c, struct observed *obs, const struct accou
 int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *signer, struct observed *obs,
                struct plan *p, apply_done_fn done, void *userdata, char **err) {
         char *why = NULL;
-        size_t n = 0;
-        for (size_t i = 0; i < p->n; i++)
+        size_t n = 0, creates = 0;
+        for (size_t i = 0; i < p->n; i++) {
                 n += plan_action_changes(p->v[i].action);
+                creates += p->v[i].action == PLAN_CREATE;
+        }
         if (n == 0)
                 return 0;
         if (!observed_key_trusted(obs, signer->pub, &why)) {
@@ -209,44 +251,49 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
 
         struct push *pushes = xcalloc(n, sizeof(*pushes));
         const char **subjects = xcalloc(n, sizeof(*subjects));
-        const char **payloads = xcalloc(n, sizeof(*payloads));
         size_t k = 0;
-        for (size_t i = 0; i < p->n; i++) {
-                struct plan_entry *e = &p->v[i];
-                if (!plan_action_changes(e->action))
-                        continue;
-                struct push *ps = &pushes[k++];
-                ps->entry = e;
-                char *perr = NULL;
-                if (prepare(ps, e, s, &perr) < 0) {
-                        ps->failure = perr;
-                        continue;
-                }
-                ps->jwt = jwt_encode_at(ps->claims, signer, ps->iat);
-                if (!ps->jwt) {
-                        ps->failure = xstrdup("the account's current claims could not be re-signed");
-                        continue;
-                }
-                ps->subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", e->key);
+        for (size_t i = 0; i < p->n; i++)
+                if (plan_action_changes(p->v[i].action))
+                        pushes[k++].entry = &p->v[i];
+
+        /* Seeds of created accounts: all written, then one sync of the folder
+         * (not one fsync each), and only then any push. */
+        char *dir_err = NULL;
+        if (creates && statedir_ensure(s->state_dir, &dir_err) < 0) {
+                for (size_t i = 0; i < n; i++)
+                        if (pushes[i].entry->action == PLAN_CREATE)
+                                pushes[i].failure = xstrdup(dir_err);
+        } else if (creates) {
+                size_t written = 0;
+                for (size_t i = 0; i < n; i++)
+                        if (pushes[i].entry->action == PLAN_CREATE &&
+                            create_key(pushes[i].entry, s, &pushes[i].failure) == 0)
+                                written++;
+                if (written && statedir_sync(s->state_dir, &dir_err) < 0)
+                        for (size_t i = 0; i < n; i++)
+                                if (pushes[i].entry->action == PLAN_CREATE && !pushes[i].failure)
+                                        pushes[i].failure = xstrdup(dir_err);
         }
-        /* Those that could not be prepared go after the pushable ones. */
+        free(dir_err);
+
+        /* Those that cannot be pushed go after the pushable ones. */
         size_t pushable = 0;
         for (size_t i = 0; i < n; i++)
-                if (pushes[i].jwt && !pushes[i].failure) {
+                if (!pushes[i].failure) {
                         struct push tmp = pushes[pushable];
                         pushes[pushable] = pushes[i];
                         pushes[i] = tmp;
                         pushable++;
                 }
         for (size_t i = 0; i < pushable; i++) {
+                pushes[i].subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", pushes[i].entry->key);
                 subjects[i] = pushes[i].subject;
-                payloads[i] = pushes[i].jwt;
         }
-        struct push_ctx ctx = { .pushes = pushes };
+        struct push_ctx ctx = { .pushes = pushes, .signer = signer };
         struct natsconn_pipeline pl = {
                 .n = pushable,
                 .subjects = subjects,
-                .payloads = payloads,
+                .make_payload = make_payload,
                 .want = obs->n_servers ? obs->n_servers : 1,
                 .window = APPLY_WINDOW,
                 .timeout_usec = s->request_timeout_usec,
@@ -269,8 +316,6 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
         }
         for (size_t i = 0; i < n; i++) {
                 struct push *ps = &pushes[i];
-                if (!ps->entry)
-                        continue;
                 if (r < 0 && i < pushable && !ps->failure)
                         ps->failure = xasprintf("not pushed: %s", *err);
                 if (ps->failure)
@@ -280,10 +325,8 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                 free(ps->failure);
                 free(ps->subject);
                 free(ps->jwt);
-                json_decref(ps->claims);
         }
         free(pushes);
         free(subjects);
-        free(payloads);
         return r;
 }

@@ -1,12 +1,14 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <sysexits.h>
 #include <sodium.h>
@@ -33,6 +35,8 @@
 #define BURST_DELAY_USEC (50 * USEC_PER_MSEC)
 #define RETRY_MIN_USEC (1 * USEC_PER_SEC)
 #define RETRY_MAX_USEC (60 * USEC_PER_SEC)
+/* Accounts an incremental pass looks at; an edit touching more gets a full pass. */
+#define PENDING_MAX 1024
 
 enum nats_event { NATS_EVENT_LOST = 1, NATS_EVENT_RESTORED = 2 };
 
@@ -98,6 +102,13 @@ static void pending_add(struct daemon *d, const char *name) {
         d->pending[d->n_pending++] = xstrdup(name);
 }
 
+/* Without the duplicate check: a pass reports each account once, into a list
+ * it emptied when it started. */
+static void pending_append(struct daemon *d, const char *name) {
+        d->pending = xreallocarray(d->pending, d->n_pending + 1, sizeof(*d->pending));
+        d->pending[d->n_pending++] = xstrdup(name);
+}
+
 static void pending_clear(struct daemon *d) {
         for (size_t i = 0; i < d->n_pending; i++)
                 free(d->pending[i]);
@@ -114,7 +125,9 @@ static int arm_timer(struct daemon *d, sd_event_source **src, uint64_t usec_from
                 sd_event_source_set_time(*src, when);
                 return sd_event_source_set_enabled(*src, SD_EVENT_ONESHOT);
         }
-        return sd_event_add_time(d->ev, src, CLOCK_MONOTONIC, when, 0, cb, d);
+        /* Accuracy 1 us: the default (0) lets sd-event defer a wake-up by up to
+         * 250 ms, which every lone edit would then wait. */
+        return sd_event_add_time(d->ev, src, CLOCK_MONOTONIC, when, 1, cb, d);
 }
 
 static int on_pass_timer(sd_event_source *s, uint64_t usec, void *userdata);
@@ -175,7 +188,8 @@ static void log_diags(const struct diag_list *dl, const char *what) {
 static void reload_accounts(struct daemon *d) {
         struct diag_list dl = { 0 };
         struct accounts *a = NULL;
-        int r = accounts_load(d->settings->accounts_file, d->settings->mode, &a, &dl);
+        struct accounts_delta delta;
+        int r = accounts_load_update(d->settings->accounts_file, d->settings->mode, d->accounts, &a, &delta, &dl);
         if (r < 0) {
                 if (r == -ENOENT) {
                         struct log_field f[] = { { "CONFIG_FILE", d->settings->accounts_file } };
@@ -189,15 +203,25 @@ static void reload_accounts(struct daemon *d) {
                 return;
         }
         diag_list_clear(&dl);
-        size_t changed = 0;
-        for (size_t i = 0; i < a->n; i++) {
-                const struct account_decl *old = d->accounts ? accounts_find(d->accounts, a->v[i].name) : NULL;
-                if (!old || !account_decl_equal(old, &a->v[i])) {
-                        pending_add(d, a->v[i].name);
-                        changed++;
-                }
+        /* An edit of a few accounts re-read only those (accounts_load_update):
+         * only those can differ. */
+        size_t changed = 0, n_check = delta.partial ? delta.n : a->n;
+        for (size_t k = 0; k < n_check; k++) {
+                const struct account_decl *decl = &a->v[delta.partial ? delta.changed[k] : k];
+                const struct account_decl *old = d->accounts ? accounts_find(d->accounts, decl->name) : NULL;
+                if (old && account_decl_equal(old, decl))
+                        continue;
+                changed++;
+                /* Past this many, one full pass is cheaper than asking for each. */
+                if (d->n_pending >= PENDING_MAX)
+                        d->need_full = true;
+                if (!d->need_full)
+                        pending_add(d, decl->name);
         }
+        if (d->need_full)
+                pending_clear(d);
         log_event(LOG_DEBUG, NULL, NULL, 0, "accounts file read: %zu accounts, %zu changed", a->n, changed);
+        accounts_delta_clear(&delta);
         accounts_free(d->accounts);
         d->accounts = a;
 }
@@ -305,7 +329,7 @@ static void log_done(void *userdata, const struct plan_entry *e, bool ok) {
                 log_event(LOG_ERR, MSGID_ACCOUNT_FAILED, f, 3, "%s: %s", e->decl->name, e->error);
                 res->failed++;
                 res->retryable++;
-                pending_add(res->d, e->decl->name); /* retried alone after the backoff */
+                pending_append(res->d, e->decl->name); /* retried alone after the backoff */
                 return;
         }
         fields_for(e, f, plan_action_name(e->action));
@@ -361,6 +385,10 @@ static int reconcile(struct daemon *d, const struct accounts *a, struct pass_res
         }
         free(err);
         plan_free(p);
+        /* The next pass fetches the JWTs it pushes anew (CLAIMS.PACK, or
+         * CLAIMS.LOOKUP of the edited accounts): keeping them all in between
+         * would double the daemon's memory. */
+        observed_forget_jwts(d->obs);
         return r;
 }
 
@@ -378,7 +406,13 @@ static int full_pass(struct daemon *d, struct pass_result *res) {
         d->obs = o;
         d->need_full = false;
         pending_clear(d);
-        return reconcile(d, d->accounts, res);
+        r = reconcile(d, d->accounts, res);
+        /* A sweep frees about all it allocated (two observations overlap, the
+         * replies): keep only what the next passes need, in a few blocks, and
+         * give the rest back instead of keeping the peak resident. */
+        d->obs = observed_compact(d->obs);
+        malloc_trim(0);
+        return r;
 }
 
 /* Only the accounts an edit touched: a constant number of requests each. */
@@ -594,6 +628,12 @@ static int setup_watch(struct daemon *d) {
                                     on_inotify, d);
 }
 
+/* One version of a file: a rename brings a new inode, a write a new mtime. */
+static bool same_file_version(const struct stat *a, const struct stat *b) {
+        return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+               a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
 static void daemon_free(struct daemon *d) {
         sd_event_source_unref(d->pass_src);
         sd_event_source_unref(d->resync_src);
@@ -620,6 +660,11 @@ static int exit_code_for(int r, int invalid) {
 int daemon_run(const char *config_path) {
         struct daemon d = { .config_path = config_path, .event_fd = -1, .need_full = true };
         struct diag_list dl = { 0 };
+        /* Per-account arrays (the accounts file's, an observation's, a plan's)
+         * are made anew on every edit or pass: mapped, each goes back to the
+         * system when freed. glibc's default would raise its threshold past
+         * them after the first free and let them fragment the heap instead. */
+        mallopt(M_MMAP_THRESHOLD, 64 * 1024);
         log_open(LOG_INFO);
         int r = settings_load(config_path, &d.settings, &dl);
         if (r < 0) {
@@ -633,7 +678,13 @@ int daemon_run(const char *config_path) {
                 daemon_free(&d);
                 return EX_CONFIG;
         }
-        r = accounts_load(d.settings->accounts_file, d.settings->mode, &d.accounts, &dl);
+        /* The folder is watched only after the file is read: a save in between
+         * sends no event, so what was read is compared with what is there then. */
+        struct stat read_st, watched_st;
+        bool read_known = stat(d.settings->accounts_file, &read_st) == 0;
+        struct accounts_delta delta;
+        r = accounts_load_update(d.settings->accounts_file, d.settings->mode, NULL, &d.accounts, &delta, &dl);
+        accounts_delta_clear(&delta);
         if (r < 0) {
                 log_diags(&dl, "accounts file rejected; not starting");
                 diag_list_clear(&dl);
@@ -669,6 +720,9 @@ int daemon_run(const char *config_path) {
                 daemon_free(&d);
                 return EX_OSERR;
         }
+        if (!read_known || stat(d.settings->accounts_file, &watched_st) < 0 ||
+            !same_file_version(&read_st, &watched_st))
+                d.file_changed = true;
         if (d.settings->resync_interval_usec)
                 arm_timer(&d, &d.resync_src, d.settings->resync_interval_usec, on_resync_timer);
         log_info("nats-accountd %s: %zu accounts from %s, servers %s", VERSION, d.accounts->n,

@@ -180,15 +180,14 @@ static void plan_one(struct plan_entry *e, const struct observed *obs, const str
                 e->action = servers_disagree(e, oa) ? PLAN_UPDATE : PLAN_UNCHANGED;
                 return;
         }
-        struct js_state cur;
-        js_state_from_claims(oa->claims, &cur);
-        compare(e, &cur, &e->want);
-        bool cur_on = js_state_enabled(&cur), want_on = js_state_enabled(&e->want);
+        const struct js_state *cur = &oa->js;
+        compare(e, cur, &e->want);
+        bool cur_on = js_state_enabled(cur), want_on = js_state_enabled(&e->want);
         if (cur_on && !want_on)
                 e->action = PLAN_DISABLE;
         else if (!cur_on && want_on)
                 e->action = PLAN_ENABLE;
-        else if (e->n_changes || tier_set_differs(&cur, &e->want))
+        else if (e->n_changes || tier_set_differs(cur, &e->want))
                 e->action = PLAN_UPDATE;
         else
                 e->action = PLAN_UNCHANGED;

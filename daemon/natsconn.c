@@ -616,6 +616,11 @@ static int pipeline_publish(struct natsconn *c, struct pipeline_run *run, size_t
         while (run->next < p->n && run->in_flight < window) {
                 size_t i = run->next;
                 const char *payload = p->payloads ? p->payloads[i] : NULL;
+                if (p->make_payload && !p->make_payload(p->userdata, i, &payload)) {
+                        run->state[i] = REQ_DONE;
+                        run->next++;
+                        continue;
+                }
                 size_t plen = payload ? strlen(payload) : 0;
                 if (plen > INT32_MAX) {
                         *err = xasprintf("request %zu to %s is too large", i, p->subjects[i]);

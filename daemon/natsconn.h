@@ -76,6 +76,11 @@ struct natsconn_pipeline {
         size_t n;
         const char *const *subjects;
         const char *const *payloads; /* NUL-terminated; NULL = empty */
+        /* Instead of payloads: asked for request i right before it is sent, so
+         * that costly payloads (signed JWTs) are made while earlier requests
+         * are in flight. false skips the request: it is never sent, and gets
+         * neither callback. *payload stays valid until the run returns. */
+        bool (*make_payload)(void *userdata, size_t index, const char **payload);
         size_t want;
         size_t window;
         uint64_t timeout_usec;

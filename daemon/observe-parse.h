@@ -11,7 +11,7 @@
 
 /* An account JWT as the resolver holds it: claims decoded without checking the
  * signature, sub must equal key, nats.type must be "account". Fills key, name,
- * jwt, claims, iat, issuer of out (which must be empty). 0 or -EBADMSG. */
+ * jwt, js, iat, issuer of out (which must be empty). 0 or -EBADMSG. */
 int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out,
                               char **why);
 /* One CLAIMS.PACK message: "<pubkey>|<jwt>" lines ('\n' between them). Appends

@@ -88,6 +88,21 @@ static int b64url_decode(const char *in, size_t len, unsigned char *out, size_t 
         return 0;
 }
 
+/* The JSON of a JWT's payload part: -1 when it is not base64url, else 0 with
+ * *claims (NULL when it is not JSON, *e says why). */
+static int payload_decode(const char *b64, size_t len, json_t **claims, json_error_t *e) {
+        /* Account claims are small: decode on the stack and spare the heap one
+         * allocation per JWT. */
+        unsigned char stack_buf[4096];
+        size_t blen = 0;
+        unsigned char *buf = len * 3 / 4 + 1 <= sizeof(stack_buf) ? stack_buf : xmalloc(len * 3 / 4 + 1);
+        int dr = b64url_decode(b64, len, buf, &blen);
+        *claims = dr == 0 ? json_loadb((const char *)buf, blen, 0, e) : NULL;
+        if (buf != stack_buf)
+                free(buf);
+        return dr;
+}
+
 static const char *json_str(const json_t *obj, const char *key) {
         return json_string_value(json_object_get(obj, key)); /* NULL for a non-object or non-string */
 }
@@ -123,9 +138,9 @@ static bool json_int64(const json_t *v, int64_t *out) {
 void observed_account_clear(struct observed_account *a) {
         if (!a)
                 return;
-        free(a->name);
+        if (!a->name_pooled)
+                free(a->name);
         free(a->jwt);
-        json_decref(a->claims);
         for (size_t i = 0; i < a->n_servers; i++)
                 free(a->servers[i].error);
         free(a->servers);
@@ -163,18 +178,9 @@ int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, stru
                 set_why(why, xasprintf("JWT of %s is not header.payload.signature", key));
                 return -EBADMSG;
         }
-        /* Account claims are small: decode on the stack and spare the heap one
-         * allocation per JWT. */
-        unsigned char stack_buf[4096];
-        size_t plen = (size_t)(dot2 - dot1 - 1), blen = 0;
-        unsigned char *buf = plen * 3 / 4 + 1 <= sizeof(stack_buf) ? stack_buf : xmalloc(plen * 3 / 4 + 1);
         json_t *claims = NULL;
         json_error_t e;
-        int dr = b64url_decode(dot1 + 1, plen, buf, &blen);
-        if (dr == 0)
-                claims = json_loadb((const char *)buf, blen, 0, &e);
-        if (buf != stack_buf)
-                free(buf);
+        int dr = payload_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), &claims, &e);
         if (dr < 0) {
                 set_why(why, xasprintf("JWT of %s: payload is not base64url", key));
                 return -EBADMSG;
@@ -209,9 +215,24 @@ int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, stru
         memcpy(out->issuer, iss, NKEY_PUBLIC_LEN);
         out->name = name ? xstrdup(name) : NULL;
         out->jwt = xstrndup(jwt, len);
-        out->claims = claims;
+        js_state_from_claims(claims, &out->js);
         out->iat = iat;
+        json_decref(claims);
         return 0;
+}
+
+json_t *observed_account_claims(const struct observed_account *a) {
+        const char *dot1 = a->jwt ? strchr(a->jwt, '.') : NULL;
+        const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+        json_t *claims = NULL;
+        json_error_t e;
+        if (!dot2 || payload_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), &claims, &e) < 0)
+                return NULL;
+        if (!json_is_object(claims)) {
+                json_decref(claims);
+                return NULL;
+        }
+        return claims;
 }
 
 int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
@@ -591,6 +612,50 @@ bool observed_key_trusted(const struct observed *o, const char *key, char **why)
         return true;
 }
 
+void observed_forget_jwts(struct observed *o) {
+        for (size_t i = 0; o && i < o->n_accounts; i++) {
+                free(o->accounts[i].jwt);
+                o->accounts[i].jwt = NULL;
+        }
+}
+
+struct observed *observed_compact(struct observed *o) {
+        struct observed *c = xcalloc(1, sizeof(*c));
+        /* Moved as they are: small, and made in one go. */
+        c->servers = o->servers;
+        c->n_servers = o->n_servers;
+        c->by_name = o->by_name;
+        c->pack_usec = o->pack_usec;
+        o->servers = NULL;
+        o->n_servers = 0;
+        o->by_name = NULL;
+
+        size_t bytes = 1;
+        for (size_t i = 0; i < o->n_accounts; i++)
+                bytes += o->accounts[i].name ? strlen(o->accounts[i].name) + 1 : 0;
+        c->names = xmalloc(bytes);
+        c->accounts = xcalloc(o->n_accounts ? o->n_accounts : 1, sizeof(*c->accounts));
+        c->n_accounts = o->n_accounts;
+        char *p = c->names;
+        for (size_t i = 0; i < o->n_accounts; i++) {
+                const struct observed_account *a = &o->accounts[i];
+                struct observed_account *b = &c->accounts[i];
+                memcpy(b->key, a->key, sizeof(b->key));
+                memcpy(b->issuer, a->issuer, sizeof(b->issuer));
+                b->js = a->js;
+                b->iat = a->iat;
+                if (a->name) {
+                        size_t len = strlen(a->name) + 1;
+                        memcpy(p, a->name, len);
+                        b->name = p;
+                        b->name_pooled = true;
+                        p += len;
+                }
+        }
+        observed_free(o);
+        return c;
+}
+
 void observed_free(struct observed *o) {
         if (!o)
                 return;
@@ -601,6 +666,7 @@ void observed_free(struct observed *o) {
                 observed_account_clear(&o->accounts[i]);
         free(o->accounts);
         free(o->by_name);
+        free(o->names);
         free(o);
 }
 
@@ -818,33 +884,40 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
         };
         int r = natsconn_pipeline_run(c, &p, err);
         if (r >= 0) {
-                size_t added = 0;
+                size_t added = 0, renamed = 0, room = 0;
+                for (size_t i = 0; i < n; i++)
+                        room += x.best[i].key[0] && !observed_find_key(o, x.best[i].key);
+                if (room)
+                        o->accounts = xreallocarray(o->accounts, o->n_accounts + room, sizeof(*o->accounts));
                 for (size_t i = 0; i < n; i++) {
                         if (!x.best[i].key[0])
                                 continue;
                         struct observed_account *cur = observed_find_key(o, x.best[i].key);
                         if (cur) {
+                                renamed += cmp_name(cur->name, x.best[i].name) != 0;
                                 /* The servers' state of the account stays: it is about the servers. */
-                                free(cur->name);
+                                if (!cur->name_pooled)
+                                        free(cur->name);
                                 free(cur->jwt);
-                                json_decref(cur->claims);
+                                cur->name_pooled = false;
                                 cur->name = x.best[i].name;
                                 cur->jwt = x.best[i].jwt;
-                                cur->claims = x.best[i].claims;
+                                cur->js = x.best[i].js;
                                 cur->iat = x.best[i].iat;
                                 memcpy(cur->issuer, x.best[i].issuer, sizeof(cur->issuer));
                                 memset(&x.best[i], 0, sizeof(x.best[i]));
                         } else {
-                                o->accounts = xreallocarray(o->accounts, o->n_accounts + 1, sizeof(*o->accounts));
+                                /* Room was made above: cur pointers stay valid in this loop. */
                                 o->accounts[o->n_accounts++] = x.best[i];
                                 memset(&x.best[i], 0, sizeof(x.best[i]));
                                 added++;
                         }
                 }
-                /* A name may have changed: the index by name follows either way. */
+                /* The indexes follow new accounts and changed names (re-sorting
+                 * 10,000 names costs more than the rest of an edit's pass). */
                 if (added)
                         observed_reindex(o);
-                else
+                else if (renamed)
                         rebuild_by_name(o);
                 r = bad_replies_result(&x.bad, "CLAIMS.LOOKUP", err);
         }
@@ -872,6 +945,7 @@ struct state_acct {
 
 struct state_ctx {
         size_t n;
+        bool jsz_only; /* every request is a JSZ */
         struct state_acct *accts;
         const char **subjects;
         struct bad_replies bad;
@@ -891,8 +965,8 @@ static struct state_slot *state_slot(struct state_acct *a, const char *server_id
 
 static void state_reply(void *userdata, size_t index, const char *data, size_t len) {
         struct state_ctx *x = userdata;
-        bool jsz = index >= x->n;
-        struct state_acct *a = &x->accts[jsz ? index - x->n : index];
+        bool jsz = x->jsz_only || index >= x->n;
+        struct state_acct *a = &x->accts[index >= x->n ? index - x->n : index];
         struct server_account_state st;
         char *why = NULL;
         int r = jsz ? observe_parse_jsz(data, len, &st, &why) : observe_parse_info(data, len, &st, &why);
@@ -919,14 +993,40 @@ static void state_reply(void *userdata, size_t index, const char *data, size_t l
         }
 }
 
-int observe_accounts_state(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
-                           bool want_usage, char **err) {
+/* One server's JSZ answer goes into the account's entry for that server, which
+ * INFO made (or a new one, for a server INFO did not hear from). */
+static void usage_merge(struct observed_account *oa, const struct state_slot *slot) {
+        struct server_account_state *st = NULL;
+        for (size_t s = 0; s < oa->n_servers && !st; s++)
+                if (strcmp(oa->servers[s].server_id, slot->st.server_id) == 0)
+                        st = &oa->servers[s];
+        if (!st) {
+                oa->servers = xreallocarray(oa->servers, oa->n_servers + 1, sizeof(*oa->servers));
+                st = &oa->servers[oa->n_servers++];
+                memset(st, 0, sizeof(*st));
+                memcpy(st->server_id, slot->st.server_id, sizeof(st->server_id));
+        }
+        st->have_usage = slot->st.have_usage;
+        st->memory = slot->st.memory;
+        st->storage = slot->st.storage;
+        if (slot->jsz_error) {
+                char *e = st->error ? xasprintf("%s; %s", st->error, slot->jsz_error) : xstrdup(slot->jsz_error);
+                free(st->error);
+                st->error = e;
+        }
+}
+
+/* INFO and/or JSZ of the accounts, pipelined. With INFO, each account's
+ * servers[] is replaced; JSZ alone only adds usage to it. */
+static int accounts_state_run(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                              bool info, bool jsz, char **err) {
         if (n == 0)
                 return 0;
-        static const char *const suffixes[] = { "INFO", "JSZ" };
-        size_t n_suffixes = want_usage ? 2 : 1;
+        static const char *const both[] = { "INFO", "JSZ" }, *const jsz_only[] = { "JSZ" };
+        const char *const *suffixes = info ? both : jsz_only;
+        size_t n_suffixes = info && jsz ? 2 : 1;
         char *buf = NULL;
-        struct state_ctx x = { .n = n };
+        struct state_ctx x = { .n = n, .jsz_only = !info };
         x.subjects = account_subjects(accts, NULL, n, suffixes, n_suffixes, &buf);
         x.accts = xcalloc(n, sizeof(*x.accts));
         for (size_t i = 0; i < n; i++) {
@@ -951,7 +1051,7 @@ int observe_accounts_state(struct natsconn *c, struct observed *o, struct observ
         for (size_t i = 0; i < n; i++) {
                 struct state_acct *a = &x.accts[i];
                 struct observed_account *oa = accts[i];
-                if (r >= 0) {
+                if (r >= 0 && info) {
                         for (size_t s = 0; s < oa->n_servers; s++)
                                 free(oa->servers[s].error);
                         free(oa->servers);
@@ -960,14 +1060,16 @@ int observe_accounts_state(struct natsconn *c, struct observed *o, struct observ
                 }
                 for (size_t s = 0; s < a->n; s++) {
                         struct state_slot *slot = &a->v[s];
-                        if (r >= 0) {
-                                const char *info = slot->info_seen ? slot->info_error : "no reply to INFO";
+                        if (r >= 0 && info) {
+                                const char *info_err = slot->info_seen ? slot->info_error : "no reply to INFO";
                                 struct server_account_state *st = &oa->servers[s];
                                 *st = slot->st;
-                                if (info && slot->jsz_error)
-                                        st->error = xasprintf("%s; %s", info, slot->jsz_error);
-                                else if (info || slot->jsz_error)
-                                        st->error = xstrdup(info ? info : slot->jsz_error);
+                                if (info_err && slot->jsz_error)
+                                        st->error = xasprintf("%s; %s", info_err, slot->jsz_error);
+                                else if (info_err || slot->jsz_error)
+                                        st->error = xstrdup(info_err ? info_err : slot->jsz_error);
+                        } else if (r >= 0 && slot->jsz_seen) {
+                                usage_merge(oa, slot);
                         }
                         free(slot->info_error);
                         free(slot->jsz_error);
@@ -975,10 +1077,27 @@ int observe_accounts_state(struct natsconn *c, struct observed *o, struct observ
                 free(a->v);
         }
         if (r >= 0)
-                r = bad_replies_result(&x.bad, "INFO/JSZ", err);
+                r = bad_replies_result(&x.bad, info ? "INFO/JSZ" : "JSZ", err);
         free(x.bad.first);
         free(x.accts);
         free(x.subjects);
         free(buf);
         return r;
+}
+
+int observe_accounts_state(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                           bool want_usage, char **err) {
+        return accounts_state_run(c, o, accts, n, true, want_usage, err);
+}
+
+int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                           char **err) {
+        return accounts_state_run(c, o, accts, n, false, true, err);
+}
+
+bool observed_account_js_loaded(const struct observed_account *a) {
+        for (size_t s = 0; s < a->n_servers; s++)
+                if (a->servers[s].loaded && a->servers[s].jetstream_enabled)
+                        return true;
+        return false;
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "accounts.h"
+#include "jslimits.h"
 #include "natsconn.h"
 #include "nkeys.h"
 
@@ -24,8 +25,13 @@ struct server_account_state {
 struct observed_account {
         char key[NKEY_PUBLIC_LEN + 1];
         char *name;    /* JWT name claim (may be NULL) */
+        bool name_pooled; /* name lies in its observed's names block (observed_compact): not freed alone */
         char *jwt;     /* as the resolver holds it */
-        json_t *claims; /* decoded payload (not signature-checked: the resolver already holds it) */
+        /* The JetStream limits its claims hold. The decoded claims themselves
+         * are not kept (a few KiB each, most of the daemon's memory with
+         * 10,000 accounts): observed_account_claims decodes them again for
+         * the few accounts that are pushed. */
+        struct js_state js;
         int64_t iat;
         char issuer[NKEY_PUBLIC_LEN + 1];
         /* Filled by observe_accounts_state for the accounts asked. */
@@ -50,6 +56,7 @@ struct observed {
         size_t n_accounts;
         /* name -> indexes into accounts (sorted by name, then key), for lookups by name */
         size_t *by_name;
+        char *names; /* the accounts' names, in one block (observed_compact); may be NULL */
         uint64_t pack_usec; /* time CLAIMS.PACK took */
 };
 
@@ -73,11 +80,32 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
  * server stopped answering mid-way (nothing is changed). */
 int observe_accounts_state(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                            bool want_usage, char **err);
+/* JSZ alone for the given accounts, whose servers[] INFO already filled: adds
+ * each server's usage (have_usage, memory, storage) to it. Errors as above. */
+int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                           char **err);
+/* Some server reports the account loaded with JetStream on: only then can JSZ
+ * report any usage (elsewhere it answers "not found" / "not jetstream enabled"). */
+bool observed_account_js_loaded(const struct observed_account *a);
 
+/* The account's claims, decoded from its JWT (not signature-checked: the
+ * resolver already holds it); caller json_decref. NULL if they cannot be. */
+json_t *observed_account_claims(const struct observed_account *a);
 struct observed_account *observed_find_key(const struct observed *o, const char *key);
 /* All accounts whose name claim equals name: returns how many; *first is the
  * index in o->by_name of the first. */
 size_t observed_find_name(const struct observed *o, const char *name, size_t *first);
 /* true when key is the operator or one of its signing keys on every server. */
 bool observed_key_trusted(const struct observed *o, const char *key, char **why);
+/* Drop every account's JWT (half of o's memory) once a pass is done with
+ * them; observed_account_claims then returns NULL until CLAIMS.PACK or
+ * CLAIMS.LOOKUP brings the JWT again, as each pass does before it pushes. */
+void observed_forget_jwts(struct observed *o);
+/* What the daemon keeps between passes, in a few allocations: accounts with
+ * their key, name, claimed limits and iat, the servers, the index by name —
+ * not the JWTs or each server's state of each account, which every pass
+ * fetches again for the accounts it looks at. A sweep leaves the heap a sieve
+ * of freed replies with these small pieces strewn across it; gathered here,
+ * the rest can go back to the system. Takes o. */
+struct observed *observed_compact(struct observed *o);
 void observed_free(struct observed *o);

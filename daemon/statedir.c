@@ -54,20 +54,34 @@ int statedir_ensure(const char *dir, char **err) {
         return 0;
 }
 
-int statedir_save(const char *dir, const char *name, const struct nkey *k, char **err) {
-        int r = statedir_ensure(dir, err);
-        if (r < 0)
-                return r;
+static int save(const char *dir, const char *name, const struct nkey *k, bool durable, char **err) {
         char seed[NKEY_SEED_LEN + 1];
         nkey_seed_encode(k, seed);
         char *text = xasprintf("# nats-accountd: seed of account %s\n%s\n", name, seed);
         sodium_memzero(seed, sizeof(seed));
         char *file = xasprintf("%s/%s.nk", dir, k->pub);
-        r = file_write_atomic(file, text, strlen(text), 0600);
+        int r = durable ? file_write_atomic(file, text, strlen(text), 0600)
+                        : file_write_atomic_nosync(file, text, strlen(text), 0600);
         if (r < 0)
                 *err = xasprintf("cannot write %s: %s", file, strerror(-r));
         secret_free(text, strlen(text));
         free(file);
+        return r;
+}
+
+int statedir_save(const char *dir, const char *name, const struct nkey *k, char **err) {
+        int r = statedir_ensure(dir, err);
+        return r < 0 ? r : save(dir, name, k, true, err);
+}
+
+int statedir_write(const char *dir, const char *name, const struct nkey *k, char **err) {
+        return save(dir, name, k, false, err);
+}
+
+int statedir_sync(const char *dir, char **err) {
+        int r = dir_sync(dir);
+        if (r < 0)
+                *err = xasprintf("cannot sync state folder %s to disk: %s", dir, strerror(-r));
         return r;
 }
 

@@ -141,7 +141,7 @@ int file_read_all(const char *path, size_t max, char **out, size_t *len) {
         return 0;
 }
 
-int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode) {
+static int write_atomic(const char *path, const void *data, size_t len, unsigned mode, bool durable) {
         char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
         if (fd < 0) {
@@ -164,7 +164,7 @@ int file_write_atomic(const char *path, const void *data, size_t len, unsigned m
                 p += k;
                 len -= (size_t)k;
         }
-        if (r == 0 && fsync(fd) < 0)
+        if (r == 0 && durable && fsync(fd) < 0)
                 r = -errno;
         if (close(fd) < 0 && r == 0)
                 r = -errno;
@@ -173,6 +173,25 @@ int file_write_atomic(const char *path, const void *data, size_t len, unsigned m
         if (r < 0)
                 unlink(tmp);
         free(tmp);
+        return r;
+}
+
+int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode) {
+        return write_atomic(path, data, len, mode, true);
+}
+
+int file_write_atomic_nosync(const char *path, const void *data, size_t len, unsigned mode) {
+        return write_atomic(path, data, len, mode, false);
+}
+
+int dir_sync(const char *dir) {
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        int r = 0;
+        if (syncfs(fd) < 0 || fsync(fd) < 0)
+                r = -errno;
+        close(fd);
         return r;
 }
 

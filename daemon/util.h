@@ -25,6 +25,12 @@ char *str_strip(char *s);
 int file_read_all(const char *path, size_t max, char **out, size_t *len);
 /* Write data to path atomically (temp file + rename) with the given mode. */
 int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode);
+/* The same without waiting for the disk: for many files at once, followed by
+ * one dir_sync before anything relies on them. */
+int file_write_atomic_nosync(const char *path, const void *data, size_t len, unsigned mode);
+/* Everything written on dir's file system, and dir's own entries, on disk
+ * (syncfs + fsync of the folder). 0 or negative errno. */
+int dir_sync(const char *dir);
 /* dirname / join; results are allocated. */
 char *path_dirname(const char *path);
 char *path_join(const char *dir, const char *name);

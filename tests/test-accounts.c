@@ -702,6 +702,208 @@ static void test_load(void **state) {
         free(path);
 }
 
+/* ---- accounts_load_update: re-reading only the edited accounts ---- */
+
+static void assert_same_decls(const struct accounts *x, const struct accounts *y, const char *what) {
+        if (x->n != y->n)
+                fail_msg("%s: %zu accounts, the whole parse has %zu", what, x->n, y->n);
+        for (size_t i = 0; i < x->n; i++) {
+                const struct account_decl *a = &x->v[i], *b = &y->v[i];
+                if (!account_decl_equal(a, b) || a->line != b->line || a->column != b->column)
+                        fail_msg("%s: account %zu: %s at %d:%d, the whole parse has %s at %d:%d", what, i, a->name,
+                                 a->line, a->column, b->name, b->line, b->column);
+        }
+}
+
+static void assert_same_diags(const struct diag_list *x, const struct diag_list *y, const char *what) {
+        assert_int_equal(x->n, y->n);
+        for (size_t i = 0; i < x->n; i++) {
+                char *a = diag_format(&x->v[i]), *b = diag_format(&y->v[i]);
+                if (strcmp(a, b) != 0)
+                        fail_msg("%s: diagnostic %zu: \"%s\", the whole parse says \"%s\"", what, i, a, b);
+                free(a);
+                free(b);
+        }
+}
+
+struct reload {
+        char *path;
+        struct accounts *good; /* the last good file, as the daemon keeps it */
+        size_t partial;        /* reloads that re-read only the edited accounts */
+};
+
+/* Write text, reload it against the last good file, and check the result is
+ * the whole parse's (declarations, lines, columns, or the same errors). */
+static int reload(struct reload *rl, const char *text) {
+        assert_int_equal(file_write_atomic_nosync(rl->path, text, strlen(text), 0644), 0);
+        struct diag_list d1 = { 0 }, d2 = { 0 };
+        struct accounts *a = NULL, *whole = NULL;
+        struct accounts_delta delta;
+        int r = accounts_load_update(rl->path, ACCOUNTS_OPERATOR, rl->good, &a, &delta, &d1);
+        int r2 = accounts_parse(text, strlen(text), rl->path, ACCOUNTS_OPERATOR, &whole, &d2);
+        if (r != r2)
+                fail_msg("reload returned %d, the whole parse %d, for:\n%s", r, r2, text);
+        assert_same_diags(&d1, &d2, text);
+        if (r == 0) {
+                assert_same_decls(a, whole, text);
+                if (delta.partial) {
+                        rl->partial++;
+                        /* Whatever is not listed is what the last good file said. */
+                        bool *listed = xcalloc(a->n + 1, sizeof(*listed));
+                        for (size_t k = 0; k < delta.n; k++)
+                                listed[delta.changed[k]] = true;
+                        for (size_t i = 0; i < a->n; i++) {
+                                const struct account_decl *old = accounts_find(rl->good, a->v[i].name);
+                                if (!listed[i] && (!old || !account_decl_equal(old, &a->v[i])))
+                                        fail_msg("%s changed but is not listed as changed in:\n%s", a->v[i].name, text);
+                        }
+                        free(listed);
+                }
+                accounts_free(rl->good);
+                rl->good = a;
+        }
+        accounts_delta_clear(&delta);
+        accounts_free(whole);
+        diag_list_clear(&d1);
+        diag_list_clear(&d2);
+        return r;
+}
+
+/* The pattern with its '@' (if any) replaced by two digits of number. */
+static char *fill_number(const char *pattern, unsigned number) {
+        const char *at = strchr(pattern, '@');
+        if (!at)
+                return xstrdup(pattern);
+        return xasprintf("%.*s%02u%s", (int)(at - pattern), pattern, number, at + 1);
+}
+
+static char *numbered_file(size_t n, size_t changed, const char *store) {
+        size_t cap = 64 + n * 128, off = 0;
+        char *t = xmalloc(cap);
+        off += (size_t)snprintf(t + off, cap - off, "# numbered\naccounts:\n");
+        for (size_t i = 0; i < n; i++)
+                off += (size_t)snprintf(t + off, cap - off, "  ACC%03zu:\n    jetstream:\n      max_store: %s\n", i,
+                                        i == changed ? store : "1GiB");
+        return t;
+}
+
+static void test_load_update(void **state) {
+        char dir[] = "/tmp/test-accounts-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        struct reload rl = { .path = path_join(dir, "accounts.yaml") };
+
+        /* One account's value: only it is re-read. */
+        char *t = numbered_file(50, 50, "");
+        assert_int_equal(reload(&rl, t), 0);
+        free(t);
+        for (size_t i = 0; i < 50; i += 7) {
+                size_t before = rl.partial;
+                t = numbered_file(50, i, "2GiB");
+                assert_int_equal(reload(&rl, t), 0);
+                free(t);
+                assert_int_equal(rl.partial, before + 1);
+                assert_int_equal(find(rl.good, "ACC007")->limits.max_store, i == 7 ? 2 * GiB : GiB);
+        }
+        /* Unchanged text: nothing to look at. */
+        t = numbered_file(50, 49, "2GiB");
+        assert_int_equal(reload(&rl, t), 0);
+        assert_int_equal(reload(&rl, t), 0);
+        free(t);
+        accounts_free(rl.good);
+        rl.good = NULL;
+
+        /* Random edits of lines, valid and not: every reload must match the whole parse. */
+        static const char *const pool[] = {
+                "  NEW@:", "    jetstream:", "      max_memory: 1GiB", "      max_store: @MiB", "      max_streams: @",
+                "    jetstream: disabled", "    jetstream: enabled", "  ACC0@:", "    key: " KEY1, "    key: " KEY2,
+                "      tiers:", "        R1: { max_memory: 1GiB, max_store: 2GiB }", "        R3: { max_memory: 1GiB,",
+                "          max_store: 2GiB }", "# comment", "", "  # indented comment", "    jetstream: &js",
+                "    jetstream: *js", "    <<: { key: " KEY2 " }", "...", "---", "other: 1", "   ODD@:", "  \"Q@\":",
+                "      max_store: \"1GiB", "      max_store: '3GiB'", "  bad name:", "\tTAB: 1", "  L@: [1, 2",
+                "    jetstream: {max_memory: 1GiB}", "      max_store: |-", "        5GiB", "# caf\xc3\xa9",
+                "# sep\xe2\x80\xa8", "  Z@: ~", "  Y@: {}", "  W@:\r", "accounts:", "      max_store: 0",
+                "  ACC001: { jetstream: disabled }", "? K@", ": { jetstream: enabled }", "    max_store: 1GiB",
+        };
+        /* Lines that keep a file valid more often than not. */
+        static const char *const likely[] = {
+                "      max_store: @MiB", "      max_streams: @", "      max_memory: 1GiB", "# comment", "",
+                "  # indented comment", "  NEW@:", "    jetstream: disabled", "    jetstream: enabled", "  Z@: ~",
+                "    jetstream: {max_memory: 1GiB}", "  ACC0@: { jetstream: disabled }", "    jetstream:",
+        };
+        srand(7);
+        /* Each round edits the last good text (a line or two), as a user would. */
+        char **lines = xcalloc(4096, sizeof(*lines)), **cand = xcalloc(4096, sizeof(*cand));
+        size_t n = 0, good_reloads = 0;
+        for (int round = 0; round < 6000; round++) {
+                /* A fresh plain file now and then: odd lines that stay (an anchor,
+                 * a \r) rightly keep every later reload a whole one. */
+                if (round % 20 == 0) {
+                        for (size_t i = 0; i < n; i++)
+                                free(lines[i]);
+                        n = 0;
+                        lines[n++] = xstrdup("# random edits");
+                        lines[n++] = xstrdup("accounts:");
+                        for (unsigned i = 0; i < 30; i++) {
+                                lines[n++] = xasprintf("  ACC%03u:", i);
+                                lines[n++] = xstrdup("    jetstream:");
+                                lines[n++] = xasprintf("      max_store: %uMiB", (unsigned)rand() % 90 + 1);
+                        }
+                }
+                size_t m = n;
+                for (size_t i = 0; i < n; i++)
+                        cand[i] = xstrdup(lines[i]);
+                for (int edits = rand() % 4 ? 1 : 2; edits > 0; edits--) {
+                        size_t at = (size_t)rand() % (m + 1);
+                        int op = rand() % 3;
+                        const char *pick = rand() % 10 < 7 ? likely[(size_t)rand() % ARRAY_SIZE(likely)]
+                                                           : pool[(size_t)rand() % ARRAY_SIZE(pool)];
+                        char *line = fill_number(pick, (unsigned)rand() % 40);
+                        if (op == 0 && at < m) {
+                                free(cand[at]);
+                                cand[at] = line;
+                        } else if (op == 1 && m < 4000) {
+                                memmove(&cand[at + 1], &cand[at], (m - at) * sizeof(*cand));
+                                cand[at] = line;
+                                m++;
+                        } else {
+                                free(line);
+                                if (at < m && m > 2) {
+                                        free(cand[at]);
+                                        memmove(&cand[at], &cand[at + 1], (m - at - 1) * sizeof(*cand));
+                                        m--;
+                                }
+                        }
+                }
+                size_t len = 0;
+                for (size_t i = 0; i < m; i++)
+                        len += strlen(cand[i]) + 1;
+                char *text = xmalloc(len + 1), *p = text;
+                for (size_t i = 0; i < m; i++)
+                        p += sprintf(p, "%s\n", cand[i]);
+                bool good = reload(&rl, text) == 0;
+                good_reloads += good;
+                free(text);
+                char **keep = good ? cand : lines, **drop = good ? lines : cand;
+                for (size_t i = 0, k = good ? n : m; i < k; i++)
+                        free(drop[i]);
+                if (good) {
+                        cand = lines;
+                        lines = keep;
+                        n = m;
+                }
+        }
+        for (size_t i = 0; i < n; i++)
+                free(lines[i]);
+        free(lines);
+        free(cand);
+        print_message("%zu good reloads, %zu of them re-read only the edited accounts\n", good_reloads, rl.partial);
+        assert_true(rl.partial > good_reloads / 2);
+        accounts_free(rl.good);
+        assert_int_equal(unlink(rl.path), 0);
+        assert_int_equal(rmdir(dir), 0);
+        free(rl.path);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_spec_example),
@@ -720,6 +922,7 @@ int main(void) {
                 cmocka_unit_test(test_alias_bombs),
                 cmocka_unit_test(test_many_accounts),
                 cmocka_unit_test(test_load),
+                cmocka_unit_test(test_load_update),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

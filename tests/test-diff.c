@@ -40,12 +40,14 @@ static struct observed *observed_make(const struct fake_account *fa, size_t n, b
                 struct observed_account *a = &o->accounts[i];
                 snprintf(a->key, sizeof(a->key), "%s", keys[fa[i].key].pub);
                 json_error_t jerr;
-                a->claims = json_loads(fa[i].claims, 0, &jerr);
-                if (!a->claims)
+                json_t *claims = json_loads(fa[i].claims, 0, &jerr);
+                if (!claims)
                         fail_msg("fixture %zu: %s", i, jerr.text);
-                const char *name = json_string_value(json_object_get(a->claims, "name"));
+                const char *name = json_string_value(json_object_get(claims, "name"));
                 a->name = name ? xstrdup(name) : NULL;
-                a->iat = json_integer_value(json_object_get(a->claims, "iat"));
+                a->iat = json_integer_value(json_object_get(claims, "iat"));
+                js_state_from_claims(claims, &a->js);
+                json_decref(claims);
                 if (fa[i].has_state) {
                         a->n_servers = 1;
                         a->servers = xcalloc(1, sizeof(*a->servers));

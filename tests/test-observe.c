@@ -437,9 +437,13 @@ static void test_pack_msg(void **state) {
         assert_int_equal(a->iat, 1795613814);
         assert_string_equal(a->issuer, OPERATOR_SIGNER);
         assert_string_equal(a->jwt, strchr(PACK_MSG_ACC0, '|') + 1);
-        const json_t *limits = json_object_get(json_object_get(a->claims, "nats"), "limits");
+        json_t *claims = observed_account_claims(a);
+        const json_t *limits = json_object_get(json_object_get(claims, "nats"), "limits");
         assert_int_equal(json_integer_value(json_object_get(limits, "mem_storage")), 1048576);
         assert_int_equal(json_integer_value(json_object_get(limits, "conn")), -1);
+        json_decref(claims);
+        assert_int_equal(a->js.mode, JS_ENABLED);
+        assert_int_equal(a->js.limits.max_memory, 1048576);
         assert_null(a->servers);
 
         /* Several lines in one message, blank lines and CRLF tolerated. */
