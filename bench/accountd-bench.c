@@ -6,12 +6,13 @@
  *       would push for that account (JetStream max_memory, max_store = STORE,
  *       max_streams 10), signed by the seed, iat rising by one per file.
  *       Not timed: this is the "pre-signed" part of the ceiling.
- *   ceiling CREDS URL JWT_FILE [--serial]
+ *   ceiling CREDS URL JWT_FILE [--serial | --window W]
  *       On one connection: one $SYS.REQ.CLAIMS.PACK (until its empty message),
  *       then every JWT of the file on $SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE,
  *       published back to back with every reply gathered on one inbox
- *       (--serial: one request at a time, as nsc does). Prints one JSON line:
- *       pack_usec, pack_jwts, push_usec, pushed, ok.
+ *       (--window W: never more than W unanswered; --serial: one request at a
+ *       time, as nsc does). Prints one JSON line: pack_usec, pack_jwts,
+ *       push_usec, pushed, ok.
  *   pack CREDS URL
  *       One CLAIMS.PACK alone; prints {"pack_usec":..,"pack_jwts":..}.
  *   parse-diff ACCOUNTS_FILE
@@ -276,7 +277,9 @@ static int64_t pack(natsConnection *nc, uint64_t *usec) {
         return jwts;
 }
 
-static int push_pipelined(natsConnection *nc, const struct push_set *ps, size_t *ok) {
+/* window 0: every push published at once, then the replies gathered; else
+ * at most window pushes unanswered at any time. */
+static int push_pipelined(natsConnection *nc, const struct push_set *ps, size_t window, size_t *ok) {
         natsInbox *inbox = NULL;
         natsSubscription *sub = NULL;
         natsStatus st = natsInbox_Create(&inbox);
@@ -286,14 +289,17 @@ static int push_pipelined(natsConnection *nc, const struct push_set *ps, size_t 
         if (st == NATS_OK)
                 st = natsSubscription_SetPendingLimits(sub, -1, -1);
         char reply[128];
-        for (size_t i = 0; st == NATS_OK && i < ps->n; i++) {
-                snprintf(reply, sizeof(reply), "%s.%zu", inbox, i);
-                st = natsConnection_PublishRequest(nc, ps->subjects[i], reply, ps->jwts[i], (int)strlen(ps->jwts[i]));
-        }
-        if (st == NATS_OK)
-                st = natsConnection_Flush(nc);
-        size_t got = 0;
+        size_t sent = 0, got = 0;
+        if (!window)
+                window = ps->n;
         while (st == NATS_OK && got < ps->n) {
+                for (; st == NATS_OK && sent < ps->n && sent - got < window; sent++) {
+                        snprintf(reply, sizeof(reply), "%s.%zu", inbox, sent);
+                        st = natsConnection_PublishRequest(nc, ps->subjects[sent], reply, ps->jwts[sent],
+                                                           (int)strlen(ps->jwts[sent]));
+                }
+                if (st != NATS_OK)
+                        break;
                 natsMsg *m = NULL;
                 st = natsSubscription_NextMsg(&m, sub, TIMEOUT_MS);
                 if (st != NATS_OK)
@@ -327,8 +333,9 @@ static int push_serial(natsConnection *nc, const struct push_set *ps, size_t *ok
 
 static int cmd_ceiling(int argc, char **argv) {
         bool serial = argc == 5 && strcmp(argv[4], "--serial") == 0;
-        if (argc != 4 && !serial)
-                return fail("%s", "usage: ceiling CREDS URL JWT_FILE [--serial]");
+        int64_t window = argc == 6 && strcmp(argv[4], "--window") == 0 ? parse_int(argv[5]) : 0;
+        if ((argc != 4 && !serial && argc != 6) || window < 0)
+                return fail("%s", "usage: ceiling CREDS URL JWT_FILE [--serial | --window W]");
         struct push_set ps = { 0 };
         if (load_jwts(argv[3], &ps) != 0)
                 return 2;
@@ -341,7 +348,7 @@ static int cmd_ceiling(int argc, char **argv) {
         int64_t jwts = pack(nc, &pack_usec);
         size_t ok = 0;
         uint64_t t0 = now_usec();
-        int r = jwts < 0 ? -1 : serial ? push_serial(nc, &ps, &ok) : push_pipelined(nc, &ps, &ok);
+        int r = jwts < 0 ? -1 : serial ? push_serial(nc, &ps, &ok) : push_pipelined(nc, &ps, (size_t)window, &ok);
         uint64_t push_usec = now_usec() - t0;
         if (r == 0)
                 printf("{\"pack_usec\":%" PRIu64 ",\"pack_jwts\":%" PRId64 ",\"push_usec\":%" PRIu64

@@ -1418,20 +1418,18 @@ static size_t account_at(const struct accounts_source *src, size_t off) {
         return lo;
 }
 
-static struct accounts *copy_unchanged(const struct accounts *old, char *text, const char *filename) {
+/* The same text again: old's declarations are the answer; the result takes them over. */
+static struct accounts *take_unchanged(struct accounts *old, char *text, const char *filename) {
         struct accounts *a = xcalloc(1, sizeof(*a));
-        a->v = xcalloc(old->n ? old->n : 1, sizeof(*a->v));
-        memcpy(a->v, old->v, old->n * sizeof(*a->v));
+        a->v = old->v;
         a->n = old->n;
+        a->src = old->src;
+        free(a->src->text);
+        a->src->text = text;
         a->file = xstrdup(filename);
-        struct accounts_source *src = xcalloc(1, sizeof(*src));
-        *src = *old->src;
-        src->text = text;
-        src->start = xcalloc(src->n, sizeof(*src->start));
-        src->index = xcalloc(src->n, sizeof(*src->index));
-        memcpy(src->start, old->src->start, src->n * sizeof(*src->start));
-        memcpy(src->index, old->src->index, src->n * sizeof(*src->index));
-        a->src = src;
+        old->v = NULL;
+        old->n = 0;
+        old->src = NULL;
         return a;
 }
 
@@ -1495,13 +1493,67 @@ static bool pins_clash(const struct accounts *a, const bool *edited) {
         return false;
 }
 
+/* The edit kept the accounts it touched (the same names, only other values or
+ * lines): their declarations are replaced where they are, in old's own arrays,
+ * which the result takes over. Not copying 10,000 declarations (5 MiB) is most
+ * of what an edit's reload costs. NULL when the names are not the same. */
+static struct accounts *reparse_in_place(struct accounts *old, char *text, size_t len, const char *filename,
+                                         const struct part *pt, size_t first, int line_first, int line_shift_part,
+                                         long line_shift_after, const bool *gone, struct accounts_delta *delta) {
+        const struct accounts *p = pt->a;
+        struct accounts_source *os = old->src;
+        size_t *where = xcalloc(p->n ? p->n : 1, sizeof(*where));
+        for (size_t j = 0; j < p->n; j++) {
+                const struct account_decl *was = accounts_find(old, p->v[j].name);
+                if (!was || !gone[was - old->v]) {
+                        free(where);
+                        return NULL;
+                }
+                where[j] = (size_t)(was - old->v);
+        }
+        /* Distinct names (the part parsed), each among the as many replaced: the same set. */
+        delta->partial = true;
+        delta->changed = xcalloc(p->n ? p->n : 1, sizeof(*delta->changed));
+        for (size_t j = 0; j < p->n; j++) {
+                struct account_decl *d = &old->v[where[j]];
+                if (!account_decl_equal(d, &p->v[j]))
+                        delta->changed[delta->n++] = where[j];
+                *d = p->v[j];
+                d->line += line_shift_part;
+        }
+        if (line_shift_after)
+                for (size_t i = 0; i < old->n; i++)
+                        if (!gone[i] && old->v[i].line > line_first)
+                                old->v[i].line += (int)line_shift_after;
+        for (size_t k = 0; k < p->n; k++) {
+                os->start[first + k] = pt->start[k];
+                os->index[first + k] = where[pt->order[k]];
+        }
+        for (size_t b = first + p->n; b < os->n && len != os->len; b++)
+                os->start[b] = os->start[b] - os->len + len;
+        free(where);
+        free(os->text);
+        os->text = text;
+        os->len = len;
+
+        struct accounts *a = xcalloc(1, sizeof(*a));
+        a->v = old->v;
+        a->n = old->n;
+        a->src = os;
+        a->file = xstrdup(filename);
+        old->v = NULL;
+        old->n = 0;
+        old->src = NULL;
+        return a;
+}
+
 /* The new text differs from old's only inside whole accounts (first..last in
  * file order): parse those alone and take every other declaration from old.
  * NULL when that cannot be shown; the caller then parses the whole text.
  * Takes text on success. */
-static struct accounts *reparse(const struct accounts *old, char *text, size_t len, const char *filename,
+static struct accounts *reparse(struct accounts *old, char *text, size_t len, const char *filename,
                                 enum accounts_flavor flavor, struct accounts_delta *delta) {
-        const struct accounts_source *os = old->src;
+        struct accounts_source *os = old->src;
         size_t olen = os->len, min = olen < len ? olen : len, pre = 0, suf = 0;
         /* memcmp a block at a time, then byte by byte within the differing block. */
         enum { BLOCK = 4096 };
@@ -1511,7 +1563,7 @@ static struct accounts *reparse(const struct accounts *old, char *text, size_t l
                 pre++;
         if (pre == olen && pre == len) {
                 delta->partial = true;
-                return copy_unchanged(old, text, filename);
+                return take_unchanged(old, text, filename);
         }
         while (min - pre - suf >= BLOCK && memcmp(os->text + olen - suf - BLOCK, text + len - suf - BLOCK, BLOCK) == 0)
                 suf += BLOCK;
@@ -1543,7 +1595,14 @@ static struct accounts *reparse(const struct accounts *old, char *text, size_t l
         bool *gone = xcalloc(old->n, sizeof(*gone));
         for (size_t k = first; k <= last; k++)
                 gone[os->index[k]] = true;
-        struct accounts *a = xcalloc(1, sizeof(*a));
+        struct accounts *a = NULL;
+        if (p->n == dropped && (a = reparse_in_place(old, text, len, filename, &pt, first, line_first,
+                                                      line_shift_part, line_shift_after, gone, delta)) != NULL) {
+                free(gone);
+                part_free(&pt);
+                return a;
+        }
+        a = xcalloc(1, sizeof(*a));
         a->v = xcalloc(n, sizeof(*a->v));
         bool *edited = xcalloc(n, sizeof(*edited));
         size_t *map_old = xcalloc(old->n, sizeof(*map_old)), *map_part = xcalloc(p->n, sizeof(*map_part));
@@ -1596,9 +1655,11 @@ static struct accounts *reparse(const struct accounts *old, char *text, size_t l
                 a->file = xstrdup(filename);
                 delta->partial = true;
                 delta->changed = xcalloc(p->n, sizeof(*delta->changed));
-                for (size_t j = 0; j < p->n; j++)
-                        delta->changed[j] = map_part[j];
-                delta->n = p->n;
+                for (size_t j = 0; j < p->n; j++) {
+                        const struct account_decl *was = accounts_find(old, p->v[j].name);
+                        if (!was || !account_decl_equal(was, &p->v[j]))
+                                delta->changed[delta->n++] = map_part[j];
+                }
         } else {
                 accounts_free(a);
                 a = NULL;
@@ -1611,7 +1672,7 @@ static struct accounts *reparse(const struct accounts *old, char *text, size_t l
         return a;
 }
 
-int accounts_load_update(const char *path, enum accounts_flavor flavor, const struct accounts *old,
+int accounts_load_update(const char *path, enum accounts_flavor flavor, struct accounts *old,
                          struct accounts **out, struct accounts_delta *delta, struct diag_list *d) {
         char *buf = NULL;
         size_t len = 0;

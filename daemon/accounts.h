@@ -72,7 +72,7 @@ void accounts_free(struct accounts *a);
 
 /* Which declarations a reload may have changed. */
 struct accounts_delta {
-        bool partial;    /* false: any; true: only changed[0..n) (indexes into the new v) */
+        bool partial;    /* false: any may differ; true: exactly changed[0..n) (indexes into the new v) */
         size_t *changed;
         size_t n;
 };
@@ -80,11 +80,14 @@ struct accounts_delta {
  * When old came from here too and the new text differs from old's only inside
  * whole accounts of a plain block-style file, only those accounts are parsed
  * again (behind the file's header, so lines and columns are the file's) and
- * every other declaration is taken from old: what would each cost is the size
- * of the edit, not of the file. Anything else (an edit of the header, anchors,
- * flow style around the accounts, a duplicate, a parse error) is read as a
- * whole, with the same result and diagnostics as accounts_load. */
-int accounts_load_update(const char *path, enum accounts_flavor flavor, const struct accounts *old,
+ * every other declaration is taken from old: a reload then costs about the
+ * size of the edit, not of the file, and *delta lists the declarations that
+ * differ from old's. Anything else (an edit of the header, anchors, flow style
+ * around the accounts, a duplicate, a parse error) is read as a whole, with
+ * the same result and diagnostics as accounts_load (delta->partial false).
+ * On success old may have been emptied into *out (its arrays reused): it is
+ * still to be freed, and no longer to be read. On failure old is unchanged. */
+int accounts_load_update(const char *path, enum accounts_flavor flavor, struct accounts *old,
                          struct accounts **out, struct accounts_delta *delta, struct diag_list *d);
 void accounts_delta_clear(struct accounts_delta *delta);
 /* Binary search by name. */

@@ -203,12 +203,14 @@ static void reload_accounts(struct daemon *d) {
                 return;
         }
         diag_list_clear(&dl);
-        /* An edit of a few accounts re-read only those (accounts_load_update):
-         * only those can differ. */
+        /* An edit of a few accounts re-read only those, and delta lists the
+         * ones that differ (d->accounts may have been taken over: not read
+         * then); after a whole read, each is compared. */
         size_t changed = 0, n_check = delta.partial ? delta.n : a->n;
         for (size_t k = 0; k < n_check; k++) {
                 const struct account_decl *decl = &a->v[delta.partial ? delta.changed[k] : k];
-                const struct account_decl *old = d->accounts ? accounts_find(d->accounts, decl->name) : NULL;
+                const struct account_decl *old =
+                        d->accounts && !delta.partial ? accounts_find(d->accounts, decl->name) : NULL;
                 if (old && account_decl_equal(old, decl))
                         continue;
                 changed++;
@@ -408,10 +410,8 @@ static int full_pass(struct daemon *d, struct pass_result *res) {
         pending_clear(d);
         r = reconcile(d, d->accounts, res);
         /* A sweep frees about all it allocated (two observations overlap, the
-         * replies): keep only what the next passes need, in a few blocks, and
-         * give the rest back instead of keeping the peak resident. */
-        d->obs = observed_compact(d->obs);
-        malloc_trim(0);
+         * replies): keep only what the next passes need, in a few blocks. */
+        observed_compact(d->obs);
         return r;
 }
 
@@ -534,6 +534,10 @@ static void run_pass(struct daemon *d) {
         if (res.connection_failed)
                 d->need_full = true;
         finish_pass(d, &res, started);
+        /* Give back the pages the pass freed (after its log lines, off the
+         * path of an edit): the heap is otherwise reused all over and stays
+         * as resident as the largest pass made it. */
+        malloc_trim(0);
 }
 
 /* ---- event sources ---- */

@@ -495,6 +495,11 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
                         if (ret < 0)
                                 goto out;
                         handed++;
+                        if (ret > 0) {
+                                ret = 0;
+                                ended = true;
+                                break;
+                        }
                 } else {
                         if (count == cap) {
                                 cap = cap ? cap * 2 : 16;

@@ -57,7 +57,8 @@ struct natsconn_gather_opts {
         /* When set, each reply goes here as it arrives (on the caller's
          * thread) instead of into *replies, so that a long stream is consumed
          * while the server is still sending; a negative return (with *err)
-         * ends the gather with that value. */
+         * ends the gather with that value, a positive one ends it as complete
+         * (the caller knows no other reply can come). */
         int (*on_reply)(void *userdata, const char *data, size_t len, char **err);
         void *userdata;
 };

@@ -385,6 +385,21 @@ int observe_parse_varz(const char *data, size_t len, struct server_info *out, ch
         const char *sys = json_str(d, "system_account");
         out->system_account = sys ? xstrdup(sys) : NULL;
 
+        /* 2.9.10 sends "cluster":{}, "gateway":{} and "leaf":{} when none is
+         * configured (and their settings otherwise); anything else, missing
+         * fields included, counts as connected to others. */
+        out->alone = true;
+        static const char *const links[] = { "cluster", "gateway", "leaf" };
+        for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
+                const json_t *l = json_object_get(d, links[i]);
+                out->alone = out->alone && json_is_object(l) && json_object_size(l) == 0;
+        }
+        static const char *const counts[] = { "routes", "remotes", "leafnodes" };
+        for (size_t i = 0; i < ARRAY_SIZE(counts); i++) {
+                const json_t *n = json_object_get(d, counts[i]);
+                out->alone = out->alone && (!n || (json_is_number(n) && json_number_value(n) == 0));
+        }
+
         size_t n = 0;
         out->trusted_keys = xcalloc(1, sizeof(char *));
         const json_t *claims = json_object_get(d, "trusted_operators_claim");
@@ -619,27 +634,14 @@ void observed_forget_jwts(struct observed *o) {
         }
 }
 
-struct observed *observed_compact(struct observed *o) {
-        struct observed *c = xcalloc(1, sizeof(*c));
-        /* Moved as they are: small, and made in one go. */
-        c->servers = o->servers;
-        c->n_servers = o->n_servers;
-        c->by_name = o->by_name;
-        c->pack_usec = o->pack_usec;
-        o->servers = NULL;
-        o->n_servers = 0;
-        o->by_name = NULL;
-
+void observed_compact(struct observed *o) {
         size_t bytes = 1;
         for (size_t i = 0; i < o->n_accounts; i++)
                 bytes += o->accounts[i].name ? strlen(o->accounts[i].name) + 1 : 0;
-        c->names = xmalloc(bytes);
-        c->accounts = xcalloc(o->n_accounts ? o->n_accounts : 1, sizeof(*c->accounts));
-        c->n_accounts = o->n_accounts;
-        char *p = c->names;
+        char *names = xmalloc(bytes), *p = names;
+        struct observed_account *v = xcalloc(o->n_accounts ? o->n_accounts : 1, sizeof(*v));
         for (size_t i = 0; i < o->n_accounts; i++) {
-                const struct observed_account *a = &o->accounts[i];
-                struct observed_account *b = &c->accounts[i];
+                struct observed_account *a = &o->accounts[i], *b = &v[i];
                 memcpy(b->key, a->key, sizeof(b->key));
                 memcpy(b->issuer, a->issuer, sizeof(b->issuer));
                 b->js = a->js;
@@ -651,9 +653,12 @@ struct observed *observed_compact(struct observed *o) {
                         b->name_pooled = true;
                         p += len;
                 }
+                observed_account_clear(a);
         }
-        observed_free(o);
-        return c;
+        free(o->accounts);
+        free(o->names);
+        o->accounts = v;
+        o->names = names;
 }
 
 void observed_free(struct observed *o) {
@@ -676,46 +681,66 @@ static int cmp_server_id(const void *a, const void *b) {
         return strcmp(((const struct server_info *)a)->id, ((const struct server_info *)b)->id);
 }
 
+struct varz_ctx {
+        struct server_info *v;
+        size_t n, cap;
+};
+
+static int varz_reply(void *userdata, const char *data, size_t len, char **err) {
+        struct varz_ctx *x = userdata;
+        if (x->n == x->cap) {
+                x->cap = x->cap ? x->cap * 2 : 4;
+                x->v = xreallocarray(x->v, x->cap, sizeof(*x->v));
+        }
+        char *why = NULL;
+        if (observe_parse_varz(data, len, &x->v[x->n], &why) < 0) {
+                *err = xasprintf("%s: reply %zu: %s", SUBJ_VARZ, x->n + 1, why);
+                free(why);
+                return -EBADMSG;
+        }
+        x->n++;
+        /* A server linked to no other is the only one that hears the request:
+         * its reply is all there is, no need to wait for more. */
+        return x->n == 1 && x->v[0].alone ? 1 : 0;
+}
+
 int observe_servers(struct natsconn *c, struct server_info **out, size_t *n_out, char **err) {
         *out = NULL;
         *n_out = 0;
         uint64_t timeout = natsconn_request_timeout(c);
-        struct natsconn_gather_opts go = { .timeout_usec = timeout, .idle_usec = VARZ_IDLE_USEC };
+        struct varz_ctx x = { 0 };
+        struct natsconn_gather_opts go = {
+                .timeout_usec = timeout,
+                .idle_usec = VARZ_IDLE_USEC,
+                .on_reply = varz_reply,
+                .userdata = &x,
+        };
         struct nats_reply *rep = NULL;
         size_t n = 0;
         char *gerr = NULL;
         int r = natsconn_gather_ex(c, SUBJ_VARZ, NULL, 0, &go, &rep, &n, &gerr);
+        natsconn_replies_free(rep, n);
         if (r == -ENOENT) {
                 *err = xasprintf("%s; are the credentials those of a system-account user?", gerr);
                 free(gerr);
-                return r;
+        } else if (r < 0) {
+                *err = gerr;
+        } else {
+                free(gerr);
+                if (x.n == 0) {
+                        *err = xasprintf("no server answered %s at %s within %.1fs", SUBJ_VARZ, natsconn_url(c),
+                                         (double)timeout / 1e6);
+                        r = -ETIMEDOUT;
+                }
         }
         if (r < 0) {
-                *err = gerr;
+                for (size_t i = 0; i < x.n; i++)
+                        server_info_clear(&x.v[i]);
+                free(x.v);
                 return r;
         }
-        free(gerr);
-        if (n == 0) {
-                *err = xasprintf("no server answered %s at %s within %.1fs", SUBJ_VARZ, natsconn_url(c),
-                                 (double)timeout / 1e6);
-                return -ETIMEDOUT;
-        }
-        struct server_info *v = xcalloc(n, sizeof(*v));
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++) {
-                char *why = NULL;
-                if (observe_parse_varz(rep[i].data, rep[i].len, &v[k], &why) < 0) {
-                        *err = xasprintf("%s: reply %zu: %s", SUBJ_VARZ, i + 1, why);
-                        free(why);
-                        for (size_t j = 0; j < k; j++)
-                                server_info_clear(&v[j]);
-                        free(v);
-                        natsconn_replies_free(rep, n);
-                        return -EBADMSG;
-                }
-                k++;
-        }
-        natsconn_replies_free(rep, n);
+        struct server_info *v = x.v;
+        size_t k = x.n;
         qsort(v, k, sizeof(*v), cmp_server_id);
         /* A server that answered twice is still one server. */
         size_t w = 0;

@@ -47,6 +47,9 @@ struct server_info {
         char *operator_key;         /* sub of trusted_operators_claim */
         char **trusted_keys;        /* operator key + its signing keys, NULL-terminated */
         char *system_account;
+        /* No routes, gateways or leaf nodes configured: no other server can
+         * hear what is sent to this one. */
+        bool alone;
 };
 
 struct observed {
@@ -101,11 +104,10 @@ bool observed_key_trusted(const struct observed *o, const char *key, char **why)
  * them; observed_account_claims then returns NULL until CLAIMS.PACK or
  * CLAIMS.LOOKUP brings the JWT again, as each pass does before it pushes. */
 void observed_forget_jwts(struct observed *o);
-/* What the daemon keeps between passes, in a few allocations: accounts with
- * their key, name, claimed limits and iat, the servers, the index by name —
- * not the JWTs or each server's state of each account, which every pass
- * fetches again for the accounts it looks at. A sweep leaves the heap a sieve
- * of freed replies with these small pieces strewn across it; gathered here,
- * the rest can go back to the system. Takes o. */
-struct observed *observed_compact(struct observed *o);
+/* Keep only what the daemon needs between passes, in two allocations: each
+ * account's key, name, claimed limits and iat — not its JWT or each server's
+ * state of it, which every pass fetches again for the accounts it looks at.
+ * A sweep leaves the heap a sieve of freed replies with the names and states
+ * strewn across it; gathered here, the rest can go back to the system. */
+void observed_compact(struct observed *o);
 void observed_free(struct observed *o);

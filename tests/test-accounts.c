@@ -739,6 +739,13 @@ static int reload(struct reload *rl, const char *text) {
         struct diag_list d1 = { 0 }, d2 = { 0 };
         struct accounts *a = NULL, *whole = NULL;
         struct accounts_delta delta;
+        /* The update may take over the old declarations: keep a copy to compare with. */
+        struct accounts before = { 0 };
+        if (rl->good) {
+                before.n = rl->good->n;
+                before.v = xcalloc(before.n + 1, sizeof(*before.v));
+                memcpy(before.v, rl->good->v, before.n * sizeof(*before.v));
+        }
         int r = accounts_load_update(rl->path, ACCOUNTS_OPERATOR, rl->good, &a, &delta, &d1);
         int r2 = accounts_parse(text, strlen(text), rl->path, ACCOUNTS_OPERATOR, &whole, &d2);
         if (r != r2)
@@ -748,14 +755,17 @@ static int reload(struct reload *rl, const char *text) {
                 assert_same_decls(a, whole, text);
                 if (delta.partial) {
                         rl->partial++;
-                        /* Whatever is not listed is what the last good file said. */
+                        /* Listed: exactly what differs from the last good file. */
                         bool *listed = xcalloc(a->n + 1, sizeof(*listed));
                         for (size_t k = 0; k < delta.n; k++)
                                 listed[delta.changed[k]] = true;
                         for (size_t i = 0; i < a->n; i++) {
-                                const struct account_decl *old = accounts_find(rl->good, a->v[i].name);
-                                if (!listed[i] && (!old || !account_decl_equal(old, &a->v[i])))
-                                        fail_msg("%s changed but is not listed as changed in:\n%s", a->v[i].name, text);
+                                const struct account_decl *old = accounts_find(&before, a->v[i].name);
+                                bool differs = !old || !account_decl_equal(old, &a->v[i]);
+                                if (listed[i] != differs)
+                                        fail_msg("%s %s but is%s listed as changed in:\n%s", a->v[i].name,
+                                                 differs ? "changed" : "did not change", listed[i] ? "" : " not",
+                                                 text);
                         }
                         free(listed);
                 }
@@ -764,6 +774,7 @@ static int reload(struct reload *rl, const char *text) {
         }
         accounts_delta_clear(&delta);
         accounts_free(whole);
+        free(before.v);
         diag_list_clear(&d1);
         diag_list_clear(&d2);
         return r;

@@ -249,6 +249,7 @@ static void test_varz_cluster(void **state) {
         assert_string_equal(s.trusted_keys[0], OPERATOR);
         assert_string_equal(s.trusted_keys[1], OPERATOR_SIGNER);
         assert_null(s.trusted_keys[2]);
+        assert_false(s.alone); /* routes: its peers answer too */
         server_info_clear(&s);
         server_info_clear(&s); /* cleared twice is harmless */
 }
@@ -260,12 +261,14 @@ static void test_varz_no_jetstream(void **state) {
         assert_string_equal(s.name, "obs1");
         assert_false(s.jetstream);
         assert_non_null(s.operator_key);
+        assert_true(s.alone); /* no cluster, gateway or leaf node: nobody else answers */
         server_info_clear(&s);
 
         /* Without the data.jetstream object, the server header decides. */
         const char *hdr = "{\"server\":{\"id\":\"" C0_ID "\",\"jetstream\":true},\"data\":{}}";
         assert_int_equal(observe_parse_varz(hdr, strlen(hdr), &s, &why), 0);
         assert_true(s.jetstream);
+        assert_false(s.alone); /* what it is linked to is not said: assume others */
         assert_null(s.operator_key);
         assert_null(s.trusted_keys[0]); /* not in operator mode: an empty list */
         assert_null(s.system_account);
