@@ -403,9 +403,10 @@ static int cmd_parse_diff(int argc, char **argv) {
         printf("{\"parse_usec\":%" PRIu64 ",\"diff_usec\":%" PRIu64 ",\"accounts\":%zu,\"creates\":%zu,"
                "\"max_rss_kib\":%ld}\n",
                t1 - t0, t2 - t1, a->n, creates, ru.ru_maxrss);
+        bool all = creates == a->n;
         plan_free(p);
         accounts_free(a);
-        return creates == a->n ? 0 : 1;
+        return all ? 0 : 1;
 }
 
 int main(int argc, char **argv) {

@@ -1496,7 +1496,8 @@ static bool pins_clash(const struct accounts *a, const bool *edited) {
 /* The edit kept the accounts it touched (the same names, only other values or
  * lines): their declarations are replaced where they are, in old's own arrays,
  * which the result takes over. Not copying 10,000 declarations (5 MiB) is most
- * of what an edit's reload costs. NULL when the names are not the same. */
+ * of what an edit's reload costs. NULL (old untouched) when the names are not
+ * the same, or when a key is pinned twice. */
 static struct accounts *reparse_in_place(struct accounts *old, char *text, size_t len, const char *filename,
                                          const struct part *pt, size_t first, int line_first, int line_shift_part,
                                          long line_shift_after, const bool *gone, struct accounts_delta *delta) {
@@ -1510,6 +1511,16 @@ static struct accounts *reparse_in_place(struct accounts *old, char *text, size_
                         return NULL;
                 }
                 where[j] = (size_t)(was - old->v);
+        }
+        /* A key the edit pins that a kept account pins too: the whole parse reports it. */
+        for (size_t j = 0; j < p->n; j++) {
+                if (!p->v[j].key[0])
+                        continue;
+                for (size_t i = 0; i < old->n; i++)
+                        if (!gone[i] && strcmp(old->v[i].key, p->v[j].key) == 0) {
+                                free(where);
+                                return NULL;
+                        }
         }
         /* Distinct names (the part parsed), each among the as many replaced: the same set. */
         delta->partial = true;
@@ -1672,6 +1683,22 @@ static struct accounts *reparse(struct accounts *old, char *text, size_t len, co
         return a;
 }
 
+/* Takes text (NUL-terminated, len bytes). */
+static int update_from(char *text, size_t len, const char *filename, enum accounts_flavor flavor,
+                       struct accounts *old, struct accounts **out, struct accounts_delta *delta,
+                       struct diag_list *d) {
+        if (old && old->src && (*out = reparse(old, text, len, filename, flavor, delta)) != NULL)
+                return 0;
+        struct shape sh = { 0 };
+        int r = parse(text, len, filename, flavor, out, d, &sh);
+        if (r == 0)
+                source_attach(*out, text, len, &sh);
+        else
+                free(text);
+        free(sh.lines);
+        return r;
+}
+
 int accounts_load_update(const char *path, enum accounts_flavor flavor, struct accounts *old,
                          struct accounts **out, struct accounts_delta *delta, struct diag_list *d) {
         char *buf = NULL;
@@ -1687,16 +1714,25 @@ int accounts_load_update(const char *path, enum accounts_flavor flavor, struct a
                 diag_add(d, path, 0, 0, "cannot read: %s", strerror(-r));
                 return r;
         }
-        if (old && old->src && (*out = reparse(old, buf, len, path, flavor, delta)) != NULL)
-                return 0;
-        struct shape sh = { 0 };
-        r = parse(buf, len, path, flavor, out, d, &sh);
-        if (r == 0)
-                source_attach(*out, buf, len, &sh);
-        else
-                free(buf);
-        free(sh.lines);
-        return r;
+        return update_from(buf, len, path, flavor, old, out, delta, d);
+}
+
+int accounts_parse_update(const char *buf, size_t len, const char *filename, enum accounts_flavor flavor,
+                          struct accounts *old, struct accounts **out, struct accounts_delta *delta,
+                          struct diag_list *d) {
+        *out = NULL;
+        *delta = (struct accounts_delta){ 0 };
+        if (!filename)
+                filename = "";
+        if (len > ACCOUNTS_FILE_MAX_SIZE) {
+                report_too_large(d, filename);
+                return -EFBIG;
+        }
+        char *text = xmalloc(len + 1);
+        if (len)
+                memcpy(text, buf, len);
+        text[len] = 0;
+        return update_from(text, len, filename, flavor, old, out, delta, d);
 }
 
 void accounts_delta_clear(struct accounts_delta *delta) {

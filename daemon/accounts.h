@@ -89,6 +89,10 @@ struct accounts_delta {
  * still to be freed, and no longer to be read. On failure old is unchanged. */
 int accounts_load_update(const char *path, enum accounts_flavor flavor, struct accounts *old,
                          struct accounts **out, struct accounts_delta *delta, struct diag_list *d);
+/* The same with the text in memory (copied), as accounts_parse is to accounts_load. */
+int accounts_parse_update(const char *buf, size_t len, const char *filename, enum accounts_flavor flavor,
+                          struct accounts *old, struct accounts **out, struct accounts_delta *delta,
+                          struct diag_list *d);
 void accounts_delta_clear(struct accounts_delta *delta);
 /* Binary search by name. */
 const struct account_decl *accounts_find(const struct accounts *a, const char *name);

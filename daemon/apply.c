@@ -13,6 +13,7 @@
 
 struct push {
         struct plan_entry *entry;
+        ptrdiff_t create; /* index into push_ctx.creates, or -1 */
         char *jwt;          /* signed just before it is sent */
         struct js_state js; /* the JetStream limits its claims hold */
         int64_t iat;
@@ -24,6 +25,13 @@ struct push {
 struct push_ctx {
         struct push *pushes;
         const struct nkey *signer;
+        const struct settings *s;
+        /* Created accounts, in push order (indexes into pushes): their seeds
+         * are written ahead of their pushes, one per push sent, and each batch
+         * is synced to disk (one syncfs) before the first of its pushes. */
+        size_t *creates;
+        size_t n_creates, written, synced;
+        const char **subjects; /* the pipeline's, filled as each push is made */
 };
 
 static void on_reply(void *userdata, size_t index, const char *data, size_t len) {
@@ -58,15 +66,42 @@ static int64_t now_seconds(void) {
         return (int64_t)time(NULL);
 }
 
-/* A created account's key, on disk before the account exists anywhere (the
- * caller syncs the folder once for all of them before any push). */
-static int create_key(struct plan_entry *e, const struct settings *s, char **err) {
+/* A created account's key, written to state_dir (not yet synced). */
+static void create_key(struct push *p, const struct settings *s) {
         struct nkey k;
         nkey_generate(NKEY_ACCOUNT, &k);
-        int r = statedir_write(s->state_dir, e->decl->name, &k, err);
-        snprintf(e->key, sizeof(e->key), "%s", k.pub);
+        (void)statedir_write(s->state_dir, p->entry->decl->name, &k, &p->failure);
+        snprintf(p->entry->key, sizeof(p->entry->key), "%s", k.pub);
         nkey_wipe(&k);
-        return r;
+        p->subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", p->entry->key);
+}
+
+/* Seeds written and synced in batches of this many: each sync (one syncfs)
+ * then covers many accounts, and writing the next batch overlaps the pushes
+ * of the one before instead of holding back every push until all are written. */
+#define SEED_BATCH APPLY_WINDOW
+
+static void seed_write_next(struct push_ctx *x) {
+        create_key(&x->pushes[x->creates[x->written]], x->s);
+        x->written++;
+}
+
+/* The seed of create c (an index into x->creates) is on disk: write what is
+ * missing of its batch, then sync. A seed is durable before its account
+ * exists anywhere, so that it is never lost. */
+static void seeds_durable(struct push_ctx *x, size_t c) {
+        if (c < x->synced)
+                return;
+        size_t end = c + SEED_BATCH < x->n_creates ? c + SEED_BATCH : x->n_creates;
+        while (x->written < end)
+                seed_write_next(x);
+        char *err = NULL;
+        if (statedir_sync(x->s->state_dir, &err) < 0)
+                for (size_t k = x->synced; k < end; k++)
+                        if (!x->pushes[x->creates[k]].failure)
+                                x->pushes[x->creates[k]].failure = xstrdup(err);
+        free(err);
+        x->synced = end;
 }
 
 /* The new JWT's claims: the current ones with only the JetStream limits changed. */
@@ -93,11 +128,19 @@ static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err
         return claims;
 }
 
-/* The pipeline asks for each JWT right before sending it: signing then runs
- * while the servers work on the pushes already in flight. */
+/* The pipeline asks for each JWT right before sending it: signing (and the
+ * next created account's seed) then runs while the servers work on the pushes
+ * already in flight. */
 static bool make_payload(void *userdata, size_t index, const char **payload) {
         struct push_ctx *ctx = userdata;
         struct push *p = &ctx->pushes[index];
+        if (p->create >= 0)
+                seeds_durable(ctx, (size_t)p->create);
+        if (ctx->written < ctx->n_creates && ctx->written < ctx->synced + SEED_BATCH)
+                seed_write_next(ctx);
+        if (p->failure)
+                return false;
+        ctx->subjects[index] = p->subject;
         json_t *claims = new_claims(p, p->entry, &p->failure);
         if (!claims)
                 return false;
@@ -251,47 +294,34 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
 
         struct push *pushes = xcalloc(n, sizeof(*pushes));
         const char **subjects = xcalloc(n, sizeof(*subjects));
-        size_t k = 0;
-        for (size_t i = 0; i < p->n; i++)
-                if (plan_action_changes(p->v[i].action))
-                        pushes[k++].entry = &p->v[i];
-
-        /* Seeds of created accounts: all written, then one sync of the folder
-         * (not one fsync each), and only then any push. */
+        struct push_ctx ctx = { .pushes = pushes, .signer = signer, .s = s, .subjects = subjects };
+        ctx.creates = xcalloc(creates ? creates : 1, sizeof(*ctx.creates));
         char *dir_err = NULL;
-        if (creates && statedir_ensure(s->state_dir, &dir_err) < 0) {
-                for (size_t i = 0; i < n; i++)
-                        if (pushes[i].entry->action == PLAN_CREATE)
-                                pushes[i].failure = xstrdup(dir_err);
-        } else if (creates) {
-                size_t written = 0;
-                for (size_t i = 0; i < n; i++)
-                        if (pushes[i].entry->action == PLAN_CREATE &&
-                            create_key(pushes[i].entry, s, &pushes[i].failure) == 0)
-                                written++;
-                if (written && statedir_sync(s->state_dir, &dir_err) < 0)
-                        for (size_t i = 0; i < n; i++)
-                                if (pushes[i].entry->action == PLAN_CREATE && !pushes[i].failure)
-                                        pushes[i].failure = xstrdup(dir_err);
+        bool dir_ok = !creates || statedir_ensure(s->state_dir, &dir_err) == 0;
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                if (!plan_action_changes(p->v[i].action))
+                        continue;
+                struct push *ps = &pushes[k];
+                ps->entry = &p->v[i];
+                ps->create = -1;
+                if (ps->entry->action != PLAN_CREATE)
+                        ps->subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", ps->entry->key);
+                else if (!dir_ok)
+                        ps->failure = xstrdup(dir_err);
+                else {
+                        ps->create = (ptrdiff_t)ctx.n_creates;
+                        ctx.creates[ctx.n_creates++] = k;
+                }
+                k++;
         }
         free(dir_err);
-
-        /* Those that cannot be pushed go after the pushable ones. */
-        size_t pushable = 0;
-        for (size_t i = 0; i < n; i++)
-                if (!pushes[i].failure) {
-                        struct push tmp = pushes[pushable];
-                        pushes[pushable] = pushes[i];
-                        pushes[i] = tmp;
-                        pushable++;
-                }
-        for (size_t i = 0; i < pushable; i++) {
-                pushes[i].subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", pushes[i].entry->key);
-                subjects[i] = pushes[i].subject;
-        }
-        struct push_ctx ctx = { .pushes = pushes, .signer = signer };
+        /* The first batch of seeds before anything goes out; the next ones
+         * are written while the pushes before them are in flight. */
+        if (ctx.n_creates)
+                seeds_durable(&ctx, 0);
         struct natsconn_pipeline pl = {
-                .n = pushable,
+                .n = n,
                 .subjects = subjects,
                 .make_payload = make_payload,
                 .want = obs->n_servers ? obs->n_servers : 1,
@@ -303,20 +333,20 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                 .on_timeout = on_timeout,
                 .userdata = &ctx,
         };
-        int r = pushable ? natsconn_pipeline_run(c, &pl, err) : 0;
+        int r = natsconn_pipeline_run(c, &pl, err);
         if (r == 0) {
-                for (size_t i = 0; i < pushable; i++)
+                for (size_t i = 0; i < n; i++)
                         if (!pushes[i].failure && pushes[i].ok < pl.want)
                                 pushes[i].failure = xasprintf("only %zu of %zu servers confirmed the update",
                                                               pushes[i].ok, pl.want);
-                for (size_t i = 0; i < pushable; i++)
+                for (size_t i = 0; i < n; i++)
                         if (!pushes[i].failure)
                                 commit_observed(obs, &pushes[i]);
-                verify(c, obs, pushes, pushable);
+                verify(c, obs, pushes, n);
         }
         for (size_t i = 0; i < n; i++) {
                 struct push *ps = &pushes[i];
-                if (r < 0 && i < pushable && !ps->failure)
+                if (r < 0 && !ps->failure)
                         ps->failure = xasprintf("not pushed: %s", *err);
                 if (ps->failure)
                         plan_entry_set_error(ps->entry, "%s", ps->failure);
@@ -328,5 +358,6 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
         }
         free(pushes);
         free(subjects);
+        free(ctx.creates);
         return r;
 }

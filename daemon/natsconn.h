@@ -79,8 +79,9 @@ struct natsconn_pipeline {
         const char *const *payloads; /* NUL-terminated; NULL = empty */
         /* Instead of payloads: asked for request i right before it is sent, so
          * that costly payloads (signed JWTs) are made while earlier requests
-         * are in flight. false skips the request: it is never sent, and gets
-         * neither callback. *payload stays valid until the run returns. */
+         * are in flight; subjects[i] is read after it returned (it may fill
+         * it). false skips the request: it is never sent, and gets neither
+         * callback. *payload stays valid until the run returns. */
         bool (*make_payload)(void *userdata, size_t index, const char **payload);
         size_t want;
         size_t window;

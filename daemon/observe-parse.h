@@ -27,6 +27,18 @@ int observe_parse_varz(const char *data, size_t len, struct server_info *out, ch
 int observe_parse_info(const char *data, size_t len, struct server_account_state *out, char **why);
 int observe_parse_jsz(const char *data, size_t len, struct server_account_state *out, char **why);
 
+/* One reply to $SYS.REQ.SERVER.PING.ACCOUNTZ: the server and the accounts it
+ * has loaded (those INFO answers for), as a sorted array of account public
+ * keys; other names ("$G") are left out. 0, or -EBADMSG (out left empty). */
+struct loaded_accounts {
+        char server_id[NKEY_PUBLIC_LEN + 1];
+        char (*keys)[NKEY_PUBLIC_LEN + 1];
+        size_t n;
+};
+int observe_parse_accountz(const char *data, size_t len, struct loaded_accounts *out, char **why);
+bool loaded_accounts_has(const struct loaded_accounts *l, const char *key);
+void loaded_accounts_clear(struct loaded_accounts *l);
+
 void observed_account_clear(struct observed_account *a);
 void server_info_clear(struct server_info *s);
 /* Sort accounts by key (of two JWTs for one key the later iat stays) and

@@ -12,6 +12,7 @@
 
 #define SUBJ_VARZ "$SYS.REQ.SERVER.PING.VARZ"
 #define SUBJ_PACK "$SYS.REQ.CLAIMS.PACK"
+#define SUBJ_ACCOUNTZ "$SYS.REQ.SERVER.PING.ACCOUNTZ"
 #define SUBJ_ACCOUNT_FMT "$SYS.REQ.ACCOUNT.%s.%s"
 /* Room for "$SYS.REQ.ACCOUNT.<56>.CLAIMS.LOOKUP" and a NUL. */
 #define ACCOUNT_SUBJ_MAX 96
@@ -31,6 +32,10 @@
 #define LOOKUP_TIMEOUT_USEC (500u * 1000)
 #define TRUSTED_KEYS_MAX 4096
 #define STATE_WINDOW 512
+/* Above this many accounts, which ones each server has loaded is asked once
+ * per server (ACCOUNTZ), and INFO only of those some server has: the others
+ * would all answer "does not exist". Below, INFO alone is one round trip less. */
+#define ACCOUNTZ_ABOVE 32
 /* Every server answers INFO and JSZ: this many short answers in a row means a
  * server left after VARZ, and the pass is better retried than waited out. */
 #define STATE_GIVE_UP_AFTER 32
@@ -510,6 +515,63 @@ int observe_parse_jsz(const char *data, size_t len, struct server_account_state 
 out:
         json_decref(root);
         return ret;
+}
+
+static int cmp_key(const void *a, const void *b) {
+        return strcmp(a, b);
+}
+
+int observe_parse_accountz(const char *data, size_t len, struct loaded_accounts *out, char **why) {
+        memset(out, 0, sizeof(*out));
+        json_t *root = reply_load(data, len, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        const json_t *d = json_object_get(root, "data");
+        int64_t code = 0;
+        const char *err = reply_error(root, &code);
+        if (!json_is_object(d)) {
+                set_why(why, err ? xasprintf("error %lld: %s", (long long)code, err)
+                                 : xstrdup("reply has no \"data\" object"));
+                goto out;
+        }
+        if (reply_server_id(root, json_str(d, "server_id"), out->server_id, why) < 0)
+                goto out;
+        const json_t *list = json_object_get(d, "accounts");
+        if (list && !json_is_array(list)) {
+                set_why(why, xstrdup("data.accounts is not an array"));
+                goto out;
+        }
+        out->keys = xcalloc(json_array_size(list) + 1, sizeof(*out->keys));
+        size_t i;
+        const json_t *v;
+        json_array_foreach(list, i, v) {
+                const char *key = json_string_value(v);
+                if (!key) {
+                        set_why(why, xstrdup("data.accounts holds something other than a string"));
+                        goto out;
+                }
+                if (strlen(key) == NKEY_PUBLIC_LEN && account_key_shape(key))
+                        memcpy(out->keys[out->n++], key, NKEY_PUBLIC_LEN + 1);
+        }
+        qsort(out->keys, out->n, sizeof(*out->keys), cmp_key);
+        ret = 0;
+out:
+        json_decref(root);
+        if (ret < 0)
+                loaded_accounts_clear(out);
+        return ret;
+}
+
+bool loaded_accounts_has(const struct loaded_accounts *l, const char *key) {
+        return l->n && bsearch(key, l->keys, l->n, sizeof(*l->keys), cmp_key) != NULL;
+}
+
+void loaded_accounts_clear(struct loaded_accounts *l) {
+        if (!l)
+                return;
+        free(l->keys);
+        memset(l, 0, sizeof(*l));
 }
 
 /* ---- the observed set ---- */
@@ -1110,9 +1172,91 @@ static int accounts_state_run(struct natsconn *c, struct observed *o, struct obs
         return r;
 }
 
+struct accountz_ctx {
+        const struct observed *o;
+        struct loaded_accounts *sets; /* o->servers' order */
+        size_t got;
+        bool bad;
+};
+
+static int accountz_reply(void *userdata, const char *data, size_t len, char **err) {
+        struct accountz_ctx *x = userdata;
+        struct loaded_accounts l;
+        char *why = NULL;
+        if (observe_parse_accountz(data, len, &l, &why) < 0) {
+                free(why);
+                x->bad = true;
+                return 0;
+        }
+        for (size_t s = 0; s < x->o->n_servers; s++)
+                if (strcmp(x->o->servers[s].id, l.server_id) == 0 && !x->sets[s].keys) {
+                        x->sets[s] = l;
+                        x->got++;
+                        return x->got == x->o->n_servers ? 1 : 0;
+                }
+        loaded_accounts_clear(&l); /* a server not seen at VARZ time, or twice */
+        return 0;
+}
+
+/* What every server of o has loaded, in o->servers' order; -1 when some
+ * server did not say (the caller then asks INFO of every account). */
+static int loaded_everywhere(struct natsconn *c, const struct observed *o, struct loaded_accounts **out) {
+        struct accountz_ctx x = { .o = o, .sets = xcalloc(o->n_servers, sizeof(*x.sets)) };
+        struct natsconn_gather_opts go = {
+                .want = o->n_servers,
+                .timeout_usec = natsconn_request_timeout(c),
+                .on_reply = accountz_reply,
+                .userdata = &x,
+        };
+        struct nats_reply *rep = NULL;
+        size_t n = 0;
+        char *err = NULL;
+        int r = natsconn_gather_ex(c, SUBJ_ACCOUNTZ, NULL, 0, &go, &rep, &n, &err);
+        natsconn_replies_free(rep, n);
+        free(err);
+        if (r < 0 || x.bad || x.got < o->n_servers) {
+                for (size_t s = 0; s < o->n_servers; s++)
+                        loaded_accounts_clear(&x.sets[s]);
+                free(x.sets);
+                return -1;
+        }
+        *out = x.sets;
+        return 0;
+}
+
+/* What INFO (and JSZ) would have said of an account no server has loaded. */
+static void set_not_loaded(const struct observed *o, struct observed_account *oa) {
+        for (size_t s = 0; s < oa->n_servers; s++)
+                free(oa->servers[s].error);
+        free(oa->servers);
+        oa->servers = xcalloc(o->n_servers, sizeof(*oa->servers));
+        oa->n_servers = o->n_servers;
+        for (size_t s = 0; s < o->n_servers; s++)
+                memcpy(oa->servers[s].server_id, o->servers[s].id, sizeof(oa->servers[s].server_id));
+}
+
 int observe_accounts_state(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                            bool want_usage, char **err) {
-        return accounts_state_run(c, o, accts, n, true, want_usage, err);
+        struct loaded_accounts *sets = NULL;
+        if (n <= ACCOUNTZ_ABOVE || !o->n_servers || loaded_everywhere(c, o, &sets) < 0)
+                return accounts_state_run(c, o, accts, n, true, want_usage, err);
+        struct observed_account **ask = xcalloc(n, sizeof(*ask));
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+                bool loaded = false;
+                for (size_t s = 0; s < o->n_servers && !loaded; s++)
+                        loaded = loaded_accounts_has(&sets[s], accts[i]->key);
+                if (loaded)
+                        ask[k++] = accts[i];
+                else
+                        set_not_loaded(o, accts[i]);
+        }
+        for (size_t s = 0; s < o->n_servers; s++)
+                loaded_accounts_clear(&sets[s]);
+        free(sets);
+        int r = accounts_state_run(c, o, ask, k, true, want_usage, err);
+        free(ask);
+        return r;
 }
 
 int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,

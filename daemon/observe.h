@@ -75,7 +75,9 @@ int observe_servers(struct natsconn *c, struct server_info **out, size_t *n, cha
  * o->accounts: pointers into it are then stale. -EBADMSG when some replies
  * were malformed (the others are applied). */
 int observe_lookup(struct natsconn *c, struct observed *o, const char *const *keys, size_t n, char **err);
-/* INFO (and JSZ when want_usage) for the given accounts from every server, pipelined.
+/* INFO (and JSZ when want_usage) for the given accounts from every server, pipelined
+ * (for more than a few accounts: only of those that some server has loaded,
+ * as one ACCOUNTZ per server tells; the others are set as INFO would have).
  * Each account's servers[] then has one entry per server (o->servers' order,
  * then any server that answered without being in o->servers); a server that
  * did not answer INFO has error "no reply to INFO". -EBADMSG when some replies

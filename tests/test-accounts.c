@@ -815,6 +815,25 @@ static void test_load_update(void **state) {
                 assert_int_equal(rl.partial, before + 1);
                 assert_int_equal(find(rl.good, "ACC007")->limits.max_store, i == 7 ? 2 * GiB : GiB);
         }
+        /* Edits that must be read as a whole file, because what they break is
+         * outside the accounts they touch. */
+        static const char pinned[] = "accounts:\n  A:\n    key: " KEY1 "\n  B:\n    jetstream: enabled\n  C:\n    jetstream: enabled\n";
+        static const char pinned_twice[] = "accounts:\n  A:\n    key: " KEY1 "\n  B:\n    key: " KEY1 "\n  C:\n    jetstream: enabled\n";
+        static const char pinned_new[] = "accounts:\n  A:\n    key: " KEY1 "\n  B:\n    jetstream: enabled\n  N:\n    key: " KEY1 "\n  C:\n    jetstream: enabled\n";
+        static const char renamed_dup[] = "accounts:\n  A:\n    key: " KEY1 "\n  B:\n    jetstream: enabled\n  A:\n    jetstream: enabled\n";
+        static const char moved_key[] = "accounts:\n  A:\n    jetstream: enabled\n  B:\n    key: " KEY1 "\n  C:\n    jetstream: enabled\n";
+        assert_int_equal(reload(&rl, pinned), 0);
+        assert_int_equal(reload(&rl, pinned_twice), -EINVAL);
+        assert_int_equal(reload(&rl, pinned_new), -EINVAL);
+        assert_int_equal(reload(&rl, renamed_dup), -EINVAL);
+        assert_int_equal(reload(&rl, moved_key), 0);
+        assert_string_equal(find(rl.good, "B")->key, KEY1);
+        accounts_free(rl.good);
+        rl.good = NULL;
+        t = numbered_file(50, 49, "2GiB");
+        assert_int_equal(reload(&rl, t), 0);
+        free(t);
+
         /* Unchanged text: nothing to look at. */
         t = numbered_file(50, 49, "2GiB");
         assert_int_equal(reload(&rl, t), 0);
@@ -840,6 +859,7 @@ static void test_load_update(void **state) {
                 "      max_store: @MiB", "      max_streams: @", "      max_memory: 1GiB", "# comment", "",
                 "  # indented comment", "  NEW@:", "    jetstream: disabled", "    jetstream: enabled", "  Z@: ~",
                 "    jetstream: {max_memory: 1GiB}", "  ACC0@: { jetstream: disabled }", "    jetstream:",
+                "    key: " KEY1, "    key: " KEY2,
         };
         srand(7);
         /* Each round edits the last good text (a line or two), as a user would. */

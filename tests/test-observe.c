@@ -308,6 +308,40 @@ static void test_varz_malformed(void **state) {
                           "signing_keys is not an array");
 }
 
+static void test_accountz(void **state) {
+        const char *json = "{\"server\":{\"id\":\"" C0_ID "\"},\"data\":{\"server_id\":\"" C0_ID
+                           "\",\"accounts\":[\"" SYSTEM_ACCOUNT "\",\"$G\",\"" ACC0 "\"]}}";
+        struct loaded_accounts l;
+        char *why = NULL;
+        assert_int_equal(observe_parse_accountz(json, strlen(json), &l, &why), 0);
+        assert_string_equal(l.server_id, C0_ID);
+        assert_int_equal(l.n, 2); /* "$G" is no account key */
+        assert_true(loaded_accounts_has(&l, ACC0));
+        assert_true(loaded_accounts_has(&l, SYSTEM_ACCOUNT));
+        assert_false(loaded_accounts_has(&l, OPERATOR));
+        loaded_accounts_clear(&l);
+
+        const char *none = "{\"server\":{\"id\":\"" C0_ID "\"},\"data\":{\"accounts\":[]}}";
+        assert_int_equal(observe_parse_accountz(none, strlen(none), &l, &why), 0);
+        assert_int_equal(l.n, 0);
+        assert_false(loaded_accounts_has(&l, ACC0));
+        loaded_accounts_clear(&l);
+
+        static const char *const bad[] = {
+                "{\"data\":{\"accounts\":[]}}",
+                "{\"server\":{\"id\":\"" C0_ID "\"},\"data\":{\"accounts\":{}}}",
+                "{\"server\":{\"id\":\"" C0_ID "\"},\"data\":{\"accounts\":[1]}}",
+                "{\"server\":{\"id\":\"" C0_ID "\"},\"data\":null,\"error\":{\"code\":500,\"description\":\"x\"}}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                assert_int_equal(observe_parse_accountz(bad[i], strlen(bad[i]), &l, &why), -EBADMSG);
+                assert_non_null(why);
+                assert_null(l.keys);
+                free(why);
+                why = NULL;
+        }
+}
+
 static void test_varz_scoped_signing_key(void **state) {
         struct server_info s;
         char *why = NULL;
@@ -663,6 +697,7 @@ int main(void) {
                 cmocka_unit_test(test_varz_no_jetstream),
                 cmocka_unit_test(test_varz_malformed),
                 cmocka_unit_test(test_varz_scoped_signing_key),
+                cmocka_unit_test(test_accountz),
                 cmocka_unit_test(test_info),
                 cmocka_unit_test(test_info_malformed),
                 cmocka_unit_test(test_jsz),

@@ -259,6 +259,38 @@ class StandaloneTest(OperatorCase):
             self.fail("%s; last STREAM.INFO: %s" % (e, self.out(self.sb.request(creds, "$JS.API.STREAM.INFO.KEEP"))))
         self.assertEqual(js_limits(self.sb.js_info(creds))["max_storage"], 256 * MiB)
 
+    def test_many_accounts_loaded_one_still_checked(self):
+        # Past a few accounts, INFO is asked only of those some server has
+        # loaded (one SERVER.PING.ACCOUNTZ per server says which): a loaded
+        # account the server cannot apply must still be caught, both when apply
+        # verifies its pushes and when plan looks at the servers' state.
+        def accounts(store, app_memory):
+            text = "accounts:\n  APP:\n    jetstream:\n      max_memory: %s\n      max_store: %s\n" % (app_memory, store)
+            for i in range(40):
+                text += "  ACC%02d:\n    jetstream:\n      max_memory: 1MiB\n      max_store: %s\n" % (i, store)
+            return text
+
+        self.sb.write_accounts(accounts("1MiB", "1MiB"))
+        self.apply_ok()
+        creds = self.sb.user_creds("APP")
+        self.assertNotIn("error", self.sb.js_info(creds))  # APP is now loaded on the server
+
+        # More memory than the server has (max_mem 1G): the JWT is stored, but
+        # the server cannot apply it and reports the account incomplete.
+        self.sb.write_accounts(accounts("2MiB", "2GiB"))
+        r = self.sb.accountd("apply", "--json")
+        self.assertExit(r, 1, "apply with one account the server cannot apply")
+        doc = {a["name"]: a for a in json.loads(r.stdout)["accounts"]}
+        self.assertEqual(doc["APP"]["action"], "error", doc["APP"])
+        self.assertIn("could not apply", doc["APP"]["error"])
+        self.assertEqual({a["action"] for n, a in doc.items() if n != "APP"}, {"update"})
+
+        r, plan = self.sb.plan_json()
+        states = {a["name"]: a for a in plan["accounts"]}
+        self.assertEqual(states["APP"]["action"], "update", states["APP"])
+        self.assertTrue(any("completely" in w for w in states["APP"]["warnings"]), states["APP"])
+        self.assertEqual({a["action"] for n, a in states.items() if n != "APP"}, {"unchanged"})
+
     def test_export_added_by_another_tool_survives_apply(self):
         self.apply_ok()
         key = self.keys()["APP"]
