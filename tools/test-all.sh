@@ -43,7 +43,6 @@ if CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Dman=disabled -Db_
         ninja -C build-fuzz >build-fuzz.build.log 2>&1; then
         for target in accounts accounts-update settings; do
                 corpus=$(mktemp -d)
-                cp fuzz/seeds/"$target"/* "$corpus"/ 2>/dev/null
                 case $target in accounts*) cp config/accounts.yaml "$corpus"/ ;; settings) cp config/nats-accountd.conf "$corpus"/ ;; esac
                 if ./build-fuzz/fuzz/fuzz-"$target" -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=1024 \
                         -print_final_stats=0 "$corpus" >build-fuzz/"$target".log 2>&1; then
