@@ -34,10 +34,12 @@ import os
 import platform
 import queue
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -351,8 +353,6 @@ def main():
     n = a.accounts
     print("machine: " + machine(), flush=True)
 
-    import tempfile
-
     tmp = tempfile.mkdtemp(prefix="nats-accountd-bench.")
     try:
         print("1/5 ceiling, two fresh servers (pre-signing %d JWTs x 3 each) ..." % n, flush=True)
@@ -387,12 +387,11 @@ def main():
             sb.cleanup()
         pd = measure_parse_diff(build, a.parse_accounts, tmp)
     finally:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
     ms = lambda s: s * 1000.0  # noqa: E731
     p50, p99, pmax = ms(percentile(lat, 50)), ms(percentile(lat, 99)), ms(max(lat))
+
     def ceiling_row(what, how, doc):
         return ("ceiling: CLAIMS.PACK (%d JWT%s) + %d %s, %s" % (doc["pack_jwts"], "s" if doc["pack_jwts"] != 1 else "",
                                                                n, what, how),

@@ -12,9 +12,11 @@
  * permissions) or -EINVAL with *err. */
 int signer_load(const struct settings *s, struct nkey *out, char **err);
 
-/* Diff with the servers' applied state: INFO of every existing account in a,
- * then JSZ usage of those whose limits change. 0 with *out, or negative errno
- * (connection) with *err. */
+/* Diff with the servers' applied state: INFO of every existing account in a
+ * (of those some server has loaded, past a few accounts), then JSZ usage of
+ * those whose limits change and whose JetStream some server has on (for a few
+ * accounts, INFO and JSZ together in one round trip). 0 with *out, or
+ * negative errno (connection) with *err. */
 int plan_with_state(struct natsconn *c, struct observed *obs, const struct accounts *a,
                     const struct plan_options *opt, struct plan **out, char **err);
 
