@@ -443,17 +443,37 @@ static bool contains(const char *s, const char *what) {
         return s && strstr(s, what);
 }
 
-int observe_parse_info(const char *data, size_t len, struct server_account_state *out, char **why) {
+/* The part INFO and JSZ replies share: the JSON, the answering server, and
+ * either "data" or an "error". NULL (with *why) when the reply is unusable. */
+static json_t *account_reply_load(const char *data, size_t len, struct server_account_state *out,
+                                  const json_t **d, const char **err, int64_t *code, char **why) {
         memset(out, 0, sizeof(*out));
         json_t *root = reply_load(data, len, why);
         if (!root)
+                return NULL;
+        *code = 0;
+        *d = json_object_get(root, "data");
+        *err = reply_error(root, code);
+        if (reply_server_id(root, NULL, out->server_id, why) < 0)
+                goto fail;
+        if (!json_is_object(*d) && !*err) {
+                set_why(why, xstrdup("reply has neither \"data\" nor \"error\""));
+                goto fail;
+        }
+        return root;
+fail:
+        json_decref(root);
+        return NULL;
+}
+
+int observe_parse_info(const char *data, size_t len, struct server_account_state *out, char **why) {
+        const json_t *d;
+        const char *err;
+        int64_t code;
+        json_t *root = account_reply_load(data, len, out, &d, &err, &code, why);
+        if (!root)
                 return -EBADMSG;
         int ret = -EBADMSG;
-        if (reply_server_id(root, NULL, out->server_id, why) < 0)
-                goto out;
-        const json_t *d = json_object_get(root, "data");
-        int64_t code = 0;
-        const char *err = reply_error(root, &code);
         if (json_is_object(d)) {
                 const json_t *complete = json_object_get(d, "complete"),
                              *js = json_object_get(d, "jetstream_enabled");
@@ -472,9 +492,6 @@ int observe_parse_info(const char *data, size_t len, struct server_account_state
                 /* "Account A... does not exist": not loaded on this server (yet). */
                 if (!contains(err, "does not exist"))
                         out->error = xasprintf("INFO error %lld: %s", (long long)code, err[0] ? err : "(none)");
-        } else {
-                set_why(why, xstrdup("reply has neither \"data\" nor \"error\""));
-                goto out;
         }
         ret = 0;
 out:
@@ -483,16 +500,13 @@ out:
 }
 
 int observe_parse_jsz(const char *data, size_t len, struct server_account_state *out, char **why) {
-        memset(out, 0, sizeof(*out));
-        json_t *root = reply_load(data, len, why);
+        const json_t *d;
+        const char *err;
+        int64_t code;
+        json_t *root = account_reply_load(data, len, out, &d, &err, &code, why);
         if (!root)
                 return -EBADMSG;
         int ret = -EBADMSG;
-        if (reply_server_id(root, NULL, out->server_id, why) < 0)
-                goto out;
-        const json_t *d = json_object_get(root, "data");
-        int64_t code = 0;
-        const char *err = reply_error(root, &code);
         if (json_is_object(d)) {
                 if (!json_int64(json_object_get(d, "memory"), &out->memory) ||
                     !json_int64(json_object_get(d, "storage"), &out->storage) || out->memory < 0 ||
@@ -507,9 +521,6 @@ int observe_parse_jsz(const char *data, size_t len, struct server_account_state 
                 if (!contains(err, "not found") && !contains(err, "not jetstream enabled") &&
                     !contains(err, "jetstream not enabled"))
                         out->error = xasprintf("JSZ error %lld: %s", (long long)code, err[0] ? err : "(none)");
-        } else {
-                set_why(why, xstrdup("reply has neither \"data\" nor \"error\""));
-                goto out;
         }
         ret = 0;
 out:
