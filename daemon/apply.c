@@ -210,32 +210,22 @@ static void verify(struct natsconn *c, struct observed *obs, struct push *pushes
 }
 
 int signer_load(const struct settings *s, struct nkey *out, char **err) {
-        char *text = NULL, *why = NULL;
-        size_t len = 0;
         if (!s->signing_key) {
                 *err = xasprintf("%s: [operator] signing_key is required in operator mode", s->path);
                 return -EINVAL;
         }
-        int r = secret_read(s->signing_key, &text, &len, &why);
-        if (r < 0) {
-                *err = why ? why : xasprintf("%s: %s", s->signing_key, strerror(-r));
-                return r;
-        }
-        char *seed = secret_find_seed(text);
-        secret_free(text, len);
-        const char *problem = "no nkey seed found in it";
-        r = -EINVAL;
-        if (seed && nkey_from_seed(seed, out, &problem) == 0) {
-                if (out->type == NKEY_OPERATOR)
-                        r = 0;
-                else
-                        problem = "not an operator seed (it must start with SO)";
-        }
-        if (seed)
-                secret_free(seed, strlen(seed));
-        if (r < 0) {
+        char *why = NULL;
+        int r = secret_load_nkey(s->signing_key, out, &why);
+        if (r == 0 && out->type != NKEY_OPERATOR) {
                 nkey_wipe(out);
-                *err = xasprintf("signing_key %s: %s", s->signing_key, problem);
+                why = xasprintf("%s: not an operator seed (it must start with SO)", s->signing_key);
+                r = -EINVAL;
+        }
+        if (r == -EINVAL) {
+                *err = xasprintf("signing_key %s", why);
+                free(why);
+        } else {
+                *err = why;
         }
         return r;
 }

@@ -241,3 +241,24 @@ char *secret_find_jwt(const char *text) {
         free(jwt);
         return NULL;
 }
+
+int secret_load_nkey(const char *path, struct nkey *out, char **err) {
+        char *text = NULL, *why = NULL;
+        size_t len = 0;
+        int r = secret_read(path, &text, &len, &why);
+        if (r < 0) {
+                *err = why ? why : xasprintf("%s: %s", path, strerror(-r));
+                return r;
+        }
+        char *seed = secret_find_seed(text);
+        secret_free(text, len);
+        const char *problem = "no nkey seed found in it";
+        r = seed && nkey_from_seed(seed, out, &problem) == 0 ? 0 : -EINVAL;
+        if (seed)
+                secret_free(seed, strlen(seed));
+        if (r < 0) {
+                nkey_wipe(out);
+                *err = xasprintf("%s: %s", path, problem);
+        }
+        return r;
+}

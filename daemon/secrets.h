@@ -2,6 +2,8 @@
 #pragma once
 #include <stddef.h>
 
+#include "nkeys.h"
+
 #define SECRET_MAX_SIZE (64 * 1024)
 
 /* 0; -ENOENT; -EACCES when readable by group or others (*why names the fix);
@@ -14,5 +16,9 @@ void secret_free(char *buf, size_t len);
 /* First "S?" seed found in a seed file or a .creds file (the line after
  * "BEGIN ... NKEY SEED"). The returned string is a copy; wipe with secret_free. */
 char *secret_find_seed(const char *text);
+/* The nkey of a seed file or a .creds file (its first seed), secrets wiped
+ * behind it. 0; a negative errno from secret_read; -EINVAL when the file
+ * holds no valid seed. *err says what, naming the file. */
+int secret_load_nkey(const char *path, struct nkey *out, char **err);
 /* The JWT of a .creds file, or NULL. Allocated. */
 char *secret_find_jwt(const char *text);

@@ -228,22 +228,10 @@ static int cmd_publish_acked(int argc, char **argv) {
 }
 
 static int read_seed_file(const char *path, struct nkey *k) {
-        char *text = NULL, *why = NULL;
-        size_t len = 0;
-        int r = secret_read(path, &text, &len, &why);
-        if (r < 0) {
-                fprintf(stderr, "nats-probe: %s: %s\n", path, why ? why : strerror(-r));
-                free(why);
-                return -1;
-        }
-        char *seed = secret_find_seed(text);
-        secret_free(text, len);
-        const char *problem = "no seed in it";
-        r = seed ? nkey_from_seed(seed, k, &problem) : -EINVAL;
-        if (seed)
-                secret_free(seed, strlen(seed));
-        if (r < 0) {
-                fprintf(stderr, "nats-probe: %s: %s\n", path, problem);
+        char *err = NULL;
+        if (secret_load_nkey(path, k, &err) < 0) {
+                fprintf(stderr, "nats-probe: %s\n", err);
+                free(err);
                 return -1;
         }
         return 0;
