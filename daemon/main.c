@@ -236,6 +236,7 @@ static int cmd_plan_apply(const struct cli *cli, bool do_apply) {
         } else {
                 /* stdout has exactly one line per account (and its warnings); the count goes beside it. */
                 report_text(p, stdout);
+                fflush(stdout); /* the summary follows the lines it counts, also in a shared pipe */
                 report_summary(p, do_apply, stderr);
         }
         bool errors = false, pending = false;
