@@ -1267,19 +1267,23 @@ int accounts_parse(const char *buf, size_t len, const char *filename, enum accou
         return parse(buf, len, filename, flavor, out, d, NULL);
 }
 
+/* The file's text, bounded; one diag naming the file when it cannot be had. */
+static int read_file(const char *path, char **buf, size_t *len, struct diag_list *d) {
+        int r = file_read_all(path, ACCOUNTS_FILE_MAX_SIZE, buf, len);
+        if (r == -EFBIG)
+                report_too_large(d, path);
+        else if (r < 0)
+                diag_add(d, path, 0, 0, "cannot read: %s", strerror(-r));
+        return r;
+}
+
 int accounts_load(const char *path, enum accounts_flavor flavor, struct accounts **out, struct diag_list *d) {
         char *buf = NULL;
         size_t len = 0;
         *out = NULL;
-        int r = file_read_all(path, ACCOUNTS_FILE_MAX_SIZE, &buf, &len);
-        if (r == -EFBIG) {
-                report_too_large(d, path);
+        int r = read_file(path, &buf, &len, d);
+        if (r < 0)
                 return r;
-        }
-        if (r < 0) {
-                diag_add(d, path, 0, 0, "cannot read: %s", strerror(-r));
-                return r;
-        }
         r = accounts_parse(buf, len, path, flavor, out, d);
         free(buf);
         return r;
@@ -1705,15 +1709,9 @@ int accounts_load_update(const char *path, enum accounts_flavor flavor, struct a
         size_t len = 0;
         *out = NULL;
         *delta = (struct accounts_delta){ 0 };
-        int r = file_read_all(path, ACCOUNTS_FILE_MAX_SIZE, &buf, &len);
-        if (r == -EFBIG) {
-                report_too_large(d, path);
+        int r = read_file(path, &buf, &len, d);
+        if (r < 0)
                 return r;
-        }
-        if (r < 0) {
-                diag_add(d, path, 0, 0, "cannot read: %s", strerror(-r));
-                return r;
-        }
         return update_from(buf, len, path, flavor, old, out, delta, d);
 }
 
