@@ -1,52 +1,33 @@
 #!/usr/bin/env python3
 """System tests: nats-accountd.service under a real systemd (stdlib only).
 
-systemd is booted as PID 1 of a private PID and mount namespace:
-
-    unshare --pid --fork --mount --mount-proc --propagation private bash -c \
-        'mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run && ... && exec /lib/systemd/systemd --system'
-
-The "..." only adds safety for the machine and the plumbing systemd expects
-from a container manager:
-  - a tmpfs over /var: the machine's journal (/var/log/journal), /var/lib
-    (StateDirectory=, DynamicUser= state, postgres data), /var/tmp
-    (PrivateTmp=) are never written; journald is also made volatile;
-  - `mount --make-rshared /` inside the (already private) namespace: systemd
-    detects a container and does not do it itself, and without shared
-    propagation LoadCredential= silently hands the service an empty
-    $CREDENTIALS_DIRECTORY. The host's mounts are not peers of these;
-  - runtime masks (in the fresh /run) of units that would touch the machine:
-    Debian's nats-server (port 4222), postgresql, sysctl, binfmt, sysusers;
-    default.target = basic.target. (After boot `systemctl mask --runtime`,
-    never a plain mask: that would write the machine's /etc/systemd/system.)
-The unshare process starts in a cgroup of its own (name=systemd and cgroup2),
-removed at the end, and a lock in the machine's /tmp lets one run boot at a time.
-
-Commands run inside with `nsenter -t PID -p -m`. The sandbox is made by
-`nats-accountd init /etc/nats-accountd` inside, on a folder of the build dir
-bind-mounted on /etc/nats-accountd; nats-server runs as the transient unit
-test-nats on a port it picked (then pinned, for restarts); the project's unit
+systemd is booted as PID 1 of a private PID and mount namespace (sysns.py says
+how, and what keeps the machine safe). Everything the units run and read is put
+inside the namespace, on its own /run, wherever the clone is (the unit's
+ProtectHome= hides /root and /home): the binary, nats-server, and the folder
+bind-mounted on /etc/nats-accountd where `nats-accountd init /etc/nats-accountd`
+writes the sandbox. nats-server runs as the transient unit test-nats on a port it
+picked (then pinned, for restarts); the project's unit
 (BUILD/systemd/nats-accountd.service, only the ExecStart binary path changed)
 is installed into /run/systemd/system with a drop-in WatchdogSec=5s. In
 nats-accountd.conf only servers=, request_timeout = 2s (the default, made
 explicit) and log_level = debug change.
 
-Exit 77 (skip) only where booting is impossible: not root, no
-/lib/systemd/systemd, no unshare/nsenter. Everything else is pass or fail.
+Exit 77 (skip) only where booting is impossible (not root, no systemd, no
+unshare/nsenter) or no nats-server is found. Everything else is pass or fail.
 The namespace's PID 1 is SIGKILLed on every exit path.
 
 Environment: NATS_ACCOUNTD (the binary, set by meson), NATS_ACCOUNTD_UNIT
 (the rendered unit; default BUILD/systemd/nats-accountd.service),
-NATS_SERVER (default: nats-server on PATH), KEEP_SANDBOX=1 keeps the folder.
+NATS_SERVER (default: nats-server on PATH), KEEP_SANDBOX=1 copies the sandbox
+out before the namespace ends.
 """
 
-import fcntl
 import glob
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -55,8 +36,9 @@ import time
 import unittest
 import urllib.parse
 
-SKIP = 77
-SYSTEMD = "/lib/systemd/systemd"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sysns import INSIDE_ROOT, SKIP, Namespace, SetupError, log, now_usec, poll, run_suite  # noqa: E402
+
 ETC = "/etc/nats-accountd"
 CONF = ETC + "/nats-accountd.conf"
 ACCOUNTS = ETC + "/accounts.yaml"
@@ -66,7 +48,6 @@ WATCHDOG_SEC = 5
 # The product's default. The spec: a hung server never blocks the event loop beyond
 # request_timeout and the watchdog stays fed, so 2s must be safe with WatchdogSec=5s.
 REQUEST_TIMEOUT_SEC = 2
-LOCK_FILE = "/tmp/nats-accountd-systemd-test.lock"  # the machine's /tmp: one booted systemd at a time
 
 # MESSAGE_IDs, a public contract (docs/nats-accountd.catalog).
 MSGID_ACCOUNT_CREATED = "c6aacab116ab428aa5f3f192f7a8ef59"
@@ -77,39 +58,6 @@ MSGID_SERVER_RESTORED = "af7e530638f94fa297ee2f170ddc4f59"
 MSGID_PASS_FINISHED = "024b56462b0949209411f7c446128bd6"
 
 SEED_RE = re.compile(rb"(?<![A-Z2-7])S[OAUNC][A-Z2-7]{56}(?![A-Z2-7])")
-
-NS_UNITS_MASKED = [
-    "nats-server.service",
-    "postgresql.service",
-    "systemd-sysctl.service",
-    "systemd-binfmt.service",
-    "systemd-sysusers.service",
-]
-
-
-def log(msg):
-    sys.stderr.write("# %s\n" % msg)
-    sys.stderr.flush()
-
-
-class SetupError(Exception):
-    pass
-
-
-def poll(fn, timeout, what, interval=0.1):
-    """Call fn until it returns something truthy, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
-
-
-def now_usec():
-    return time.time_ns() // 1000
 
 
 def accounts_yaml(app_streams, app_store="256MiB", orders_store="128MiB", extra_app_line=None):
@@ -137,198 +85,39 @@ def accounts_yaml(app_streams, app_store="256MiB", orders_store="128MiB", extra_
     return "\n".join(lines) + "\n"
 
 
-def cgroup_roots():
-    """Where a booted systemd keeps its tree: name=systemd and cgroup2 (hybrid), or cgroup2 alone."""
-    roots = [p for p in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified") if os.path.isfile(p + "/cgroup.procs")]
-    if not roots and os.path.isfile("/sys/fs/cgroup/cgroup.controllers"):
-        roots = ["/sys/fs/cgroup"]
-    return roots
-
-
-class Namespace:
-    """A systemd booted as PID 1 of a private PID + mount namespace.
-
-    It starts in a cgroup of its own (like a container manager would give it), so
-    its tree stays out of the machine's root cgroup, is removed at the end and
-    does not meet another booted systemd's system.slice."""
-
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.proc = None
-        self.pid = None
-        self.cgroups = []
-
-    def boot(self, timeout=60):
-        masks = " && ".join("ln -s /dev/null /run/systemd/system/%s" % u for u in NS_UNITS_MASKED)
-        script = (
-            "mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run && "
-            "mount -t tmpfs tmpfs /var && "
-            "mount --make-rshared / && "
-            "mkdir -p /run/systemd/system /run/systemd/journald.conf.d && "
-            "printf '[Journal]\\nStorage=volatile\\n' > /run/systemd/journald.conf.d/50-systest.conf && "
-            "ln -s /lib/systemd/system/basic.target /run/systemd/system/default.target && "
-            + masks
-            + " && exec %s --system" % SYSTEMD
-        )
-        self.console = open(os.path.join(self.workdir, "console.log"), "wb")
-        name = "nats-accountd-systest-%d" % os.getpid()
-        self.cgroups = []
-        for root in cgroup_roots():
-            try:
-                os.mkdir(os.path.join(root, name))
-                self.cgroups.append(os.path.join(root, name))
-            except FileExistsError:
-                self.cgroups.append(os.path.join(root, name))
-            except OSError as e:
-                log("no cgroup of its own under %s: %s" % (root, e))
-        cgroups = list(self.cgroups)
-
-        def enter_cgroup():
-            for cg in cgroups:
-                with open(os.path.join(cg, "cgroup.procs"), "w") as f:
-                    f.write("0")
-
-        args = ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private", "bash", "-c", script]
-        try:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=enter_cgroup if cgroups else None)
-        except subprocess.SubprocessError as e:
-            log("cannot start in a cgroup of its own (%s); booting in the current one" % e)
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-        def pid1():
-            if self.proc.poll() is not None:
-                raise SetupError("unshare exited with %s; see %s/console.log" % (self.proc.returncode, self.workdir))
-            for k in self.children():
-                try:
-                    with open("/proc/%d/comm" % k) as f:
-                        if f.read().strip() == "systemd":
-                            return k
-                except OSError:
-                    pass
-            return None
-
-        self.pid = poll(pid1, 15, "systemd as PID 1 of the namespace")
-        state = {}
-
-        def booted():
-            r = self.run(["systemctl", "is-system-running"], check=False, timeout=10)
-            state["s"] = r.stdout.strip()
-            return state["s"] in ("running", "degraded")
-
-        poll(booted, timeout, "systemctl is-system-running = running|degraded", interval=0.2)
-        if state["s"] == "degraded":
-            r = self.run(["systemctl", "--failed", "--no-legend", "--plain"], check=False)
-            log("system is degraded; failed units:\n" + r.stdout)
-
-    def run(self, args, check=True, timeout=30, input_text=None):
-        if self.pid is None:
-            raise SetupError("namespace not booted")
-        cmd = ["nsenter", "-t", str(self.pid), "-p", "-m", "--"] + [str(a) for a in args]
-        try:
-            r = subprocess.run(cmd, input=input_text, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, timeout=timeout,
-                               stdin=None if input_text is not None else subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError("%s did not finish within %ss" % (" ".join(map(str, args)), timeout)) from e
-        if check and r.returncode != 0:
-            raise AssertionError("%s exited %d:\n%s%s" % (" ".join(map(str, args)), r.returncode, r.stdout, r.stderr))
-        return r
-
-    def children(self):
-        """The unshare process's child: the namespace's PID 1 (bash, then systemd)."""
-        if self.proc is None:
-            return []
-        try:
-            with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
-                return [int(x) for x in f.read().split()]
-        except (OSError, ValueError):
-            return []
-
-    def kill(self):
-        """SIGKILL to the namespace's PID 1 ends the whole PID namespace."""
-        victims = [self.pid] if self.pid is not None else self.children()
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.proc is not None and not victims and self.proc.poll() is None:
-            self.proc.kill()  # not forked yet: no namespace to end
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.pid = None
-        if getattr(self, "console", None):
-            self.console.close()
-            self.console = None
-        # Its (now empty) cgroup tree, leaves first; the kernel may need a moment to release them.
-        deadline = time.monotonic() + 10
-        for cg in self.cgroups:
-            while os.path.isdir(cg):
-                for dirpath, dirnames, _ in os.walk(cg, topdown=False):
-                    try:
-                        os.rmdir(dirpath)
-                    except OSError:
-                        pass
-                if not os.path.isdir(cg) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-            if os.path.isdir(cg):
-                log("could not remove %s" % cg)
-        self.cgroups = []
-
-
-# Inside the namespace /tmp is a fresh tmpfs (and /var too, see Namespace), so
-# files the service must see cannot stay there when the build folder is under
-# /tmp (a clone checked out there): they go to a folder of ours under /srv.
-SRV_ROOT = "/srv/nats-accountd-systest"
-
-
-def work_root(builddir):
-    real = os.path.realpath(builddir)
-    if real == "/tmp" or real.startswith("/tmp/"):
-        os.makedirs(SRV_ROOT, 0o755, exist_ok=True)
-        return SRV_ROOT
-    return builddir
+def find_server():
+    server = os.environ.get("NATS_SERVER") or shutil.which("nats-server")
+    if not server or not os.access(server, os.X_OK):
+        return None
+    return os.path.abspath(server)
 
 
 class Env:
     """The booted namespace, the sandbox and the units in it."""
 
-    def __init__(self):
-        built = os.path.abspath(os.environ["NATS_ACCOUNTD"])
-        self.builddir = os.path.dirname(built)
-        self.unit_src = os.environ.get("NATS_ACCOUNTD_UNIT") or os.path.join(self.builddir, "systemd", UNIT)
-        server = os.environ.get("NATS_SERVER") or shutil.which("nats-server")
-        if not server or not os.access(server, os.X_OK):
-            raise SetupError("nats-server not found (set NATS_SERVER or put it on PATH)")
-        self.server = os.path.abspath(server)
-        self.work = tempfile.mkdtemp(prefix="systest-", dir=work_root(self.builddir))
-        os.chmod(self.work, 0o755)
-        # The namespace sees the machine's files but a fresh /tmp: the binary the
-        # unit runs must live where the work folder does.
-        self.binary = os.path.join(self.work, "nats-accountd")
-        shutil.copy2(built, self.binary)
-        self.etc = os.path.join(self.work, "etc")  # bind-mounted on /etc/nats-accountd inside
-        os.mkdir(self.etc, 0o755)
-        self.probe = os.path.join(self.work, "probe")
-        os.mkdir(self.probe, 0o755)
-        self.ns = Namespace(self.work)
+    def __init__(self, server):
+        self.built = os.path.abspath(os.environ["NATS_ACCOUNTD"])
+        builddir = os.path.dirname(self.built)
+        self.unit_src = os.environ.get("NATS_ACCOUNTD_UNIT") or os.path.join(builddir, "systemd", UNIT)
+        self.server_src = server
+        # On the machine: only systemd's console output (and a kept sandbox).
+        self.outdir = tempfile.mkdtemp(prefix="nats-accountd-systest.")
+        self.ns = Namespace(self.outdir)
         self.port = None
 
     # set-up ------------------------------------------------------------------
 
     def setup(self):
-        if not os.path.isdir(ETC):
-            os.makedirs(ETC, 0o755)  # the empty mount point on the machine, only when missing
         self.ns.boot()
         ns = self.ns
-        ns.run(["mount", "--bind", self.etc, ETC])
+        # What the units run, inside the namespace: visible to them wherever the clone is.
+        self.binary = ns.install(self.built, INSIDE_ROOT + "/bin/nats-accountd")
+        self.server = ns.install(self.server_src, INSIDE_ROOT + "/bin/nats-server")
+        ns.mkdir(INSIDE_ROOT + "/etc")
+        ns.mkdir(ETC)  # in the namespace's /etc overlay
+        ns.run(["mount", "--bind", INSIDE_ROOT + "/etc", ETC])
+        self.etc = ns.path(ETC)  # the machine's view of it
+        self.probe_in = ns.mkdir(INSIDE_ROOT + "/probe")
         r = ns.run(["systemctl", "mask", "--runtime", "--now", "nats-server.service"], check=False)
         st = ns.run(["systemctl", "is-active", "nats-server.service"], check=False).stdout.strip()
         if st == "active":
@@ -389,17 +178,14 @@ class Env:
         new, n = re.subn(r"(?m)^ExecStart=\S*/nats-accountd ", "ExecStart=%s " % self.binary, text)
         if n != 1:
             raise SetupError("%s: expected one ExecStart=.../nats-accountd line" % self.unit_src)
-        path = os.path.join(self.work, UNIT)
-        with open(path, "w") as f:
+        with open(self.ns.path("/run/systemd/system/" + UNIT), "w") as f:
             f.write(new)
-        dropin = os.path.join(self.work, "50-systest.conf")
-        with open(dropin, "w") as f:
+        os.makedirs(self.ns.path("/run/systemd/system/%s.d" % UNIT), exist_ok=True)
+        with open(self.ns.path("/run/systemd/system/%s.d/50-systest.conf" % UNIT), "w") as f:
             # LeakSanitizer cannot work inside the unit's sandbox (it needs ptrace
             # and /proc of its threads) and would turn a clean stop into a failure
             # in the sanitizer build; leaks are checked by every other suite.
             f.write("[Service]\nWatchdogSec=%ds\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n" % WATCHDOG_SEC)
-        self.ns.run(["install", "-m", "0644", path, "/run/systemd/system/" + UNIT])
-        self.ns.run(["install", "-D", "-m", "0644", dropin, "/run/systemd/system/%s.d/50-systest.conf" % UNIT])
         self.ns.run(["systemctl", "daemon-reload"])
 
     # files ---------------------------------------------------------------------
@@ -446,11 +232,11 @@ class Env:
 
     def server_matches(self, text):
         """True when the servers hold exactly what `text` declares (plan against it: all unchanged)."""
-        with open(os.path.join(self.probe, "accounts.yaml"), "w") as f:
+        with open(self.ns.path(self.probe_in + "/accounts.yaml"), "w") as f:
             f.write(text)
-        conf = os.path.join(self.probe, "probe.conf")
-        if not os.path.exists(conf):
-            with open(conf, "w") as f:
+        conf = self.probe_in + "/probe.conf"
+        if not os.path.exists(self.ns.path(conf)):
+            with open(self.ns.path(conf), "w") as f:
                 f.write(
                     "[nats]\nservers = nats://127.0.0.1:%d\ncredentials = %s/sys.creds\nrequest_timeout = 2s\n"
                     "[accounts]\nfile = accounts.yaml\nmode = operator\ncreate_missing = no\n"
@@ -478,15 +264,15 @@ class Env:
         return self.ns.run(["journalctl", "--no-pager", "-o", "short-precise", "-u", unit], check=False).stdout
 
     def teardown(self):
-        self.ns.kill()
-        if os.environ.get("KEEP_SANDBOX"):
-            log("kept %s" % self.work)
-        else:
-            shutil.rmtree(self.work, ignore_errors=True)
-            try:
-                os.rmdir(SRV_ROOT)  # only when empty: another run may be using it
-            except OSError:
-                pass
+        try:
+            if os.environ.get("KEEP_SANDBOX") and self.ns.pid is not None:
+                shutil.copytree(self.ns.path(INSIDE_ROOT), os.path.join(self.outdir, "inside"), symlinks=True,
+                                ignore_dangling_symlinks=True)
+                log("kept %s" % self.outdir)
+        finally:
+            self.ns.kill()
+            if not os.environ.get("KEEP_SANDBOX"):
+                shutil.rmtree(self.outdir, ignore_errors=True)
 
 
 ENV = None
@@ -742,67 +528,22 @@ class SystemdTest(unittest.TestCase):
         self.assertLessEqual(exposure, 2.0, r.stdout)
 
 
-def skip_reason():
-    if os.geteuid() != 0:
-        return "not root: cannot boot systemd in a namespace"
-    if not os.access(SYSTEMD, os.X_OK):
-        return "%s not found" % SYSTEMD
-    for tool in ("unshare", "nsenter"):
-        if not shutil.which(tool):
-            return "%s not found" % tool
-    return None
-
-
 def main():
     global ENV
-    why = skip_reason()
-    if why:
-        print("SKIP: %s" % why)
-        return SKIP
     if not os.environ.get("NATS_ACCOUNTD"):
         print("NATS_ACCOUNTD is not set", file=sys.stderr)
         return 1
+    server = find_server()
+    if not server:
+        print("SKIP: nats-server not found (set NATS_SERVER or put it on PATH)")
+        return SKIP
 
-    def on_signal(signo, frame):
-        # unittest would take an exception for a test error and go on: tear down here and leave.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        log("signal %d: tearing down" % signo)
-        try:
-            if ENV is not None:
-                ENV.teardown()
-        finally:
-            os._exit(128 + signo)
+    def make_env():
+        global ENV
+        ENV = Env(server)
+        return ENV
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    lock = open(LOCK_FILE, "a")
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                print("another systemd system test holds %s" % LOCK_FILE, file=sys.stderr)
-                return 1
-            time.sleep(0.5)
-    ENV = Env()
-    ok = False
-    try:
-        t0 = time.monotonic()
-        ENV.setup()
-        log("namespace PID 1 is %d; set-up took %.1fs" % (ENV.ns.pid, time.monotonic() - t0))
-        argv = [sys.argv[0]] + sys.argv[1:]
-        prog = unittest.main(module=__name__, argv=argv, exit=False, verbosity=2)
-        ok = prog.result.wasSuccessful()
-        if not ok or os.environ.get("SYSTEST_JOURNAL"):
-            log("journal of %s:\n%s" % (UNIT, ENV.journal_text()))
-            log("journal of %s:\n%s" % (SERVER_UNIT, ENV.journal_text(SERVER_UNIT)[-4000:]))
-    finally:
-        ENV.teardown()
-        lock.close()
-    return 0 if ok else 1
+    return run_suite(__name__, make_env, journal_units=(UNIT, SERVER_UNIT))
 
 
 if __name__ == "__main__":
