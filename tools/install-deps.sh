@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install what building and testing nats-accountd needs on Debian 12, only what is missing.
+# Install what building, testing and packaging nats-accountd needs on Debian 12
+# (debian/control's Build-Depends included), only what is missing.
 set -eu
 pkgs=(build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
       libnats-dev libyaml-dev libsystemd-dev libinih-dev libsodium-dev libjansson-dev
-      libcmocka-dev scdoc nats-server python3 systemd procps iproute2)
+      libcmocka-dev scdoc nats-server python3 systemd procps iproute2
+      debhelper dpkg-dev fakeroot lintian)
 missing=()
 for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
