@@ -24,6 +24,18 @@ The unshare process starts in a cgroup of its own (name=systemd and cgroup2),
 removed at the end; `exclusive()` is a lock in the machine's /tmp that lets one
 booted systemd run at a time.
 
+`Namespace(consoledir, own_root=True)` boots in a root of its own instead, for
+tests that install packages (apt, dpkg) and so write /usr, /etc and /var:
+  - the new root is an overlay whose lower layer is the machine's / (so dpkg's
+    database, apt and the installed libraries are there) and whose upper layer
+    is a tmpfs of the namespace; /usr, /etc, /var and /opt get the same kind of
+    overlay when they are mounts of their own; every write lands in the tmpfs;
+  - /dev and /sys are bound from the machine as in the default mode, /proc is
+    the namespace's own; fresh tmpfs on /tmp, /run and /var/log/journal (the
+    machine's persistent journal is neither read nor written);
+  - `pivot_root` into it (the old root is detached), then the same
+    `mount --make-rshared /`, /run set-up and masks, and systemd.
+
 Files the units must see are put INSIDE the namespace, on its own /run
 (`Namespace.install`, `Namespace.path`), wherever the clone and the build
 folder are: a unit with ProtectHome= cannot see /root or /home, and the
@@ -32,6 +44,7 @@ namespace's /tmp is not the machine's. Nothing is left on the machine.
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -46,6 +59,10 @@ LOCK_FILE = "/tmp/nats-accountd-systemd-test.lock"  # the machine's /tmp: one bo
 LOCK_WAIT_SEC = int(os.environ.get("SYSTEST_LOCK_WAIT", "1800"))
 # Where files for the units live inside the namespace (its own tmpfs).
 INSIDE_ROOT = "/run/nats-accountd-systest"
+
+# With own_root: folders that get an overlay of their own when they are separate
+# mounts on the machine (an overlay of / does not reach into submounts).
+OWN_ROOT_SUBMOUNTS = ("/usr", "/etc", "/var", "/opt")
 
 NS_UNITS_MASKED = [
     "nats-server.service",
@@ -132,23 +149,50 @@ class Namespace:
     does not meet another booted systemd's system.slice. consoledir (a folder on
     the machine) receives console.log, systemd's own output."""
 
-    def __init__(self, consoledir):
+    def __init__(self, consoledir, own_root=False):
         self.consoledir = consoledir
+        self.own_root = own_root
         self.proc = None
         self.pid = None
         self.cgroups = []
         self.console = None
 
+    def mounts_script(self):
+        """Shell commands that give the namespace its file systems (before systemd runs)."""
+        if not self.own_root:
+            return (
+                "mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run && "
+                "mount -t tmpfs tmpfs /var && "
+                # /etc as an overlay whose changes stay in this /run: /etc/nats-accountd
+                # and anything systemd writes there never reach the machine.
+                "mkdir -p /run/.systest-etc/upper /run/.systest-etc/work && "
+                "mount -t overlay overlay -o lowerdir=/etc,upperdir=/run/.systest-etc/upper,"
+                "workdir=/run/.systest-etc/work /etc && "
+            )
+        # The tmpfs on the (old) /tmp holds the upper layers and the new root; it
+        # lives on, detached, as long as the overlays use it.
+        cmds = ["mount -t tmpfs -o mode=0700 tmpfs /tmp", "mkdir /tmp/root"]
+        layers = ["/"] + [d for d in OWN_ROOT_SUBMOUNTS if os.path.ismount(d)]
+        for i, d in enumerate(layers):
+            cmds += ["mkdir -p /tmp/layer%d/upper /tmp/layer%d/work" % (i, i),
+                     "mount -t overlay overlay -o lowerdir=%s,upperdir=/tmp/layer%d/upper,workdir=/tmp/layer%d/work "
+                     "/tmp/root%s" % (d, i, i, "" if d == "/" else d)]
+        cmds += [
+            "mount --rbind /dev /tmp/root/dev",
+            "mount --rbind /sys /tmp/root/sys",
+            "mount -t proc proc /tmp/root/proc",
+            "mount -t tmpfs tmpfs /tmp/root/tmp",
+            "mount -t tmpfs tmpfs /tmp/root/run",
+            "if [ -d /tmp/root/var/log/journal ]; then mount -t tmpfs tmpfs /tmp/root/var/log/journal; fi",
+            # The old root goes away: nothing of the machine's / stays writable in here.
+            "cd /tmp/root", "pivot_root . .", "umount -l .", "cd /",
+        ]
+        return " && ".join(cmds) + " && "
+
     def boot(self, timeout=60):
         masks = " && ".join("ln -s /dev/null /run/systemd/system/%s" % u for u in NS_UNITS_MASKED)
         script = (
-            "mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run && "
-            "mount -t tmpfs tmpfs /var && "
-            # /etc as an overlay whose changes stay in this /run: /etc/nats-accountd
-            # and anything systemd writes there never reach the machine.
-            "mkdir -p /run/.systest-etc/upper /run/.systest-etc/work && "
-            "mount -t overlay overlay -o lowerdir=/etc,upperdir=/run/.systest-etc/upper,"
-            "workdir=/run/.systest-etc/work /etc && "
+            self.mounts_script() +
             "mount --make-rshared / && "
             "mkdir -p /run/systemd/system /run/systemd/journald.conf.d && "
             "mkdir -m 0755 %s && " % INSIDE_ROOT
@@ -248,6 +292,24 @@ class Namespace:
         if check and r.returncode != 0:
             raise AssertionError("%s exited %d:\n%s%s" % (" ".join(map(str, args)), r.returncode, r.stdout, r.stderr))
         return r
+
+    def journal(self, *matches, unit=None, since=None):
+        """Journal entries (dicts) of `unit` matching journalctl `matches`, at or after
+        `since` (microseconds since the epoch) when given."""
+        args = ["journalctl", "--no-pager", "-o", "json"] + (["-u", unit] if unit else [])
+        r = self.run(args + list(matches), check=False)
+        out = []
+        for line in r.stdout.splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if since is None or int(e.get("__REALTIME_TIMESTAMP", "0")) >= since:
+                out.append(e)
+        return out
+
+    def journal_text(self, unit):
+        return self.run(["journalctl", "--no-pager", "-o", "short-precise", "-u", unit], check=False).stdout
 
     def children(self):
         """The unshare process's child: the namespace's PID 1 (bash, then systemd)."""

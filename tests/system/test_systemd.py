@@ -246,22 +246,10 @@ class Env:
         return bool(p) and all(a["action"] == "unchanged" for a in p.values())
 
     def journal(self, *matches, since=None, unit=UNIT):
-        args = ["journalctl", "--no-pager", "-o", "json"]
-        if unit:
-            args += ["-u", unit]
-        r = self.ns.run(args + list(matches), check=False)
-        out = []
-        for line in r.stdout.splitlines():
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if since is None or int(e.get("__REALTIME_TIMESTAMP", "0")) >= since:
-                out.append(e)
-        return out
+        return self.ns.journal(*matches, unit=unit, since=since)
 
     def journal_text(self, unit=UNIT):
-        return self.ns.run(["journalctl", "--no-pager", "-o", "short-precise", "-u", unit], check=False).stdout
+        return self.ns.journal_text(unit)
 
     def teardown(self):
         try:
