@@ -89,6 +89,13 @@ class Builds:
 
     def __init__(self):
         self.work = debbuild.workdir()
+        try:
+            self.build()
+        except BaseException:
+            self.remove()
+            raise
+
+    def build(self):
         src = debbuild.source_root()
         self.v1 = debbuild.changelog_field(src, "Version")
         tree = debbuild.copy_tree(src, os.path.join(self.work, "%s-%s" % (NAME, debbuild.upstream_version(self.v1))))
@@ -101,9 +108,10 @@ class Builds:
             raise SetupError("%s is not higher than %s" % (self.v2, self.v1))
 
     def remove(self):
-        if not os.path.isdir(self.work):
+        if not os.path.isdir(self.work) or getattr(self, "kept", False):
             return
         if os.environ.get("KEEP_DEB"):
+            self.kept = True
             log("kept %s" % self.work)
         else:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -346,6 +354,8 @@ def main():
               "this machine's root and needs that copy without it" % ", ".join(traces), file=sys.stderr)
         return 1
 
+    policy_rc_d = os.path.lexists(POLICY_RC_D)  # removed inside the namespace only
+
     def interrupted(signo, frame):
         raise SystemExit(128 + signo)
 
@@ -369,6 +379,8 @@ def main():
         if builds is not None:
             builds.remove()
     traces = machine_traces()
+    if os.path.lexists(POLICY_RC_D) != policy_rc_d:
+        traces.append("%s %s" % (POLICY_RC_D, "appeared" if not policy_rc_d else "was removed"))
     if traces:
         print("FAIL: the test left traces on the machine: %s" % ", ".join(traces), file=sys.stderr)
         return 1
