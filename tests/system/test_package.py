@@ -39,6 +39,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import urllib.parse
 
@@ -159,10 +160,12 @@ class Env:
     # inside ------------------------------------------------------------------------
 
     def apt(self, *args):
+        t0 = time.monotonic()
         r = self.ns.run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q", "--no-install-recommends"]
                         + list(args), check=False, timeout=300)
         if r.returncode != 0:
             raise AssertionError("apt-get %s exited %d:\n%s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        log("apt-get %s: %.1fs" % (" ".join(os.path.basename(a) for a in args), time.monotonic() - t0))
         return r
 
     def status(self):
@@ -257,6 +260,8 @@ class PackageLifeCycleTest(unittest.TestCase):
         r = self.ns.run(["systemctl", "status", "--no-pager", UNIT], check=False)
         self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
         self.assertIn("ConditionPathExists=%s was not met" % CONF, r.stdout)
+        log("after a fresh install, systemctl status says:\n" +
+            "\n".join(line for line in r.stdout.splitlines() if "ondition" in line or "Active:" in line))
         self.assertEqual(env.journal("-p", "warning"), [], "a fresh install logged warnings")
         # dpkg's trigger ran `journalctl --update-catalog`.
         self.assertIn(MSGID_ACCOUNT_CREATED, env.catalog())
@@ -307,6 +312,8 @@ class PackageLifeCycleTest(unittest.TestCase):
         exe = self.ns.run(["stat", "-L", "-c", "%i", "/proc/%s/exe" % s["MainPID"]]).stdout.strip()
         installed = self.ns.run(["stat", "-c", "%i", "/usr/bin/nats-accountd"]).stdout.strip()
         self.assertEqual(exe, installed)
+        log("upgrade: MainPID %s -> %s, InvocationID %s -> %s" % (
+            before["MainPID"], s["MainPID"], before["InvocationID"][:8], s["InvocationID"][:8]))
         poll(lambda: env.show()["StatusText"].startswith("in sync"), 30, "the restarted daemon in sync")
         self.assertInSync(env.keys)
         self.assertEqual(env.journal("MESSAGE_ID=" + MSGID_ACCOUNT_CREATED, since=since), [])
