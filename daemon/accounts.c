@@ -26,7 +26,7 @@ const struct js_field js_fields[] = {
 const size_t js_fields_count = ARRAY_SIZE(js_fields);
 
 #define FIELD(f, kind, wide, operator_only) { #f, kind, offsetof(struct acct_limits, f), wide, operator_only }
-const struct acct_field acct_fields[] = {
+const struct acct_field acct_fields[ACCT_FIELDS] = {
         FIELD(max_connections, JS_FIELD_COUNT, false, false),
         FIELD(max_subscriptions, JS_FIELD_COUNT, false, false),
         FIELD(max_payload, JS_FIELD_SIZE, false, false),
@@ -37,6 +37,7 @@ const struct acct_field acct_fields[] = {
 };
 #undef FIELD
 const size_t acct_fields_count = ARRAY_SIZE(acct_fields);
+_Static_assert(ARRAY_SIZE(acct_fields) == ACCT_FIELDS, "one entry per member of struct acct_limits");
 
 static const char *const tier_names[JS_TIERS] = { "R1", "R2", "R3", "R4", "R5" };
 

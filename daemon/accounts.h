@@ -66,7 +66,8 @@ struct acct_field {
         bool wide;               /* int64_t; else int32_t */
         bool operator_only;      /* a claim of account JWTs; config-mode accounts have no such limit */
 };
-extern const struct acct_field acct_fields[];
+#define ACCT_FIELDS 7
+extern const struct acct_field acct_fields[ACCT_FIELDS];
 extern const size_t acct_fields_count;
 
 struct account_decl {

@@ -26,6 +26,10 @@ int observe_parse_varz(const char *data, size_t len, struct server_info *out, ch
  * out->error. 0, or -EBADMSG when the reply is malformed. */
 int observe_parse_info(const char *data, size_t len, struct server_account_state *out, char **why);
 int observe_parse_jsz(const char *data, size_t len, struct server_account_state *out, char **why);
+/* One reply to $SYS.REQ.ACCOUNT.<key>.CONNZ asked for the connection with the
+ * most subscriptions: fills server_id, have_subs and max_subs (0 without
+ * connections). 0, or -EBADMSG when the reply is malformed. */
+int observe_parse_connz(const char *data, size_t len, struct server_account_state *out, char **why);
 
 /* One reply to $SYS.REQ.SERVER.PING.ACCOUNTZ: the server and the accounts it
  * has loaded (those INFO answers for), as a sorted array of account public

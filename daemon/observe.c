@@ -221,6 +221,7 @@ int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, stru
         out->name = name ? xstrdup(name) : NULL;
         out->jwt = xstrndup(jwt, len);
         js_state_from_claims(claims, &out->js);
+        acct_state_from_claims(claims, &out->acct);
         out->iat = iat;
         json_decref(claims);
         return 0;
@@ -482,6 +483,14 @@ int observe_parse_info(const char *data, size_t len, struct server_account_state
                                                json_is_boolean(complete) ? "jetstream_enabled" : "complete"));
                         goto out;
                 }
+                /* Counted on this server only (2.9.10 and later): the account's total is their sum. */
+                const json_t *conns = json_object_get(d, "client_connections"),
+                             *leafs = json_object_get(d, "leafnode_connections");
+                if ((conns && (!json_int64(conns, &out->connections) || out->connections < 0)) ||
+                    (leafs && (!json_int64(leafs, &out->leafnodes) || out->leafnodes < 0))) {
+                        set_why(why, xstrdup("data.client_connections or data.leafnode_connections is not a count"));
+                        goto out;
+                }
                 out->loaded = true;
                 out->complete = json_is_true(complete);
                 out->jetstream_enabled = json_is_true(js);
@@ -521,6 +530,41 @@ int observe_parse_jsz(const char *data, size_t len, struct server_account_state 
                 if (!contains(err, "not found") && !contains(err, "not jetstream enabled") &&
                     !contains(err, "jetstream not enabled"))
                         out->error = xasprintf("JSZ error %lld: %s", (long long)code, err[0] ? err : "(none)");
+        }
+        ret = 0;
+out:
+        json_decref(root);
+        return ret;
+}
+
+int observe_parse_connz(const char *data, size_t len, struct server_account_state *out, char **why) {
+        const json_t *d;
+        const char *err;
+        int64_t code;
+        json_t *root = account_reply_load(data, len, out, &d, &err, &code, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        if (json_is_object(d)) {
+                const json_t *conns = json_object_get(d, "connections");
+                if (conns && !json_is_array(conns) && !json_is_null(conns)) {
+                        set_why(why, xstrdup("data.connections is not an array"));
+                        goto out;
+                }
+                /* Sorted by subscriptions, most first: the first is the one asked for, but take the
+                 * largest of whatever came rather than trust the order. */
+                for (size_t i = 0; i < json_array_size(conns); i++) {
+                        int64_t subs = 0;
+                        if (!json_int64(json_object_get(json_array_get(conns, i), "subscriptions"), &subs) || subs < 0) {
+                                set_why(why, xasprintf("data.connections[%zu].subscriptions is not a count", i));
+                                goto out;
+                        }
+                        if (subs > out->max_subs)
+                                out->max_subs = subs;
+                }
+                out->have_subs = true;
+        } else if (err) {
+                out->error = xasprintf("CONNZ error %lld: %s", (long long)code, err[0] ? err : "(none)");
         }
         ret = 0;
 out:
@@ -718,6 +762,7 @@ void observed_compact(struct observed *o) {
                 memcpy(b->key, a->key, sizeof(b->key));
                 memcpy(b->issuer, a->issuer, sizeof(b->issuer));
                 b->js = a->js;
+                b->acct = a->acct;
                 b->iat = a->iat;
                 if (a->name) {
                         size_t len = strlen(a->name) + 1;
@@ -1001,6 +1046,7 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                                 cur->name = x.best[i].name;
                                 cur->jwt = x.best[i].jwt;
                                 cur->js = x.best[i].js;
+                                cur->acct = x.best[i].acct;
                                 cur->iat = x.best[i].iat;
                                 memcpy(cur->issuer, x.best[i].issuer, sizeof(cur->issuer));
                                 memset(&x.best[i], 0, sizeof(x.best[i]));
@@ -1086,6 +1132,8 @@ static void state_reply(void *userdata, size_t index, const char *data, size_t l
                 s->st.complete = st.complete;
                 s->st.jetstream_enabled = st.jetstream_enabled;
                 s->st.update_time_iat = st.update_time_iat;
+                s->st.connections = st.connections;
+                s->st.leafnodes = st.leafnodes;
                 free(s->info_error);
                 s->info_error = st.error;
         }
@@ -1273,6 +1321,71 @@ int observe_accounts_state(struct natsconn *c, struct observed *o, struct observ
 int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                            char **err) {
         return accounts_state_run(c, o, accts, n, false, true, err);
+}
+
+struct subs_ctx {
+        struct observed_account *const *accts;
+        const char **subjects;
+        struct bad_replies bad;
+};
+
+static void subs_reply(void *userdata, size_t index, const char *data, size_t len) {
+        struct subs_ctx *x = userdata;
+        struct server_account_state st;
+        char *why = NULL;
+        if (observe_parse_connz(data, len, &st, &why) < 0) {
+                bad_reply(&x->bad, x->subjects[index], why);
+                return;
+        }
+        /* An error (no such account there, or no permission) leaves have_subs false: unknown. */
+        free(st.error);
+        struct observed_account *oa = x->accts[index];
+        for (size_t s = 0; s < oa->n_servers; s++)
+                if (strcmp(oa->servers[s].server_id, st.server_id) == 0) {
+                        oa->servers[s].have_subs = st.have_subs;
+                        oa->servers[s].max_subs = st.max_subs;
+                        return;
+                }
+        /* A server INFO did not hear from: the next pass asks it again. */
+}
+
+int observe_accounts_subs(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                          char **err) {
+        if (n == 0)
+                return 0;
+        /* Only the connection with the most subscriptions: that is the one a lower
+         * max_subscriptions (a limit per connection) closes first. */
+        static const char *const suffix[] = { "CONNZ" };
+        static const char query[] = "{\"sort\":\"subs\",\"limit\":1}";
+        char *buf = NULL;
+        struct subs_ctx x = { .accts = accts };
+        x.subjects = account_subjects(accts, NULL, n, suffix, 1, &buf);
+        const char **payloads = xcalloc(n, sizeof(*payloads));
+        for (size_t i = 0; i < n; i++) {
+                payloads[i] = query;
+                for (size_t s = 0; s < accts[i]->n_servers; s++)
+                        accts[i]->servers[s].have_subs = false;
+        }
+        struct natsconn_pipeline p = {
+                .n = n,
+                .subjects = x.subjects,
+                .payloads = payloads,
+                /* Every server answers, with no connections where the account is not loaded. */
+                .want = o->n_servers ? o->n_servers : 1,
+                .window = STATE_WINDOW,
+                .timeout_usec = natsconn_request_timeout(c),
+                .on_reply = subs_reply,
+                .userdata = &x,
+                .give_up_after = STATE_GIVE_UP_AFTER,
+        };
+        int r = natsconn_pipeline_run(c, &p, err);
+        if (r >= 0)
+                r = bad_replies_result(&x.bad, "CONNZ", err);
+        free(x.bad.first);
+        free(payloads);
+        free(x.subjects);
+        free(buf);
+        return r;
 }
 
 bool observed_account_js_loaded(const struct observed_account *a) {

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "accounts.h"
+#include "acctlimits.h"
 #include "jslimits.h"
 #include "natsconn.h"
 #include "nkeys.h"
@@ -19,6 +20,9 @@ struct server_account_state {
         int64_t update_time_iat; /* iat of the JWT the server applied (decoded_jwt.iat), 0 unknown */
         bool have_usage;        /* JSZ answered */
         int64_t memory, storage; /* JSZ usage in bytes */
+        int64_t connections, leafnodes; /* INFO: the account's client and leaf node connections to this server */
+        bool have_subs;         /* CONNZ answered */
+        int64_t max_subs;       /* CONNZ: subscriptions of the account's connection to this server with the most */
         char *error;            /* INFO/JSZ error text other than "does not exist", else NULL */
 };
 
@@ -32,6 +36,7 @@ struct observed_account {
          * 10,000 accounts): observed_account_claims decodes them again for
          * the few accounts that are pushed. */
         struct js_state js;
+        struct acct_state acct; /* and the other account limits */
         int64_t iat;
         char issuer[NKEY_PUBLIC_LEN + 1];
         /* Filled by observe_accounts_state for the accounts asked. */
@@ -89,6 +94,11 @@ int observe_accounts_state(struct natsconn *c, struct observed *o, struct observ
  * each server's usage (have_usage, memory, storage) to it. Errors as above. */
 int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                            char **err);
+/* CONNZ ($SYS.REQ.ACCOUNT.<key>.CONNZ, the connection with the most
+ * subscriptions) from every server, for the given accounts whose servers[]
+ * INFO already filled: adds have_subs and max_subs. Errors as above. */
+int observe_accounts_subs(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                          char **err);
 /* Some server reports the account loaded with JetStream on: only then can JSZ
  * report any usage (elsewhere it answers "not found" / "not jetstream enabled"). */
 bool observed_account_js_loaded(const struct observed_account *a);
