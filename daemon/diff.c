@@ -119,8 +119,10 @@ static void warn_usage(struct plan_entry *e, const struct observed_account *oa) 
 }
 
 /* Where a lower limit bites at once: the servers close connections above
- * max_connections (newest first) and max_leafnodes, and every connection that
- * has max_subscriptions (a limit per connection) or more subscriptions. Each
+ * max_connections and max_leafnodes (which ones differs between versions; in
+ * a cluster each server sheds its own newest when the next count from its
+ * peers shows the total over, so possibly more), and every connection that has
+ * max_subscriptions (a limit per connection) or more subscriptions. Each
  * server counts only its own connections: the account's are their sum. */
 static void warn_acct_usage(struct plan_entry *e, const struct observed_account *oa) {
         const struct acct_limits *want = &e->decl->acct;
@@ -133,13 +135,13 @@ static void warn_acct_usage(struct plan_entry *e, const struct observed_account 
         if (plan_entry_lowers(e, "max_connections") && conns > want->max_connections)
                 plan_entry_add_warning(e,
                                        "max_connections %d is below the %lld connections the account has now; the "
-                                       "servers will close %lld of them, the newest first",
+                                       "servers will close at least %lld of them",
                                        want->max_connections, (long long)conns,
                                        (long long)(conns - want->max_connections));
         if (plan_entry_lowers(e, "max_leafnodes") && leafs > want->max_leafnodes)
                 plan_entry_add_warning(e,
                                        "max_leafnodes %d is below the %lld leaf node connections the account has now; "
-                                       "the servers will close %lld of them",
+                                       "the servers will close at least %lld of them",
                                        want->max_leafnodes, (long long)leafs, (long long)(leafs - want->max_leafnodes));
         if (!plan_entry_lowers(e, "max_subscriptions"))
                 return;

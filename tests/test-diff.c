@@ -505,7 +505,7 @@ static void test_acct_warnings(void **state) {
         set_states(&r, two, 2);
         assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
         assert_true(has_warning(&r.p->v[0], "max_connections 5 is below the 6 connections the account has now; the "
-                                            "servers will close 1 of them, the newest first"));
+                                            "servers will close at least 1 of them"));
         assert_true(has_warning(&r.p->v[0], "max_leafnodes 0 is below the 1 leaf node connections"));
         assert_true(has_warning(&r.p->v[0], "max_subscriptions 10: a connection of the account to server NONE has 12 "
                                             "subscriptions; the servers close every connection with 10 or more"));
