@@ -247,6 +247,27 @@ static size_t plan_existing(const struct plan *p, bool changing_only, struct obs
         return k;
 }
 
+/* A lower tier limit: what the tier's streams hold (JSZ with streams), where
+ * some server has the account's JetStream on. */
+static size_t plan_tiers_lowered(const struct plan *p, struct observed_account **out) {
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                const struct plan_entry *e = &p->v[i];
+                if (!e->obs || e->want.mode != JS_TIERED || !observed_account_js_loaded(e->obs))
+                        continue;
+                bool lowered = false;
+                for (int t = 0; t < JS_TIERS && !lowered; t++) {
+                        char mem[32], store[32];
+                        snprintf(mem, sizeof(mem), "R%d.max_memory", t + 1);
+                        snprintf(store, sizeof(store), "R%d.max_store", t + 1);
+                        lowered = plan_entry_lowers(e, mem) || plan_entry_lowers(e, store);
+                }
+                if (lowered)
+                        out[k++] = e->obs;
+        }
+        return k;
+}
+
 /* A lower max_subscriptions closes every connection that has that many
  * subscriptions: where it is lowered and the account has connections, CONNZ
  * says whether any has, before the plan is shown. */
@@ -287,6 +308,10 @@ int plan_with_state(struct natsconn *c, struct observed *obs, const struct accou
         if (r == 0) {
                 n = plan_subs_lowered(p, accts);
                 r = n ? observe_accounts_subs(c, obs, accts, n, err) : 0;
+        }
+        if (r == 0) {
+                n = plan_tiers_lowered(p, accts);
+                r = n ? observe_accounts_tier_usage(c, obs, accts, n, err) : 0;
         }
         free(accts);
         plan_free(p);

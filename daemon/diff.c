@@ -163,6 +163,40 @@ static void warn_acct_usage(struct plan_entry *e, const struct observed_account 
         }
 }
 
+/* A tier's limits cover the streams with that many replicas, counted once:
+ * nats-server adds up every replica's bytes and holds them against the limit
+ * times the replicas. The servers' JSZ (with streams) gives each one's share. */
+static void warn_tier_usage(struct plan_entry *e, const struct observed_account *oa) {
+        static const char *const fields[] = { "max_memory", "max_store" };
+        for (int t = 0; t < JS_TIERS; t++)
+                for (size_t k = 0; k < ARRAY_SIZE(fields); k++) {
+                        char field[32];
+                        snprintf(field, sizeof(field), "R%d.%s", t + 1, fields[k]);
+                        if (!plan_entry_lowers(e, field))
+                                continue;
+                        int64_t used = 0;
+                        bool known = false;
+                        for (size_t i = 0; i < oa->n_servers; i++) {
+                                const struct server_account_state *s = &oa->servers[i];
+                                if (!s->have_tier_usage)
+                                        continue;
+                                int64_t b = k == 0 ? s->tier_memory[t] : s->tier_storage[t];
+                                used = b > INT64_MAX - used ? INT64_MAX : used + b;
+                                known = true;
+                        }
+                        used /= t + 1;
+                        int64_t limit = k == 0 ? (e->want.tier_set[t] ? e->want.tiers[t].max_memory : 0)
+                                               : (e->want.tier_set[t] ? e->want.tiers[t].max_store : 0);
+                        if (!known || limit < 0 || used <= limit)
+                                continue;
+                        char a[32], b[32];
+                        units_format_size(limit, a, sizeof(a));
+                        units_format_size(used, b, sizeof(b));
+                        plan_entry_add_warning(e, "%s %s is below current usage %s of the account's R%d streams", field, a,
+                                               b, t + 1);
+                }
+}
+
 /* "jwt updated" is not "applied": a server that holds the account loaded but
  * reports it incomplete, or with JetStream in the other state, needs a push. */
 static bool servers_disagree(struct plan_entry *e, const struct observed_account *oa) {
@@ -289,6 +323,8 @@ static void plan_one(struct plan_entry *e, const char *file, const struct observ
                 e->action = PLAN_UPDATE;
         if (e->action != PLAN_UNCHANGED) {
                 warn_usage(e, oa);
+                if (e->want.mode == JS_TIERED)
+                        warn_tier_usage(e, oa);
                 warn_server_jetstream(e, obs);
                 if (d->acct_managed)
                         warn_acct_usage(e, oa);

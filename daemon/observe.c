@@ -572,6 +572,57 @@ out:
         return ret;
 }
 
+int observe_parse_jsz_streams(const char *data, size_t len, struct server_account_state *out, char **why) {
+        const json_t *d;
+        const char *err;
+        int64_t code;
+        json_t *root = account_reply_load(data, len, out, &d, &err, &code, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        if (json_is_object(d)) {
+                const json_t *streams = json_object_get(d, "stream_detail");
+                if (streams && !json_is_array(streams) && !json_is_null(streams)) {
+                        set_why(why, xstrdup("data.stream_detail is not an array"));
+                        goto out;
+                }
+                for (size_t i = 0; i < json_array_size(streams); i++) {
+                        const json_t *st = json_array_get(streams, i), *cfg = json_object_get(st, "config");
+                        const char *storage = json_str(cfg, "storage");
+                        int64_t replicas = 1, bytes = 0;
+                        const json_t *r = json_object_get(cfg, "num_replicas");
+                        if (!json_is_object(cfg) || !storage || (r && !json_int64(r, &replicas)) ||
+                            !json_int64(json_object_get(json_object_get(st, "state"), "bytes"), &bytes) || bytes < 0 ||
+                            (strcmp(storage, "memory") != 0 && strcmp(storage, "file") != 0)) {
+                                set_why(why, xasprintf("data.stream_detail[%zu] lacks config.storage, "
+                                                       "config.num_replicas or state.bytes",
+                                                       i));
+                                goto out;
+                        }
+                        /* 0 is the default, 1; a count outside R1..R5 belongs to no tier we manage. */
+                        if (replicas == 0)
+                                replicas = 1;
+                        if (replicas < 1 || replicas > JS_TIERS)
+                                continue;
+                        int64_t *sum = storage[0] == 'm' ? &out->tier_memory[replicas - 1]
+                                                         : &out->tier_storage[replicas - 1];
+                        *sum = bytes > INT64_MAX - *sum ? INT64_MAX : *sum + bytes;
+                }
+                out->have_tier_usage = true;
+        } else if (err) {
+                /* Not loaded here, or JetStream off for it: no streams here. */
+                if (contains(err, "not found") || contains(err, "not jetstream enabled") ||
+                    contains(err, "jetstream not enabled"))
+                        out->have_tier_usage = true;
+                else
+                        out->error = xasprintf("JSZ error %lld: %s", (long long)code, err[0] ? err : "(none)");
+        }
+        ret = 0;
+out:
+        json_decref(root);
+        return ret;
+}
+
 static int cmp_key(const void *a, const void *b) {
         return strcmp(a, b);
 }
@@ -1323,69 +1374,98 @@ int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observ
         return accounts_state_run(c, o, accts, n, false, true, err);
 }
 
-struct subs_ctx {
+/* One more question to every server about accounts whose servers[] INFO
+ * already filled (CONNZ, JSZ with streams): each answer is parsed, and merged
+ * into the entry of the server that sent it. */
+struct ask_ctx {
         struct observed_account *const *accts;
         const char **subjects;
+        int (*parse)(const char *data, size_t len, struct server_account_state *out, char **why);
+        void (*merge)(struct server_account_state *to, const struct server_account_state *from);
         struct bad_replies bad;
 };
 
-static void subs_reply(void *userdata, size_t index, const char *data, size_t len) {
-        struct subs_ctx *x = userdata;
+static void ask_reply(void *userdata, size_t index, const char *data, size_t len) {
+        struct ask_ctx *x = userdata;
         struct server_account_state st;
         char *why = NULL;
-        if (observe_parse_connz(data, len, &st, &why) < 0) {
+        if (x->parse(data, len, &st, &why) < 0) {
                 bad_reply(&x->bad, x->subjects[index], why);
                 return;
         }
-        /* An error (no such account there, or no permission) leaves have_subs false: unknown. */
+        /* An error (no such account there, no permission) leaves the answer unknown. */
         free(st.error);
         struct observed_account *oa = x->accts[index];
         for (size_t s = 0; s < oa->n_servers; s++)
                 if (strcmp(oa->servers[s].server_id, st.server_id) == 0) {
-                        oa->servers[s].have_subs = st.have_subs;
-                        oa->servers[s].max_subs = st.max_subs;
+                        x->merge(&oa->servers[s], &st);
                         return;
                 }
         /* A server INFO did not hear from: the next pass asks it again. */
 }
 
-int observe_accounts_subs(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
-                          char **err) {
+static int accounts_ask(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                        const char *suffix, const char *payload, struct ask_ctx *x, const char *what, char **err) {
         if (n == 0)
                 return 0;
-        /* Only the connection with the most subscriptions: that is the one a lower
-         * max_subscriptions (a limit per connection) closes first. */
-        static const char *const suffix[] = { "CONNZ" };
-        static const char query[] = "{\"sort\":\"subs\",\"limit\":1}";
         char *buf = NULL;
-        struct subs_ctx x = { .accts = accts };
-        x.subjects = account_subjects(accts, NULL, n, suffix, 1, &buf);
+        const char *const suffixes[] = { suffix };
+        x->accts = accts;
+        x->subjects = account_subjects(accts, NULL, n, suffixes, 1, &buf);
         const char **payloads = xcalloc(n, sizeof(*payloads));
         for (size_t i = 0; i < n; i++) {
-                payloads[i] = query;
-                for (size_t s = 0; s < accts[i]->n_servers; s++)
-                        accts[i]->servers[s].have_subs = false;
+                payloads[i] = payload;
+                /* Unknown until a server says. */
+                for (size_t s = 0; s < accts[i]->n_servers; s++) {
+                        struct server_account_state none = { 0 };
+                        x->merge(&accts[i]->servers[s], &none);
+                }
         }
         struct natsconn_pipeline p = {
                 .n = n,
-                .subjects = x.subjects,
+                .subjects = x->subjects,
                 .payloads = payloads,
-                /* Every server answers, with no connections where the account is not loaded. */
+                /* Every server answers, with nothing where the account is not loaded. */
                 .want = o->n_servers ? o->n_servers : 1,
                 .window = STATE_WINDOW,
                 .timeout_usec = natsconn_request_timeout(c),
-                .on_reply = subs_reply,
-                .userdata = &x,
+                .on_reply = ask_reply,
+                .userdata = x,
                 .give_up_after = STATE_GIVE_UP_AFTER,
         };
         int r = natsconn_pipeline_run(c, &p, err);
         if (r >= 0)
-                r = bad_replies_result(&x.bad, "CONNZ", err);
-        free(x.bad.first);
+                r = bad_replies_result(&x->bad, what, err);
+        free(x->bad.first);
         free(payloads);
-        free(x.subjects);
+        free(x->subjects);
         free(buf);
         return r;
+}
+
+static void subs_merge(struct server_account_state *to, const struct server_account_state *from) {
+        to->have_subs = from->have_subs;
+        to->max_subs = from->max_subs;
+}
+
+int observe_accounts_subs(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                          char **err) {
+        /* Only the connection with the most subscriptions: that is the one a lower
+         * max_subscriptions (a limit per connection) closes first. */
+        struct ask_ctx x = { .parse = observe_parse_connz, .merge = subs_merge };
+        return accounts_ask(c, o, accts, n, "CONNZ", "{\"sort\":\"subs\",\"limit\":1}", &x, "CONNZ", err);
+}
+
+static void tier_usage_merge(struct server_account_state *to, const struct server_account_state *from) {
+        to->have_tier_usage = from->have_tier_usage;
+        memcpy(to->tier_memory, from->tier_memory, sizeof(to->tier_memory));
+        memcpy(to->tier_storage, from->tier_storage, sizeof(to->tier_storage));
+}
+
+int observe_accounts_tier_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts,
+                                size_t n, char **err) {
+        struct ask_ctx x = { .parse = observe_parse_jsz_streams, .merge = tier_usage_merge };
+        return accounts_ask(c, o, accts, n, "JSZ", "{\"streams\":true,\"config\":true}", &x, "JSZ", err);
 }
 
 bool observed_account_js_loaded(const struct observed_account *a) {

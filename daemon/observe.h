@@ -23,6 +23,8 @@ struct server_account_state {
         int64_t connections, leafnodes; /* INFO: the account's client and leaf node connections to this server */
         bool have_subs;         /* CONNZ answered */
         int64_t max_subs;       /* CONNZ: subscriptions of the account's connection to this server with the most */
+        bool have_tier_usage;   /* JSZ with its streams answered */
+        int64_t tier_memory[JS_TIERS], tier_storage[JS_TIERS]; /* bytes of the streams here, by replicas (R1..R5) */
         char *error;            /* INFO/JSZ error text other than "does not exist", else NULL */
 };
 
@@ -99,6 +101,12 @@ int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observ
  * INFO already filled: adds have_subs and max_subs. Errors as above. */
 int observe_accounts_subs(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                           char **err);
+/* JSZ with every stream and its config from every server, for the given
+ * accounts whose servers[] INFO already filled: adds have_tier_usage and the
+ * bytes of the streams each server holds, by replicas (the JetStream tier
+ * they count against). Errors as above. */
+int observe_accounts_tier_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts,
+                                size_t n, char **err);
 /* Some server reports the account loaded with JetStream on: only then can JSZ
  * report any usage (elsewhere it answers "not found" / "not jetstream enabled"). */
 bool observed_account_js_loaded(const struct observed_account *a);

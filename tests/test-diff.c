@@ -543,6 +543,56 @@ static void test_acct_warnings(void **state) {
         run_free(&r);
 }
 
+static void test_tier_usage_warnings(void **state) {
+        struct run r;
+        struct fake_account tiered = {
+                .key = 0,
+                .claims = "{\"name\":\"APP\",\"nats\":{\"limits\":{\"tiered_limits\":{"
+                          "\"R1\":{\"mem_storage\":1073741824,\"disk_storage\":10737418240},"
+                          "\"R3\":{\"mem_storage\":536870912,\"disk_storage\":5368709120}}}}}",
+        };
+        /* Each of three servers holds a replica of 30MiB of R3 file streams (30MiB counted once), and
+         * one holds 3MiB of R1 memory streams. */
+        struct server_account_state three[3] = {
+                { .server_id = "NONE", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true,
+                  .tier_storage = { [2] = 30 * MiB }, .tier_memory = { [0] = 3 * MiB } },
+                { .server_id = "NTWO", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true,
+                  .tier_storage = { [2] = 30 * MiB } },
+                { .server_id = "NTHREE", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true,
+                  .tier_storage = { [2] = 30 * MiB } },
+        };
+        run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 1MiB, max_store: 10GiB }\n"
+                     "        R3: { max_memory: 512MiB, max_store: 20MiB }\n",
+                 &tiered, 1, true, true);
+        set_states(&r, three, 3);
+        assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
+        assert_true(has_warning(&r.p->v[0], "R3.max_store 20MiB is below current usage 30MiB of the account's R3 streams"));
+        assert_true(has_warning(&r.p->v[0], "R1.max_memory 1MiB is below current usage 3MiB of the account's R1 streams"));
+        run_free(&r);
+
+        /* Enough room, or a tier dropped that holds nothing: no warning. A dropped tier that holds data: one. */
+        run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 4MiB, max_store: 10GiB }\n"
+                     "        R3: { max_memory: 512MiB, max_store: 30MiB }\n",
+                 &tiered, 1, true, true);
+        set_states(&r, three, 3);
+        assert_int_equal(r.p->v[0].n_warnings, 0);
+        run_free(&r);
+        run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 1GiB, max_store: 10GiB }\n",
+                 &tiered, 1, true, true);
+        set_states(&r, three, 3);
+        assert_true(has_warning(&r.p->v[0], "R3.max_store 0 is below current usage 30MiB"));
+        assert_int_equal(r.p->v[0].n_warnings, 1);
+        run_free(&r);
+
+        /* No server said: nothing to say either. */
+        struct server_account_state quiet = { .server_id = "NONE", .loaded = true, .complete = true, .jetstream_enabled = true };
+        run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 1, max_store: 1 }\n",
+                 &tiered, 1, true, true);
+        set_states(&r, &quiet, 1);
+        assert_int_equal(r.p->v[0].n_warnings, 0);
+        run_free(&r);
+}
+
 static void test_acct_claims(void **state) {
         /* Written into claims, the declared limits read back the same, and nothing else moves. */
         struct accounts *a = desired(APP_100 "  B:\n    limits: { max_connections: 0, max_data: 5 }\n");
@@ -609,6 +659,7 @@ int main(void) {
                 cmocka_unit_test(test_acct_limits),
                 cmocka_unit_test(test_acct_refused),
                 cmocka_unit_test(test_acct_warnings),
+                cmocka_unit_test(test_tier_usage_warnings),
                 cmocka_unit_test(test_acct_claims),
                 cmocka_unit_test(test_acct_config_block),
         };

@@ -445,6 +445,58 @@ static const char CONNZ_NONE[] =
         "{\"server\":{\"name\":\"s\",\"id\":\"" C0_ID "\",\"ver\":\"2.15.3\"},\"data\":{\"server_id\":\"" C0_ID "\","
         "\"num_connections\":0,\"total\":0,\"offset\":0,\"limit\":1,\"connections\":[]}}";
 
+/* $SYS.REQ.ACCOUNT.<key>.JSZ {"streams":true,"config":true} from nats-server 2.9.10 (trimmed): an R1 file stream
+ * of 215 bytes and an R1 memory stream of 87. */
+static const char JSZ_STREAMS[] =
+        "{\"server\":{\"name\":\"s\",\"id\":\"" C0_ID "\",\"ver\":\"2.9.10\"},\"data\":{\"name\":\"ORDERS\","
+        "\"id\":\"AB2XJXR5NARV6ZKUX4L6KGZ6OI375KO7EOULH4SV6JVP6G64UG4MY7AW\",\"memory\":87,\"storage\":215,"
+        "\"reserved_memory\":0,\"reserved_storage\":0,\"accounts\":0,\"ha_assets\":0,\"api\":{\"total\":2,\"errors\":0},"
+        "\"stream_detail\":[{\"name\":\"S1\",\"created\":\"2026-11-30T15:05:40.07757993Z\",\"cluster\":{\"leader\":\"s\"},"
+        "\"config\":{\"name\":\"S1\",\"subjects\":[\"s1.>\"],\"retention\":\"limits\",\"max_consumers\":-1,"
+        "\"storage\":\"file\",\"num_replicas\":1},\"state\":{\"messages\":5,\"bytes\":215,\"consumer_count\":0}},"
+        "{\"name\":\"M1\",\"config\":{\"name\":\"M1\",\"storage\":\"memory\",\"num_replicas\":1},"
+        "\"state\":{\"messages\":3,\"bytes\":87}},"
+        "{\"name\":\"R3\",\"config\":{\"name\":\"R3\",\"storage\":\"file\",\"num_replicas\":3},"
+        "\"state\":{\"messages\":3,\"bytes\":1000}},"
+        "{\"name\":\"R0\",\"config\":{\"name\":\"R0\",\"storage\":\"file\"},\"state\":{\"bytes\":5}}]}}";
+
+static void test_jsz_streams(void **state) {
+        struct server_account_state st;
+        char *why = NULL;
+        assert_int_equal(observe_parse_jsz_streams(JSZ_STREAMS, strlen(JSZ_STREAMS), &st, &why), 0);
+        assert_string_equal(st.server_id, C0_ID);
+        assert_true(st.have_tier_usage);
+        assert_int_equal(st.tier_storage[0], 220); /* num_replicas absent = 1 */
+        assert_int_equal(st.tier_memory[0], 87);
+        assert_int_equal(st.tier_storage[2], 1000);
+        assert_int_equal(st.tier_memory[2], 0);
+
+        /* No JetStream for the account here: nothing stored here. */
+        assert_int_equal(observe_parse_jsz_streams(JSZ_NOT_JETSTREAM_ENABLED, strlen(JSZ_NOT_JETSTREAM_ENABLED), &st, &why), 0);
+        assert_true(st.have_tier_usage);
+        assert_int_equal(st.tier_storage[0], 0);
+        const char *other = HDR "\"error\":{\"code\":503}}";
+        assert_int_equal(observe_parse_jsz_streams(other, strlen(other), &st, &why), 0);
+        assert_false(st.have_tier_usage);
+        free(st.error);
+
+        static const char *const bad[] = {
+                HDR "\"data\":{\"stream_detail\":{}}}",
+                HDR "\"data\":{\"stream_detail\":[{\"config\":{\"storage\":\"file\"}}]}}",
+                HDR "\"data\":{\"stream_detail\":[{\"config\":{\"storage\":\"disk\"},\"state\":{\"bytes\":1}}]}}",
+                HDR "\"data\":{\"stream_detail\":[{\"config\":{\"storage\":\"file\",\"num_replicas\":\"3\"},\"state\":{\"bytes\":1}}]}}",
+                HDR "\"data\":{\"stream_detail\":[{\"config\":{\"storage\":\"file\"},\"state\":{\"bytes\":-1}}]}}",
+                HDR "\"data\":{\"stream_detail\":[{\"state\":{\"bytes\":1}}]}}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                why = NULL;
+                assert_int_equal(observe_parse_jsz_streams(bad[i], strlen(bad[i]), &st, &why), -EBADMSG);
+                if (!why || !strstr(why, "stream_detail"))
+                        fail_msg("case %zu: \"%s\"", i, why ? why : "");
+                free(why);
+        }
+}
+
 static void test_connz(void **state) {
         struct server_account_state st;
         char *why = NULL;
@@ -776,6 +828,7 @@ int main(void) {
                 cmocka_unit_test(test_info_malformed),
                 cmocka_unit_test(test_jsz),
                 cmocka_unit_test(test_connz),
+                cmocka_unit_test(test_jsz_streams),
                 cmocka_unit_test(test_pack_msg),
                 cmocka_unit_test(test_pack_malformed),
                 cmocka_unit_test(test_account_jwt),

@@ -635,6 +635,27 @@ class LimitsTest(OperatorCase):
             self.assertRegex(r.stdout, r"(?m)^= ORDERS", "the other accounts go on")
         self.assertEqual(self.sb.lookup_jwt(key), jwt_before)
 
+    def test_warning_before_lowering_a_tier_below_its_usage(self):
+        self.sb.write_accounts(limits_file(max_connections=10))
+        self.apply_ok()
+        creds = self.sb.user_creds("ORDERS")
+        cfg = {"name": "T1", "subjects": ["t1.>"], "storage": "file", "num_replicas": 1}
+        self.assertNotIn("error", self.sb.request_json(creds, "$JS.API.STREAM.CREATE.T1", json.dumps(cfg)))
+        self.assertExit(self.sb.probe("publish-acked", creds, self.sb.url, "t1.x", 20), 0, "20 acked publishes")
+        used = self.sb.request_json(creds, "$JS.API.STREAM.INFO.T1")["state"]["bytes"]
+        self.assertGreater(used, 100)
+
+        self.edit_accounts("R1: { max_memory: 32MiB, max_store: 128MiB }", "R1: { max_memory: 32MiB, max_store: 100 }")
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ ORDERS  R1\.max_store 128MiB -> 100$", self.out(r))
+        self.assertIn("    warning: R1.max_store 100 is below current usage %d of the account's R1 streams\n" % used,
+                      r.stdout)
+        # Enough room: no warning.
+        self.edit_accounts("max_store: 100 }", "max_store: %d }" % used)
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ ORDERS  R1\.max_store 128MiB -> %d$" % used, self.out(r))
+        self.assertNotIn("warning", r.stdout)
+
     def test_limits_on_the_system_account_are_refused(self):
         sys_key = self.sb.gather_json("$SYS.REQ.SERVER.PING.VARZ", 1)[0]["data"]["system_account"]
         sys_jwt = self.sb.lookup_jwt(sys_key)
@@ -756,7 +777,24 @@ class ClusterTest(OperatorCase):
         for jwt in r.stdout.split():
             self.assertGreater(jwt_claims(jwt)["iat"], iat0, "every resolver holds the new JWT")
 
-    def test_3_connections_are_counted_on_every_server(self):
+    def test_3_tier_usage_warning_counts_each_stream_once(self):
+        # test_1 left an R3 stream R3S with 3 messages: each server holds a replica of it.
+        self.sb.write_accounts(self.TIERS.format(r3_store="96MiB"))
+        self.apply_ok()
+        creds = self.sb.user_creds("ORDERS", "tiers")
+
+        def stream_bytes():
+            r = self.sb.request(creds, "$JS.API.STREAM.INFO.R3S", timeout_ms=2000)
+            return r.returncode == 0 and json.loads(r.stdout).get("state", {}).get("bytes")
+
+        used = poll(stream_bytes, 10, "STREAM.INFO of R3S")
+        self.sb.write_accounts(self.TIERS.format(r3_store=str(used - 1)))
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ ORDERS  R3\.max_store 96MiB -> %d$" % (used - 1), self.out(r))
+        self.assertIn("warning: R3.max_store %d is below current usage %d of the account's R3 streams\n"
+                      % (used - 1, used), r.stdout)
+
+    def test_4_connections_are_counted_on_every_server(self):
         text = self.TIERS.format(r3_store="96MiB") + "    limits:\n      max_connections: %d\n"
         self.sb.write_accounts(text % 10)
         self.apply_ok()
