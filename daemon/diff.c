@@ -174,20 +174,15 @@ static void warn_tier_usage(struct plan_entry *e, const struct observed_account 
                         snprintf(field, sizeof(field), "R%d.%s", t + 1, fields[k]);
                         if (!plan_entry_lowers(e, field))
                                 continue;
-                        int64_t used = 0;
                         bool known = false;
-                        for (size_t i = 0; i < oa->n_servers; i++) {
-                                const struct server_account_state *s = &oa->servers[i];
-                                if (!s->have_tier_usage)
-                                        continue;
-                                int64_t b = k == 0 ? s->tier_memory[t] : s->tier_storage[t];
-                                used = b > INT64_MAX - used ? INT64_MAX : used + b;
-                                known = true;
-                        }
-                        used /= t + 1;
+                        for (size_t i = 0; i < oa->n_servers; i++)
+                                known |= oa->servers[i].have_tier_usage;
+                        if (!known || !oa->tier_usage)
+                                continue;
+                        int64_t used = (k == 0 ? oa->tier_usage->memory[t] : oa->tier_usage->storage[t]) / (t + 1);
                         int64_t limit = k == 0 ? (e->want.tier_set[t] ? e->want.tiers[t].max_memory : 0)
                                                : (e->want.tier_set[t] ? e->want.tiers[t].max_store : 0);
-                        if (!known || limit < 0 || used <= limit)
+                        if (limit < 0 || used <= limit)
                                 continue;
                         char a[32], b[32];
                         units_format_size(limit, a, sizeof(a));

@@ -149,6 +149,7 @@ void observed_account_clear(struct observed_account *a) {
         for (size_t i = 0; i < a->n_servers; i++)
                 free(a->servers[i].error);
         free(a->servers);
+        free(a->tier_usage);
         memset(a, 0, sizeof(*a));
 }
 
@@ -486,11 +487,14 @@ int observe_parse_info(const char *data, size_t len, struct server_account_state
                 /* Counted on this server only (2.9.10 and later): the account's total is their sum. */
                 const json_t *conns = json_object_get(d, "client_connections"),
                              *leafs = json_object_get(d, "leafnode_connections");
-                if ((conns && (!json_int64(conns, &out->connections) || out->connections < 0)) ||
-                    (leafs && (!json_int64(leafs, &out->leafnodes) || out->leafnodes < 0))) {
+                int64_t nc = 0, nl = 0;
+                if ((conns && (!json_int64(conns, &nc) || nc < 0 || nc > INT32_MAX)) ||
+                    (leafs && (!json_int64(leafs, &nl) || nl < 0 || nl > INT32_MAX))) {
                         set_why(why, xstrdup("data.client_connections or data.leafnode_connections is not a count"));
                         goto out;
                 }
+                out->connections = (int32_t)nc;
+                out->leafnodes = (int32_t)nl;
                 out->loaded = true;
                 out->complete = json_is_true(complete);
                 out->jetstream_enabled = json_is_true(js);
@@ -555,12 +559,13 @@ int observe_parse_connz(const char *data, size_t len, struct server_account_stat
                  * largest of whatever came rather than trust the order. */
                 for (size_t i = 0; i < json_array_size(conns); i++) {
                         int64_t subs = 0;
-                        if (!json_int64(json_object_get(json_array_get(conns, i), "subscriptions"), &subs) || subs < 0) {
+                        if (!json_int64(json_object_get(json_array_get(conns, i), "subscriptions"), &subs) || subs < 0 ||
+                            subs > INT32_MAX) {
                                 set_why(why, xasprintf("data.connections[%zu].subscriptions is not a count", i));
                                 goto out;
                         }
                         if (subs > out->max_subs)
-                                out->max_subs = subs;
+                                out->max_subs = (int32_t)subs;
                 }
                 out->have_subs = true;
         } else if (err) {
@@ -572,7 +577,13 @@ out:
         return ret;
 }
 
-int observe_parse_jsz_streams(const char *data, size_t len, struct server_account_state *out, char **why) {
+static int64_t add_bytes(int64_t a, int64_t b) {
+        return b > INT64_MAX - a ? INT64_MAX : a + b;
+}
+
+int observe_parse_jsz_streams(const char *data, size_t len, struct server_account_state *out,
+                              struct tier_usage *usage, char **why) {
+        memset(usage, 0, sizeof(*usage));
         const json_t *d;
         const char *err;
         int64_t code;
@@ -604,9 +615,9 @@ int observe_parse_jsz_streams(const char *data, size_t len, struct server_accoun
                                 replicas = 1;
                         if (replicas < 1 || replicas > JS_TIERS)
                                 continue;
-                        int64_t *sum = storage[0] == 'm' ? &out->tier_memory[replicas - 1]
-                                                         : &out->tier_storage[replicas - 1];
-                        *sum = bytes > INT64_MAX - *sum ? INT64_MAX : *sum + bytes;
+                        int64_t *sum = storage[0] == 'm' ? &usage->memory[replicas - 1]
+                                                         : &usage->storage[replicas - 1];
+                        *sum = add_bytes(*sum, bytes);
                 }
                 out->have_tier_usage = true;
         } else if (err) {
@@ -1376,20 +1387,25 @@ int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observ
 
 /* One more question to every server about accounts whose servers[] INFO
  * already filled (CONNZ, JSZ with streams): each answer is parsed, and merged
- * into the entry of the server that sent it. */
+ * into the account as said by the server that sent it. */
 struct ask_ctx {
         struct observed_account *const *accts;
         const char **subjects;
-        int (*parse)(const char *data, size_t len, struct server_account_state *out, char **why);
-        void (*merge)(struct server_account_state *to, const struct server_account_state *from);
+        /* usage is only for the JSZ with streams */
+        int (*parse)(const char *data, size_t len, struct server_account_state *out, struct tier_usage *usage,
+                     char **why);
+        void (*reset)(struct observed_account *oa);
+        void (*merge)(struct observed_account *oa, struct server_account_state *to,
+                      const struct server_account_state *from, const struct tier_usage *usage);
         struct bad_replies bad;
 };
 
 static void ask_reply(void *userdata, size_t index, const char *data, size_t len) {
         struct ask_ctx *x = userdata;
         struct server_account_state st;
+        struct tier_usage usage;
         char *why = NULL;
-        if (x->parse(data, len, &st, &why) < 0) {
+        if (x->parse(data, len, &st, &usage, &why) < 0) {
                 bad_reply(&x->bad, x->subjects[index], why);
                 return;
         }
@@ -1398,14 +1414,14 @@ static void ask_reply(void *userdata, size_t index, const char *data, size_t len
         struct observed_account *oa = x->accts[index];
         for (size_t s = 0; s < oa->n_servers; s++)
                 if (strcmp(oa->servers[s].server_id, st.server_id) == 0) {
-                        x->merge(&oa->servers[s], &st);
+                        x->merge(oa, &oa->servers[s], &st, &usage);
                         return;
                 }
         /* A server INFO did not hear from: the next pass asks it again. */
 }
 
 static int accounts_ask(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
-                        const char *suffix, const char *payload, struct ask_ctx *x, const char *what, char **err) {
+                        const char *suffix, const char *payload, struct ask_ctx *x, char **err) {
         if (n == 0)
                 return 0;
         char *buf = NULL;
@@ -1415,11 +1431,7 @@ static int accounts_ask(struct natsconn *c, struct observed *o, struct observed_
         const char **payloads = xcalloc(n, sizeof(*payloads));
         for (size_t i = 0; i < n; i++) {
                 payloads[i] = payload;
-                /* Unknown until a server says. */
-                for (size_t s = 0; s < accts[i]->n_servers; s++) {
-                        struct server_account_state none = { 0 };
-                        x->merge(&accts[i]->servers[s], &none);
-                }
+                x->reset(accts[i]); /* unknown until a server says */
         }
         struct natsconn_pipeline p = {
                 .n = n,
@@ -1435,7 +1447,7 @@ static int accounts_ask(struct natsconn *c, struct observed *o, struct observed_
         };
         int r = natsconn_pipeline_run(c, &p, err);
         if (r >= 0)
-                r = bad_replies_result(&x->bad, what, err);
+                r = bad_replies_result(&x->bad, suffix, err);
         free(x->bad.first);
         free(payloads);
         free(x->subjects);
@@ -1443,7 +1455,23 @@ static int accounts_ask(struct natsconn *c, struct observed *o, struct observed_
         return r;
 }
 
-static void subs_merge(struct server_account_state *to, const struct server_account_state *from) {
+static int parse_connz(const char *data, size_t len, struct server_account_state *out, struct tier_usage *usage,
+                       char **why) {
+        (void)usage;
+        return observe_parse_connz(data, len, out, why);
+}
+
+static void subs_reset(struct observed_account *oa) {
+        for (size_t s = 0; s < oa->n_servers; s++) {
+                oa->servers[s].have_subs = false;
+                oa->servers[s].max_subs = 0;
+        }
+}
+
+static void subs_merge(struct observed_account *oa, struct server_account_state *to,
+                       const struct server_account_state *from, const struct tier_usage *usage) {
+        (void)oa;
+        (void)usage;
         to->have_subs = from->have_subs;
         to->max_subs = from->max_subs;
 }
@@ -1452,20 +1480,34 @@ int observe_accounts_subs(struct natsconn *c, struct observed *o, struct observe
                           char **err) {
         /* Only the connection with the most subscriptions: that is the one a lower
          * max_subscriptions (a limit per connection) closes first. */
-        struct ask_ctx x = { .parse = observe_parse_connz, .merge = subs_merge };
-        return accounts_ask(c, o, accts, n, "CONNZ", "{\"sort\":\"subs\",\"limit\":1}", &x, "CONNZ", err);
+        struct ask_ctx x = { .parse = parse_connz, .reset = subs_reset, .merge = subs_merge };
+        return accounts_ask(c, o, accts, n, "CONNZ", "{\"sort\":\"subs\",\"limit\":1}", &x, err);
 }
 
-static void tier_usage_merge(struct server_account_state *to, const struct server_account_state *from) {
-        to->have_tier_usage = from->have_tier_usage;
-        memcpy(to->tier_memory, from->tier_memory, sizeof(to->tier_memory));
-        memcpy(to->tier_storage, from->tier_storage, sizeof(to->tier_storage));
+static void tier_usage_reset(struct observed_account *oa) {
+        if (!oa->tier_usage)
+                oa->tier_usage = xcalloc(1, sizeof(*oa->tier_usage));
+        memset(oa->tier_usage, 0, sizeof(*oa->tier_usage));
+        for (size_t s = 0; s < oa->n_servers; s++)
+                oa->servers[s].have_tier_usage = false;
+}
+
+static void tier_usage_merge(struct observed_account *oa, struct server_account_state *to,
+                             const struct server_account_state *from, const struct tier_usage *usage) {
+        /* Once per server, should one answer twice. */
+        if (to->have_tier_usage || !from->have_tier_usage)
+                return;
+        to->have_tier_usage = true;
+        for (int t = 0; t < JS_TIERS; t++) {
+                oa->tier_usage->memory[t] = add_bytes(oa->tier_usage->memory[t], usage->memory[t]);
+                oa->tier_usage->storage[t] = add_bytes(oa->tier_usage->storage[t], usage->storage[t]);
+        }
 }
 
 int observe_accounts_tier_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts,
                                 size_t n, char **err) {
-        struct ask_ctx x = { .parse = observe_parse_jsz_streams, .merge = tier_usage_merge };
-        return accounts_ask(c, o, accts, n, "JSZ", "{\"streams\":true,\"config\":true}", &x, "JSZ", err);
+        struct ask_ctx x = { .parse = observe_parse_jsz_streams, .reset = tier_usage_reset, .merge = tier_usage_merge };
+        return accounts_ask(c, o, accts, n, "JSZ", "{\"streams\":true,\"config\":true}", &x, err);
 }
 
 bool observed_account_js_loaded(const struct observed_account *a) {

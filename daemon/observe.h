@@ -11,6 +11,12 @@
 #include "natsconn.h"
 #include "nkeys.h"
 
+/* What an account's streams hold, by the JetStream tier they count against
+ * (R1..R5 by their replicas): every replica's bytes, summed over the servers. */
+struct tier_usage {
+        int64_t memory[JS_TIERS], storage[JS_TIERS];
+};
+
 /* One server's view of one account ($SYS.REQ.ACCOUNT.<key>.INFO, optionally .JSZ). */
 struct server_account_state {
         char server_id[NKEY_PUBLIC_LEN + 1];
@@ -20,11 +26,10 @@ struct server_account_state {
         int64_t update_time_iat; /* iat of the JWT the server applied (decoded_jwt.iat), 0 unknown */
         bool have_usage;        /* JSZ answered */
         int64_t memory, storage; /* JSZ usage in bytes */
-        int64_t connections, leafnodes; /* INFO: the account's client and leaf node connections to this server */
+        int32_t connections, leafnodes; /* INFO: the account's client and leaf node connections to this server */
+        int32_t max_subs;       /* CONNZ: subscriptions of the account's connection to this server with the most */
         bool have_subs;         /* CONNZ answered */
-        int64_t max_subs;       /* CONNZ: subscriptions of the account's connection to this server with the most */
-        bool have_tier_usage;   /* JSZ with its streams answered */
-        int64_t tier_memory[JS_TIERS], tier_storage[JS_TIERS]; /* bytes of the streams here, by replicas (R1..R5) */
+        bool have_tier_usage;   /* JSZ with streams answered: its bytes are in the account's tier_usage */
         char *error;            /* INFO/JSZ error text other than "does not exist", else NULL */
 };
 
@@ -44,6 +49,8 @@ struct observed_account {
         /* Filled by observe_accounts_state for the accounts asked. */
         struct server_account_state *servers;
         size_t n_servers;
+        /* Filled by observe_accounts_tier_usage for the few accounts asked; else NULL. */
+        struct tier_usage *tier_usage;
 };
 
 struct server_info {
@@ -102,9 +109,9 @@ int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observ
 int observe_accounts_subs(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                           char **err);
 /* JSZ with every stream and its config from every server, for the given
- * accounts whose servers[] INFO already filled: adds have_tier_usage and the
- * bytes of the streams each server holds, by replicas (the JetStream tier
- * they count against). Errors as above. */
+ * accounts whose servers[] INFO already filled: sets have_tier_usage of the
+ * servers that answered and adds the bytes of their streams to the account's
+ * tier_usage. Errors as above. */
 int observe_accounts_tier_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts,
                                 size_t n, char **err);
 /* Some server reports the account loaded with JetStream on: only then can JSZ

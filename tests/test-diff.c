@@ -480,8 +480,15 @@ static void test_acct_refused(void **state) {
 }
 
 /* The account as two servers see it. */
-static void set_states(struct run *r, const struct server_account_state *st, size_t n) {
+static void set_states_usage(struct run *r, const struct server_account_state *st, size_t n,
+                             const struct tier_usage *usage) {
         struct observed_account *oa = &r->o->accounts[0];
+        free(oa->tier_usage);
+        oa->tier_usage = NULL;
+        if (usage) {
+                oa->tier_usage = xcalloc(1, sizeof(*oa->tier_usage));
+                *oa->tier_usage = *usage;
+        }
         free(oa->servers);
         oa->servers = xcalloc(n, sizeof(*oa->servers));
         memcpy(oa->servers, st, n * sizeof(*st));
@@ -489,6 +496,10 @@ static void set_states(struct run *r, const struct server_account_state *st, siz
         plan_free(r->p);
         struct plan_options opt = { .create_missing = true };
         r->p = plan_compute(r->a, r->o, &opt);
+}
+
+static void set_states(struct run *r, const struct server_account_state *st, size_t n) {
+        set_states_usage(r, st, n, NULL);
 }
 
 static void test_acct_warnings(void **state) {
@@ -551,20 +562,18 @@ static void test_tier_usage_warnings(void **state) {
                           "\"R1\":{\"mem_storage\":1073741824,\"disk_storage\":10737418240},"
                           "\"R3\":{\"mem_storage\":536870912,\"disk_storage\":5368709120}}}}}",
         };
-        /* Each of three servers holds a replica of 30MiB of R3 file streams (30MiB counted once), and
-         * one holds 3MiB of R1 memory streams. */
+        /* Each of three servers holds a replica of 30MiB of R3 file streams (90MiB in all, 30MiB counted
+         * once), and one holds 3MiB of R1 memory streams. */
         struct server_account_state three[3] = {
-                { .server_id = "NONE", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true,
-                  .tier_storage = { [2] = 30 * MiB }, .tier_memory = { [0] = 3 * MiB } },
-                { .server_id = "NTWO", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true,
-                  .tier_storage = { [2] = 30 * MiB } },
-                { .server_id = "NTHREE", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true,
-                  .tier_storage = { [2] = 30 * MiB } },
+                { .server_id = "NONE", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true },
+                { .server_id = "NTWO", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true },
+                { .server_id = "NTHREE", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true },
         };
+        struct tier_usage held = { .storage = { [2] = 90 * MiB }, .memory = { [0] = 3 * MiB } };
         run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 1MiB, max_store: 10GiB }\n"
                      "        R3: { max_memory: 512MiB, max_store: 20MiB }\n",
                  &tiered, 1, true, true);
-        set_states(&r, three, 3);
+        set_states_usage(&r, three, 3, &held);
         assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
         assert_true(has_warning(&r.p->v[0], "R3.max_store 20MiB is below current usage 30MiB of the account's R3 streams"));
         assert_true(has_warning(&r.p->v[0], "R1.max_memory 1MiB is below current usage 3MiB of the account's R1 streams"));
@@ -574,12 +583,12 @@ static void test_tier_usage_warnings(void **state) {
         run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 4MiB, max_store: 10GiB }\n"
                      "        R3: { max_memory: 512MiB, max_store: 30MiB }\n",
                  &tiered, 1, true, true);
-        set_states(&r, three, 3);
+        set_states_usage(&r, three, 3, &held);
         assert_int_equal(r.p->v[0].n_warnings, 0);
         run_free(&r);
         run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 1GiB, max_store: 10GiB }\n",
                  &tiered, 1, true, true);
-        set_states(&r, three, 3);
+        set_states_usage(&r, three, 3, &held);
         assert_true(has_warning(&r.p->v[0], "R3.max_store 0 is below current usage 30MiB"));
         assert_int_equal(r.p->v[0].n_warnings, 1);
         run_free(&r);
@@ -588,7 +597,7 @@ static void test_tier_usage_warnings(void **state) {
         struct server_account_state quiet = { .server_id = "NONE", .loaded = true, .complete = true, .jetstream_enabled = true };
         run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 1, max_store: 1 }\n",
                  &tiered, 1, true, true);
-        set_states(&r, &quiet, 1);
+        set_states_usage(&r, &quiet, 1, &held);
         assert_int_equal(r.p->v[0].n_warnings, 0);
         run_free(&r);
 }

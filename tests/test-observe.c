@@ -429,6 +429,9 @@ static void test_info_malformed(void **state) {
         expect_state_error(false,
                            HDR "\"data\":{\"complete\":true,\"jetstream_enabled\":true,\"leafnode_connections\":-1}}",
                            "leafnode_connections");
+        expect_state_error(false,
+                           HDR "\"data\":{\"complete\":true,\"jetstream_enabled\":true,\"client_connections\":4294967296}}",
+                           "client_connections");
 }
 
 /* $SYS.REQ.ACCOUNT.<key>.CONNZ {"sort":"subs","limit":1} from nats-server 2.9.10: two connections, the busier first. */
@@ -462,21 +465,24 @@ static const char JSZ_STREAMS[] =
 
 static void test_jsz_streams(void **state) {
         struct server_account_state st;
+        struct tier_usage u;
         char *why = NULL;
-        assert_int_equal(observe_parse_jsz_streams(JSZ_STREAMS, strlen(JSZ_STREAMS), &st, &why), 0);
+        assert_int_equal(observe_parse_jsz_streams(JSZ_STREAMS, strlen(JSZ_STREAMS), &st, &u, &why), 0);
         assert_string_equal(st.server_id, C0_ID);
         assert_true(st.have_tier_usage);
-        assert_int_equal(st.tier_storage[0], 220); /* num_replicas absent = 1 */
-        assert_int_equal(st.tier_memory[0], 87);
-        assert_int_equal(st.tier_storage[2], 1000);
-        assert_int_equal(st.tier_memory[2], 0);
+        assert_int_equal(u.storage[0], 220); /* num_replicas absent = 1 */
+        assert_int_equal(u.memory[0], 87);
+        assert_int_equal(u.storage[2], 1000);
+        assert_int_equal(u.memory[2], 0);
 
         /* No JetStream for the account here: nothing stored here. */
-        assert_int_equal(observe_parse_jsz_streams(JSZ_NOT_JETSTREAM_ENABLED, strlen(JSZ_NOT_JETSTREAM_ENABLED), &st, &why), 0);
+        assert_int_equal(observe_parse_jsz_streams(JSZ_NOT_JETSTREAM_ENABLED, strlen(JSZ_NOT_JETSTREAM_ENABLED), &st, &u,
+                                                   &why),
+                         0);
         assert_true(st.have_tier_usage);
-        assert_int_equal(st.tier_storage[0], 0);
+        assert_int_equal(u.storage[0], 0);
         const char *other = HDR "\"error\":{\"code\":503}}";
-        assert_int_equal(observe_parse_jsz_streams(other, strlen(other), &st, &why), 0);
+        assert_int_equal(observe_parse_jsz_streams(other, strlen(other), &st, &u, &why), 0);
         assert_false(st.have_tier_usage);
         free(st.error);
 
@@ -490,7 +496,7 @@ static void test_jsz_streams(void **state) {
         };
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 why = NULL;
-                assert_int_equal(observe_parse_jsz_streams(bad[i], strlen(bad[i]), &st, &why), -EBADMSG);
+                assert_int_equal(observe_parse_jsz_streams(bad[i], strlen(bad[i]), &st, &u, &why), -EBADMSG);
                 if (!why || !strstr(why, "stream_detail"))
                         fail_msg("case %zu: \"%s\"", i, why ? why : "");
                 free(why);
@@ -525,6 +531,7 @@ static void test_connz(void **state) {
                 { HDR "\"data\":{\"connections\":[{\"subscriptions\":-1}]}}", "subscriptions" },
                 { HDR "\"data\":{\"connections\":[{\"subscriptions\":\"3\"}]}}", "subscriptions" },
                 { HDR "\"data\":{\"connections\":[{}]}}", "subscriptions" },
+                { HDR "\"data\":{\"connections\":[{\"subscriptions\":2147483648}]}}", "subscriptions" },
                 { "{\"data\":{}}", "server.id" },
         };
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
