@@ -932,11 +932,25 @@ static void walk_limits(struct walker *w, const struct pairs *ps, const struct p
         }
 }
 
+/* A mapping of limits, or nothing for all of them unlimited: true with *ps
+ * filled when there is a mapping to walk (the value already visited). */
+static bool limits_mapping(struct walker *w, const struct ynode *value, const struct path *p, struct pairs *ps) {
+        char got[TEXT_SIZE];
+        const struct ynode *v = deref(w->doc, value);
+        if (is_null(w->doc, v))
+                return false;
+        if (v->type != YNODE_MAPPING) {
+                error_at(w, value, p, "expected a mapping of limits (or nothing for all unlimited), got %s",
+                         describe(w->doc, v, got));
+                return false;
+        }
+        flatten_mapping(w, v, p, "key", ps);
+        return true;
+}
+
 static void walk_tier(struct walker *w, const struct ynode *key, const struct ynode *value, const struct path *parent,
                       const struct ynode *js_node, struct account_decl *a) {
-        char got[TEXT_SIZE];
         struct path p = path_child(w, parent, key);
-        const struct ynode *v = deref(w->doc, value);
         int t = -1;
         for (int i = 0; i < JS_TIERS; i++)
                 if (scalar_is(w->doc, key, tier_names[i]))
@@ -948,15 +962,9 @@ static void walk_tier(struct walker *w, const struct ynode *key, const struct yn
         if (!visit(w, value))
                 return;
         a->tier_set[t] = true;
-        if (is_null(w->doc, v))
-                return;
-        if (v->type != YNODE_MAPPING) {
-                error_at(w, value, &p, "expected a mapping of limits (or nothing for all unlimited), got %s",
-                         describe(w->doc, v, got));
-                return;
-        }
         struct pairs ps = { .doc = w->doc };
-        flatten_mapping(w, v, &p, "key", &ps);
+        if (!limits_mapping(w, value, &p, &ps))
+                return;
         walk_limits(w, &ps, &p, &a->tiers[t], NULL, NULL);
         pairs_free(&ps);
         check_not_off(w, &a->tiers[t], js_node, &p);
@@ -1089,21 +1097,14 @@ static void walk_acct_field(struct walker *w, const struct acct_field *f, const 
 /* `limits:` present: every field is enforced, an omitted one as unlimited. */
 static void walk_acct_limits(struct walker *w, const struct ynode *key, const struct ynode *value,
                              const struct path *parent, struct account_decl *a) {
-        char got[TEXT_SIZE], allowed[256];
+        char allowed[256];
         struct path p = path_child(w, parent, key);
-        const struct ynode *v = deref(w->doc, value);
         if (!visit(w, value))
                 return;
         a->acct_managed = true;
-        if (is_null(w->doc, v))
-                return;
-        if (v->type != YNODE_MAPPING) {
-                error_at(w, value, &p, "expected a mapping of limits (or nothing for all unlimited), got %s",
-                         describe(w->doc, v, got));
-                return;
-        }
         struct pairs ps = { .doc = w->doc };
-        flatten_mapping(w, v, &p, "key", &ps);
+        if (!limits_mapping(w, value, &p, &ps))
+                return;
         for (size_t i = 0; i < ps.n && !w->bomb; i++) {
                 const struct ynode *k = ps.v[i].key;
                 const struct acct_field *f = acct_field_find(w, k);

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "jslimits.h"
 #include "units.h"
 #include "util.h"
 
@@ -42,16 +43,7 @@ void acct_state_new_account(struct acct_state *out) {
 }
 
 void acct_limits_to_claims(const struct acct_limits *l, json_t *claims) {
-        json_t *nats = json_object_get(claims, "nats");
-        if (!json_is_object(nats)) {
-                nats = json_object();
-                json_object_set_new(claims, "nats", nats);
-        }
-        json_t *lim = json_object_get(nats, "limits");
-        if (!json_is_object(lim)) {
-                lim = json_object();
-                json_object_set_new(nats, "limits", lim);
-        }
+        json_t *lim = claims_limits_object(claims);
         for (size_t i = 0; i < ACCT_FIELDS; i++)
                 json_object_set_new(lim, claim_names[i], json_integer(acct_limits_get(l, &acct_fields[i])));
 }

@@ -78,12 +78,14 @@ class OperatorCase(unittest.TestCase):
         return lines
 
 
-class StandaloneTest(OperatorCase):
+class FreshServerCase(OperatorCase):
     """One fresh sandbox and server per test: no test depends on another's leftovers."""
+
+    label = "standalone"
 
     def setUp(self):
         try:
-            self.sb = harness.Sandbox("standalone")
+            self.sb = harness.Sandbox(self.label)
         except harness.HarnessError as e:
             self.fail(str(e))
         try:
@@ -96,8 +98,8 @@ class StandaloneTest(OperatorCase):
         if self.sb:
             self.sb.cleanup()
 
-    # ------------------------------------------------------------------
 
+class StandaloneTest(FreshServerCase):
     def test_apply_creates_examples_then_plan_in_sync(self):
         r = self.apply_ok()
         for name in EXAMPLE_ACCOUNTS:
@@ -450,26 +452,19 @@ def limits_file(**limits):
     return APP_LIMITS.format(limits="".join("      %s: %s\n" % kv for kv in limits.items()) or "      {}\n")
 
 
-class LimitsTest(OperatorCase):
+class LimitsTest(FreshServerCase):
     """Account limits besides JetStream (issue 11) on a fresh standalone server per test."""
+
+    label = "limits"
 
     def setUp(self):
         self.holders = []
-        try:
-            self.sb = harness.Sandbox("limits")
-        except harness.HarnessError as e:
-            self.fail(str(e))
-        try:
-            self.sb.start_server()
-        except harness.HarnessError as e:
-            self.sb.cleanup()
-            self.fail(str(e))
+        super().setUp()
 
     def tearDown(self):
         for h in self.holders:
             h.close()
-        if self.sb:
-            self.sb.cleanup()
+        super().tearDown()
 
     def hold(self, creds, *subjects, url=None):
         h = Holder(self.sb, creds, subjects, url)
