@@ -309,6 +309,10 @@ static void plan_one(struct plan_entry *e, const char *file, const struct observ
                 if (why) {
                         plan_entry_set_error(e, "%s", why);
                         free(why);
+                        /* Nothing of it will be sent. */
+                        free(e->changes);
+                        e->changes = NULL;
+                        e->n_changes = 0;
                         return;
                 }
                 if (e->action == PLAN_UNCHANGED)

@@ -433,6 +433,7 @@ static void test_acct_refused(void **state) {
         assert_int_equal(r.p->v[0].action, PLAN_ERROR);
         assert_non_null(strstr(r.p->v[0].error, "max_imports 1 is below the 2 imports the account's JWT holds"));
         assert_non_null(strstr(r.p->v[0].error, "more imports than allowed"));
+        assert_int_equal(r.p->v[0].n_changes, 0);
         run_free(&r);
         run_case(&r, "accounts:\n  APP:\n    limits: { max_imports: 2 }\n", &busy, 1, true, true);
         assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
