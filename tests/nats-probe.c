@@ -17,7 +17,8 @@
  *       refused (the server's error on stderr).
  *   publish CREDS URL SUBJECT BYTES
  *       Publish BYTES bytes and wait for the server's PONG. Exit 0 when the
- *       server took it, 1 when it closed the connection (its error on stderr).
+ *       server took it, 1 when it closed the connection (its error on stderr,
+ *       when cnats kept it).
  *   resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT
  *       Add a stream export SUBJECT to the account JWT, re-sign it with the seed
  *       (iat = old iat + 1) and print it: another tool editing the account.
@@ -112,11 +113,18 @@ static natsStatus connect_as(const char *creds, const char *url, natsConnection 
         return connect_with(creds, url, NULL, nc);
 }
 
-/* The server's own words (-ERR '...') when it closed the connection. */
-static const char *last_error(natsConnection *nc) {
+/* The server's own words (-ERR '...') when it closed the connection; cnats
+ * does not always keep them (the close can come first): then what failed. */
+static const char *last_error_or(natsConnection *nc, natsStatus failed) {
         const char *text = NULL;
         natsStatus st = natsConnection_GetLastError(nc, &text);
-        return text && *text ? text : natsStatus_GetText(st);
+        if (text && *text)
+                return text;
+        return natsStatus_GetText(st != NATS_OK ? st : failed);
+}
+
+static const char *last_error(natsConnection *nc) {
+        return last_error_or(nc, NATS_CONNECTION_CLOSED);
 }
 
 /* Set before we close the connection ourselves: only a close by the server is news. */
@@ -183,7 +191,7 @@ static int cmd_publish(int argc, char **argv) {
         if (st == NATS_OK) {
                 printf("published %" PRId64 " bytes\n", size);
         } else {
-                fprintf(stderr, "nats-probe: publish %" PRId64 " bytes: %s\n", size, last_error(nc));
+                fprintf(stderr, "nats-probe: publish %" PRId64 " bytes: %s\n", size, last_error_or(nc, st));
                 code = 1;
         }
         free(body);
