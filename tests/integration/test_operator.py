@@ -474,6 +474,11 @@ class LimitsTest(FreshServerCase):
     def app_limits(self):
         return self.claims_of(self.keys()["APP"])["nats"]["limits"]
 
+    def server_log_says(self, text, times):
+        """The server's reason for closing connections: in its -ERR too, which cnats may lose to the close."""
+        poll(lambda: self.sb.servers[0].log_tail(500).lower().count(text.lower()) >= times, 10,
+             "%d x %r in the server's log" % (times, text))
+
     def info(self, key):
         return self.sb.gather_json("$SYS.REQ.ACCOUNT.%s.INFO" % key, len(self.sb.servers))
 
@@ -517,9 +522,7 @@ class LimitsTest(FreshServerCase):
         self.assertExit(self.sb.probe("publish", creds, self.sb.url, "p.ok", 1024), 0, "a message of max_payload")
         r = self.sb.probe("publish", creds, self.sb.url, "p.big", 1025)
         self.assertExit(r, 1, "a message above max_payload")
-        # The server says why in its -ERR (which cnats may lose to the close that follows) and its log.
-        poll(lambda: "maximum payload exceeded: 1025 vs 1024" in self.sb.servers[0].log_tail(200), 5,
-             "the server's log to say why it closed the connection")
+        self.server_log_says("maximum payload exceeded: 1025 vs 1024", 1)
 
         self.edit_accounts("      max_payload: 1KiB\n", "      max_payload: 4KiB\n")
         r = self.apply_ok()
@@ -549,8 +552,10 @@ class LimitsTest(FreshServerCase):
         reasons = [h.closed_by_server(5) for h in held]
         closed = [x for x in reasons if x]
         self.assertEqual(len(closed), 2, "the server closed two: %s" % reasons)
+        # The reason comes in the server's -ERR, which cnats may lose to the close that follows
+        # (2.11+ do not log it either): then the plain close is all there is to see.
         for x in closed:
-            self.assertIn("maximum account active connections exceeded", x)
+            self.assertRegex(x, r"^(maximum account active connections exceeded|Connection Closed)$")
 
     def test_warning_before_lowering_max_subscriptions(self):
         self.sb.write_accounts(limits_file(max_subscriptions=100))
@@ -568,6 +573,7 @@ class LimitsTest(FreshServerCase):
         self.apply_ok()
         self.assertIsNotNone(busy.closed_by_server(10), "the connection with 4 subscriptions is closed")
         self.assertIsNone(calm.closed_by_server(0.5), "the one with 1 stays")
+        self.server_log_says("maximum subscriptions exceeded", 1)
 
         # Not lowered any more: no warning, and no CONNZ needed.
         self.edit_accounts("      max_subscriptions: 3\n", "      max_subscriptions: 50\n")
