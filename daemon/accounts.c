@@ -25,6 +25,20 @@ const struct js_field js_fields[] = {
 #undef FIELD
 const size_t js_fields_count = ARRAY_SIZE(js_fields);
 
+#define FIELD(f, kind, wide, operator_only) { #f, kind, offsetof(struct acct_limits, f), wide, operator_only }
+const struct acct_field acct_fields[ACCT_FIELDS] = {
+        FIELD(max_connections, JS_FIELD_COUNT, false, false),
+        FIELD(max_subscriptions, JS_FIELD_COUNT, false, false),
+        FIELD(max_payload, JS_FIELD_SIZE, false, false),
+        FIELD(max_leafnodes, JS_FIELD_COUNT, false, false),
+        FIELD(max_data, JS_FIELD_SIZE, true, true),
+        FIELD(max_imports, JS_FIELD_COUNT, false, true),
+        FIELD(max_exports, JS_FIELD_COUNT, false, true),
+};
+#undef FIELD
+const size_t acct_fields_count = ARRAY_SIZE(acct_fields);
+_Static_assert(ARRAY_SIZE(acct_fields) == ACCT_FIELDS, "one entry per member of struct acct_limits");
+
 static const char *const tier_names[JS_TIERS] = { "R1", "R2", "R3", "R4", "R5" };
 
 enum {
@@ -45,6 +59,25 @@ void js_limits_unlimited(struct js_limits *l) {
                 else
                         *(int64_t *)p = LIMIT_UNLIMITED;
         }
+}
+
+void acct_limits_unlimited(struct acct_limits *l) {
+        for (size_t i = 0; i < acct_fields_count; i++)
+                acct_limits_set(l, &acct_fields[i], LIMIT_UNLIMITED);
+}
+
+int64_t acct_limits_get(const struct acct_limits *l, const struct acct_field *f) {
+        const char *p = (const char *)l + f->offset;
+        return f->wide ? *(const int64_t *)(const void *)p : *(const int32_t *)(const void *)p;
+}
+
+/* v must fit the field (the parser and the claims reader see to it). */
+void acct_limits_set(struct acct_limits *l, const struct acct_field *f, int64_t v) {
+        char *p = (char *)l + f->offset;
+        if (f->wide)
+                *(int64_t *)(void *)p = v;
+        else
+                *(int32_t *)(void *)p = (int32_t)v;
 }
 
 /* A compact document tree, built from libyaml's events. libyaml's own loader (yaml_parser_load)
@@ -808,15 +841,38 @@ static bool zero_means_unlimited(const struct js_field *f) {
                f->offset != offsetof(struct js_limits, max_store);
 }
 
+static const char *const expected_kind[] = {
+        [JS_FIELD_SIZE] = "a size",
+        [JS_FIELD_COUNT] = "a count",
+        [JS_FIELD_BOOL] = "true or false",
+};
+
 /* Walkers get a value as written (maybe an alias, so errors point where the user wrote it)
  * and look at what it stands for. */
+
+/* A size or a count (-1 for unlimited); false when the value is none (reported). */
+static bool walk_number(struct walker *w, enum js_field_kind kind, const struct ynode *value, const struct path *p,
+                        int64_t *out) {
+        char got[TEXT_SIZE];
+        const struct ynode *v = deref(w->doc, value);
+        if (v->type != YNODE_SCALAR || is_null(w->doc, v)) {
+                error_at(w, value, p, "expected %s, got %s", expected_kind[kind], describe(w->doc, v, got));
+                return false;
+        }
+        const char *why = "contains a NUL character";
+        int r = -EINVAL;
+        if (!scalar_has_nul(w->doc, v))
+                r = kind == JS_FIELD_SIZE ? units_parse_size(scalar_value(w->doc, v), out, &why)
+                                          : units_parse_count(scalar_value(w->doc, v), out, &why);
+        if (r < 0) {
+                error_at(w, value, p, "expected %s, got %s: %s", expected_kind[kind], describe(w->doc, v, got), why);
+                return false;
+        }
+        return true;
+}
+
 static void walk_field(struct walker *w, const struct js_field *f, const struct ynode *key, const struct ynode *value,
                        const struct path *parent, struct js_limits *limits) {
-        static const char *const expected[] = {
-                [JS_FIELD_SIZE] = "a size",
-                [JS_FIELD_COUNT] = "a count",
-                [JS_FIELD_BOOL] = "true or false",
-        };
         char got[TEXT_SIZE];
         struct path p = path_child(w, parent, key);
         const struct ynode *v = deref(w->doc, value);
@@ -824,10 +880,6 @@ static void walk_field(struct walker *w, const struct js_field *f, const struct 
 
         if (!visit(w, value))
                 return;
-        if (v->type != YNODE_SCALAR || is_null(w->doc, v)) {
-                error_at(w, value, &p, "expected %s, got %s", expected[f->kind], describe(w->doc, v, got));
-                return;
-        }
         if (f->kind == JS_FIELD_BOOL) {
                 if (is_true(w->doc, v))
                         *(bool *)slot = true;
@@ -837,21 +889,13 @@ static void walk_field(struct walker *w, const struct js_field *f, const struct 
                         error_at(w, value, &p, "expected true or false, got %s", describe(w->doc, v, got));
                 return;
         }
-
         int64_t n = 0;
-        const char *why = "contains a NUL character";
-        int r = -EINVAL;
-        if (!scalar_has_nul(w->doc, v))
-                r = f->kind == JS_FIELD_SIZE ? units_parse_size(scalar_value(w->doc, v), &n, &why)
-                                             : units_parse_count(scalar_value(w->doc, v), &n, &why);
-        if (r < 0) {
-                error_at(w, value, &p, "expected %s, got %s: %s", expected[f->kind], describe(w->doc, v, got), why);
+        if (!walk_number(w, f->kind, value, &p, &n))
                 return;
-        }
         if (n == 0 && zero_means_unlimited(f)) {
                 error_at(w, value, &p,
                          "expected %s above 0, got %s: 0 means unlimited to nats-server; write -1 or unlimited",
-                         expected[f->kind], describe(w->doc, v, got));
+                         expected_kind[f->kind], describe(w->doc, v, got));
                 return;
         }
         *(int64_t *)slot = n;
@@ -888,11 +932,25 @@ static void walk_limits(struct walker *w, const struct pairs *ps, const struct p
         }
 }
 
+/* A mapping of limits, or nothing for all of them unlimited: true with *ps
+ * filled when there is a mapping to walk (the value already visited). */
+static bool limits_mapping(struct walker *w, const struct ynode *value, const struct path *p, struct pairs *ps) {
+        char got[TEXT_SIZE];
+        const struct ynode *v = deref(w->doc, value);
+        if (is_null(w->doc, v))
+                return false;
+        if (v->type != YNODE_MAPPING) {
+                error_at(w, value, p, "expected a mapping of limits (or nothing for all unlimited), got %s",
+                         describe(w->doc, v, got));
+                return false;
+        }
+        flatten_mapping(w, v, p, "key", ps);
+        return true;
+}
+
 static void walk_tier(struct walker *w, const struct ynode *key, const struct ynode *value, const struct path *parent,
                       const struct ynode *js_node, struct account_decl *a) {
-        char got[TEXT_SIZE];
         struct path p = path_child(w, parent, key);
-        const struct ynode *v = deref(w->doc, value);
         int t = -1;
         for (int i = 0; i < JS_TIERS; i++)
                 if (scalar_is(w->doc, key, tier_names[i]))
@@ -904,15 +962,9 @@ static void walk_tier(struct walker *w, const struct ynode *key, const struct yn
         if (!visit(w, value))
                 return;
         a->tier_set[t] = true;
-        if (is_null(w->doc, v))
-                return;
-        if (v->type != YNODE_MAPPING) {
-                error_at(w, value, &p, "expected a mapping of limits (or nothing for all unlimited), got %s",
-                         describe(w->doc, v, got));
-                return;
-        }
         struct pairs ps = { .doc = w->doc };
-        flatten_mapping(w, v, &p, "key", &ps);
+        if (!limits_mapping(w, value, &p, &ps))
+                return;
         walk_limits(w, &ps, &p, &a->tiers[t], NULL, NULL);
         pairs_free(&ps);
         check_not_off(w, &a->tiers[t], js_node, &p);
@@ -993,6 +1045,81 @@ out:
         pairs_free(&ps);
 }
 
+static const struct acct_field *acct_field_find(const struct walker *w, const struct ynode *key) {
+        for (size_t i = 0; i < acct_fields_count; i++)
+                if (scalar_is(w->doc, key, acct_fields[i].name))
+                        return &acct_fields[i];
+        return NULL;
+}
+
+/* "max_connections, ..., max_exports", or only those config mode has, joined by sep (last_sep before the last). */
+static const char *acct_fields_list(bool operator_mode, const char *sep, const char *last_sep, char *buf,
+                                    size_t size) {
+        size_t off = 0, n = 0, total = 0;
+        buf[0] = 0;
+        for (size_t i = 0; i < acct_fields_count; i++)
+                total += operator_mode || !acct_fields[i].operator_only;
+        for (size_t i = 0; i < acct_fields_count; i++) {
+                if (!operator_mode && acct_fields[i].operator_only)
+                        continue;
+                if (n)
+                        put(buf, size, &off, n + 1 == total ? last_sep : sep, strlen(n + 1 == total ? last_sep : sep));
+                put(buf, size, &off, acct_fields[i].name, strlen(acct_fields[i].name));
+                n++;
+        }
+        return buf;
+}
+
+static void walk_acct_field(struct walker *w, const struct acct_field *f, const struct ynode *key,
+                            const struct ynode *value, const struct path *parent, struct acct_limits *limits) {
+        char got[TEXT_SIZE], allowed[256];
+        struct path p = path_child(w, parent, key);
+        if (f->operator_only && w->flavor == ACCOUNTS_CONFIG) {
+                error_at(w, key, &p, "expected %s in config mode, got %s: a limit of account JWTs, it needs operator mode",
+                         acct_fields_list(false, ", ", " or ", allowed, sizeof(allowed)), f->name);
+                return;
+        }
+        if (!visit(w, value))
+                return;
+        int64_t n = 0;
+        if (!walk_number(w, f->kind, value, &p, &n))
+                return;
+        /* A larger value would reach the server cut to 32 bits: 4294967296 connections would be 0. */
+        if (!f->wide && n > INT32_MAX) {
+                error_at(w, value, &p, "expected %s of at most 2147483647%s, got %s: nats-server keeps this limit in 32 bits",
+                         expected_kind[f->kind], f->kind == JS_FIELD_SIZE ? " bytes (2GiB - 1)" : "",
+                         describe(w->doc, value, got));
+                return;
+        }
+        acct_limits_set(limits, f, n);
+}
+
+/* `limits:` present: every field is enforced, an omitted one as unlimited. */
+static void walk_acct_limits(struct walker *w, const struct ynode *key, const struct ynode *value,
+                             const struct path *parent, struct account_decl *a) {
+        char allowed[256];
+        struct path p = path_child(w, parent, key);
+        if (!visit(w, value))
+                return;
+        a->acct_managed = true;
+        struct pairs ps = { .doc = w->doc };
+        if (!limits_mapping(w, value, &p, &ps))
+                return;
+        for (size_t i = 0; i < ps.n && !w->bomb; i++) {
+                const struct ynode *k = ps.v[i].key;
+                const struct acct_field *f = acct_field_find(w, k);
+                if (!f) {
+                        unknown_key(w, k, &p, acct_fields_list(w->flavor == ACCOUNTS_OPERATOR, ", ", ", ", allowed,
+                                                               sizeof(allowed)));
+                        continue;
+                }
+                const struct ynode *saved = alias_enter(w, ps.v[i].value);
+                walk_acct_field(w, f, k, ps.v[i].value, &p, &a->acct);
+                alias_leave(w, saved);
+        }
+        pairs_free(&ps);
+}
+
 static void walk_key(struct walker *w, const struct ynode *key, const struct ynode *value, const struct path *parent,
                      struct account_decl *a, const struct ynode **key_node) {
         char got[TEXT_SIZE];
@@ -1037,12 +1164,14 @@ static void walk_account(struct walker *w, const struct ynode *name, const struc
         js_limits_unlimited(&a->limits);
         for (int i = 0; i < JS_TIERS; i++)
                 js_limits_unlimited(&a->tiers[i]);
+        a->acct_managed = false;
+        acct_limits_unlimited(&a->acct);
 
         if (!visit(w, value) || is_null(w->doc, v))
                 return;
         if (v->type != YNODE_MAPPING) {
-                error_at(w, value, &p, "expected a mapping with %sjetstream, or nothing, got %s",
-                         w->flavor == ACCOUNTS_OPERATOR ? "key or " : "", describe(w->doc, v, got));
+                error_at(w, value, &p, "expected a mapping with %sjetstream or limits, or nothing, got %s",
+                         w->flavor == ACCOUNTS_OPERATOR ? "key, " : "", describe(w->doc, v, got));
                 return;
         }
         struct pairs ps = { .doc = w->doc };
@@ -1051,15 +1180,18 @@ static void walk_account(struct walker *w, const struct ynode *name, const struc
                 const struct ynode *k = ps.v[i].key, *saved = alias_enter(w, ps.v[i].value);
                 if (scalar_is(w->doc, k, "jetstream")) {
                         walk_jetstream(w, k, ps.v[i].value, &p, a);
+                } else if (scalar_is(w->doc, k, "limits")) {
+                        walk_acct_limits(w, k, ps.v[i].value, &p, a);
                 } else if (scalar_is(w->doc, k, "key") && w->flavor == ACCOUNTS_OPERATOR) {
                         walk_key(w, k, ps.v[i].value, &p, a, key_node);
                 } else if (scalar_is(w->doc, k, "key")) {
                         struct path kp = path_child(w, &p, k);
                         error_at(w, k, &kp,
-                                 "expected only jetstream in config mode, got key: pinning a public key needs "
-                                 "operator mode");
+                                 "expected jetstream or limits in config mode, got key: pinning a public key "
+                                 "needs operator mode");
                 } else {
-                        unknown_key(w, k, &p, w->flavor == ACCOUNTS_OPERATOR ? "key, jetstream" : "jetstream");
+                        unknown_key(w, k, &p,
+                                    w->flavor == ACCOUNTS_OPERATOR ? "key, jetstream, limits" : "jetstream, limits");
                 }
                 alias_leave(w, saved);
         }
@@ -1768,9 +1900,17 @@ static bool limits_equal(const struct js_limits *x, const struct js_limits *y) {
         return true;
 }
 
+static bool acct_limits_equal(const struct acct_limits *x, const struct acct_limits *y) {
+        for (size_t i = 0; i < acct_fields_count; i++)
+                if (acct_limits_get(x, &acct_fields[i]) != acct_limits_get(y, &acct_fields[i]))
+                        return false;
+        return true;
+}
+
 bool account_decl_equal(const struct account_decl *x, const struct account_decl *y) {
         if (strcmp(x->name, y->name) != 0 || strcmp(x->key, y->key) != 0 || x->js != y->js ||
-            !limits_equal(&x->limits, &y->limits))
+            !limits_equal(&x->limits, &y->limits) || x->acct_managed != y->acct_managed ||
+            !acct_limits_equal(&x->acct, &y->acct))
                 return false;
         for (int i = 0; i < JS_TIERS; i++)
                 if (x->tier_set[i] != y->tier_set[i] || !limits_equal(&x->tiers[i], &y->tiers[i]))

@@ -41,6 +41,35 @@ struct js_field {
 extern const struct js_field js_fields[];
 extern const size_t js_fields_count;
 
+/* Account limits besides JetStream (`limits:`). -1 = unlimited (also when
+ * omitted); 0 is a real limit of zero. nats-server holds connections,
+ * subscriptions (per connection), payload and leaf nodes in 32 bits, so those
+ * are int32_t here, and so are imports and exports (an account JWT could never
+ * list more); max_data is a 64-bit size. */
+struct acct_limits {
+        int64_t max_data;
+        int32_t max_connections;
+        int32_t max_subscriptions;
+        int32_t max_payload;
+        int32_t max_leafnodes;
+        int32_t max_imports;
+        int32_t max_exports;
+};
+
+/* Field table of struct acct_limits, in the order SPEC.md lists them; name as
+ * in the accounts file (and, for those config mode has, in the server's own
+ * `limits {}` block). */
+struct acct_field {
+        const char *name;
+        enum js_field_kind kind; /* JS_FIELD_SIZE or JS_FIELD_COUNT */
+        size_t offset;           /* into struct acct_limits */
+        bool wide;               /* int64_t; else int32_t */
+        bool operator_only;      /* a claim of account JWTs; config-mode accounts have no such limit */
+};
+#define ACCT_FIELDS 7
+extern const struct acct_field acct_fields[ACCT_FIELDS];
+extern const size_t acct_fields_count;
+
 struct account_decl {
         char name[ACCOUNT_NAME_MAX + 1];
         char key[NKEY_PUBLIC_LEN + 1]; /* "" when not pinned */
@@ -48,6 +77,8 @@ struct account_decl {
         struct js_limits limits;          /* JS_ENABLED */
         struct js_limits tiers[JS_TIERS]; /* JS_TIERED; tiers[0] = R1 */
         bool tier_set[JS_TIERS];
+        bool acct_managed;       /* a `limits` key: every field of acct is enforced */
+        struct acct_limits acct; /* acct_managed */
         int line, column; /* of the account's name */
 };
 
@@ -61,6 +92,9 @@ struct accounts {
 enum accounts_flavor { ACCOUNTS_OPERATOR, ACCOUNTS_CONFIG };
 
 void js_limits_unlimited(struct js_limits *l);
+void acct_limits_unlimited(struct acct_limits *l);
+int64_t acct_limits_get(const struct acct_limits *l, const struct acct_field *f);
+void acct_limits_set(struct acct_limits *l, const struct acct_field *f, int64_t v);
 
 /* Parse and validate. Every error goes to d with FILE:LINE:COLUMN.
  * 0 with *out set; -EINVAL when the file is not valid (nothing returned);

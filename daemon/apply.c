@@ -17,6 +17,7 @@ struct push {
         ptrdiff_t create; /* index into push_ctx.creates, or -1 */
         char *jwt;          /* signed just before it is sent */
         struct js_state js; /* the JetStream limits its claims hold */
+        struct acct_state acct; /* and the other account limits */
         int64_t iat;
         char *subject;
         size_t ok;      /* servers that answered "jwt updated" */
@@ -105,7 +106,7 @@ static void seeds_durable(struct push_ctx *x, size_t c) {
         x->synced = end;
 }
 
-/* The new JWT's claims: the current ones with only the JetStream limits changed. */
+/* The new JWT's claims: the current ones with only the declared limits changed. */
 static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err) {
         const struct account_decl *d = e->decl;
         json_t *claims;
@@ -126,6 +127,8 @@ static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err
         }
         if (d->js != JS_UNMANAGED)
                 js_state_to_claims(&e->want, claims);
+        if (d->acct_managed)
+                acct_limits_to_claims(&d->acct, claims);
         return claims;
 }
 
@@ -146,6 +149,7 @@ static bool make_payload(void *userdata, size_t index, const char **payload) {
         if (!claims)
                 return false;
         js_state_from_claims(claims, &p->js);
+        acct_state_from_claims(claims, &p->acct);
         p->jwt = jwt_encode_at(claims, ctx->signer, p->iat);
         json_decref(claims);
         if (!p->jwt) {
@@ -162,6 +166,7 @@ static void commit_observed(struct observed *obs, struct push *p) {
         if (!oa)
                 return; /* created: the next full observation picks it up */
         oa->js = p->js;
+        oa->acct = p->acct;
         free(oa->jwt);
         oa->jwt = p->jwt;
         p->jwt = NULL;
@@ -242,6 +247,45 @@ static size_t plan_existing(const struct plan *p, bool changing_only, struct obs
         return k;
 }
 
+/* A lower tier limit: what the tier's streams hold (JSZ with streams), where
+ * some server has the account's JetStream on. */
+static size_t plan_tiers_lowered(const struct plan *p, struct observed_account **out) {
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                const struct plan_entry *e = &p->v[i];
+                if (!e->obs || e->want.mode != JS_TIERED || !observed_account_js_loaded(e->obs))
+                        continue;
+                bool lowered = false;
+                for (int t = 0; t < JS_TIERS && !lowered; t++) {
+                        char mem[32], store[32];
+                        snprintf(mem, sizeof(mem), "R%d.max_memory", t + 1);
+                        snprintf(store, sizeof(store), "R%d.max_store", t + 1);
+                        lowered = plan_entry_lowers(e, mem) || plan_entry_lowers(e, store);
+                }
+                if (lowered)
+                        out[k++] = e->obs;
+        }
+        return k;
+}
+
+/* A lower max_subscriptions closes every connection that has that many
+ * subscriptions: where it is lowered and the account has connections, CONNZ
+ * says whether any has, before the plan is shown. */
+static size_t plan_subs_lowered(const struct plan *p, struct observed_account **out) {
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                const struct plan_entry *e = &p->v[i];
+                if (!e->obs || !plan_entry_lowers(e, "max_subscriptions"))
+                        continue;
+                bool connected = false;
+                for (size_t s = 0; s < e->obs->n_servers; s++)
+                        connected |= e->obs->servers[s].connections + e->obs->servers[s].leafnodes > 0;
+                if (connected)
+                        out[k++] = e->obs;
+        }
+        return k;
+}
+
 int plan_with_state(struct natsconn *c, struct observed *obs, const struct accounts *a,
                     const struct plan_options *opt, struct plan **out, char **err) {
         struct plan *p = plan_compute(a, obs, opt);
@@ -260,6 +304,14 @@ int plan_with_state(struct natsconn *c, struct observed *obs, const struct accou
                         if (observed_account_js_loaded(accts[i]))
                                 accts[k++] = accts[i];
                 r = k ? observe_accounts_usage(c, obs, accts, k, err) : 0;
+        }
+        if (r == 0) {
+                n = plan_subs_lowered(p, accts);
+                r = n ? observe_accounts_subs(c, obs, accts, n, err) : 0;
+        }
+        if (r == 0) {
+                n = plan_tiers_lowered(p, accts);
+                r = n ? observe_accounts_tier_usage(c, obs, accts, n, err) : 0;
         }
         free(accts);
         plan_free(p);

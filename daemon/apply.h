@@ -15,8 +15,10 @@ int signer_load(const struct settings *s, struct nkey *out, char **err);
 /* Diff with the servers' applied state: INFO of every existing account in a
  * (of those some server has loaded, past a few accounts), then JSZ usage of
  * those whose limits change and whose JetStream some server has on (for a few
- * accounts, INFO and JSZ together in one round trip). 0 with *out, or
- * negative errno (connection) with *err. */
+ * accounts, INFO and JSZ together in one round trip), CONNZ of those whose
+ * max_subscriptions goes down while they have connections, and JSZ with
+ * streams of those where a tier's memory or store limit goes down. 0 with
+ * *out, or negative errno (connection) with *err. */
 int plan_with_state(struct natsconn *c, struct observed *obs, const struct accounts *a,
                     const struct plan_options *opt, struct plan **out, char **err);
 

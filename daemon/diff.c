@@ -39,15 +39,15 @@ void plan_entry_add_warning(struct plan_entry *e, const char *fmt, ...) {
         va_end(ap);
 }
 
-static void add_change(struct plan_entry *e, int tier, const struct js_field *f, int64_t old_value,
+static void add_change(struct plan_entry *e, int tier, const char *name, enum js_field_kind kind, int64_t old_value,
                        int64_t new_value) {
         e->changes = xreallocarray(e->changes, e->n_changes + 1, sizeof(*e->changes));
         struct plan_change *c = &e->changes[e->n_changes++];
         if (tier < 0)
-                snprintf(c->field, sizeof(c->field), "%s", f->name);
+                snprintf(c->field, sizeof(c->field), "%s", name);
         else
-                snprintf(c->field, sizeof(c->field), "R%d.%s", tier + 1, f->name);
-        c->kind = f->kind;
+                snprintf(c->field, sizeof(c->field), "R%d.%s", tier + 1, name);
+        c->kind = kind;
         c->old_value = old_value;
         c->new_value = new_value;
 }
@@ -59,8 +59,31 @@ static void compare(struct plan_entry *e, const struct js_state *cur, const stru
                         int64_t o = js_state_field(cur, tier, &js_fields[i]);
                         int64_t n = js_state_field(want, tier, &js_fields[i]);
                         if (o != n)
-                                add_change(e, tier, &js_fields[i], o, n);
+                                add_change(e, tier, js_fields[i].name, js_fields[i].kind, o, n);
                 }
+}
+
+/* The other account limits: every field whose value, as nats-server reads the claims, differs. */
+static size_t compare_acct(struct plan_entry *e, const struct acct_state *cur, const struct acct_limits *want) {
+        size_t before = e->n_changes;
+        for (size_t i = 0; i < acct_fields_count; i++) {
+                int64_t n = acct_limits_get(want, &acct_fields[i]);
+                if (cur->value[i] != n)
+                        add_change(e, -1, acct_fields[i].name, acct_fields[i].kind, cur->value[i], n);
+        }
+        return e->n_changes - before;
+}
+
+static const struct plan_change *find_change(const struct plan_entry *e, const char *field) {
+        for (size_t i = 0; i < e->n_changes; i++)
+                if (strcmp(e->changes[i].field, field) == 0)
+                        return &e->changes[i];
+        return NULL;
+}
+
+bool plan_entry_lowers(const struct plan_entry *e, const char *field) {
+        const struct plan_change *c = find_change(e, field);
+        return c && c->new_value >= 0 && (c->old_value < 0 || c->new_value < c->old_value);
 }
 
 static bool tier_set_differs(const struct js_state *cur, const struct js_state *want) {
@@ -95,6 +118,80 @@ static void warn_usage(struct plan_entry *e, const struct observed_account *oa) 
         }
 }
 
+/* Where a lower limit bites at once: the servers close connections above
+ * max_connections and max_leafnodes (which ones differs between versions; in
+ * a cluster each server sheds its own newest when the next count from its
+ * peers shows the total over, so possibly more), and every connection that has
+ * max_subscriptions (a limit per connection) or more subscriptions. Each
+ * server counts only its own connections: the account's are their sum. */
+static void warn_acct_usage(struct plan_entry *e, const struct observed_account *oa) {
+        const struct acct_limits *want = &e->decl->acct;
+        int64_t conns = 0, leafs = 0;
+        for (size_t i = 0; i < oa->n_servers; i++)
+                if (oa->servers[i].loaded) {
+                        conns += oa->servers[i].connections + oa->servers[i].leafnodes;
+                        leafs += oa->servers[i].leafnodes;
+                }
+        if (plan_entry_lowers(e, "max_connections") && conns > want->max_connections)
+                plan_entry_add_warning(e,
+                                       "max_connections %d is below the %lld connections the account has now; the "
+                                       "servers will close at least %lld of them",
+                                       want->max_connections, (long long)conns,
+                                       (long long)(conns - want->max_connections));
+        if (plan_entry_lowers(e, "max_leafnodes") && leafs > want->max_leafnodes)
+                plan_entry_add_warning(e,
+                                       "max_leafnodes %d is below the %lld leaf node connections the account has now; "
+                                       "the servers will close at least %lld of them",
+                                       want->max_leafnodes, (long long)leafs, (long long)(leafs - want->max_leafnodes));
+        if (!plan_entry_lowers(e, "max_subscriptions"))
+                return;
+        for (size_t i = 0; i < oa->n_servers; i++) {
+                const struct server_account_state *s = &oa->servers[i];
+                if (!s->loaded || s->connections + s->leafnodes == 0)
+                        continue;
+                if (!s->have_subs)
+                        plan_entry_add_warning(e,
+                                               "cannot tell whether max_subscriptions %d closes connections: server %s "
+                                               "did not report the account's connections (CONNZ)",
+                                               want->max_subscriptions, s->server_id);
+                else if (s->max_subs >= want->max_subscriptions)
+                        plan_entry_add_warning(e,
+                                               "max_subscriptions %d: a connection of the account to server %s has %lld "
+                                               "subscriptions; the servers close every connection with %d or more",
+                                               want->max_subscriptions, s->server_id, (long long)s->max_subs,
+                                               want->max_subscriptions);
+        }
+}
+
+/* A tier's limits cover the streams with that many replicas, counted once:
+ * nats-server adds up every replica's bytes and holds them against the limit
+ * times the replicas. The servers' JSZ (with streams) gives each one's share. */
+static void warn_tier_usage(struct plan_entry *e, const struct observed_account *oa) {
+        static const char *const fields[] = { "max_memory", "max_store" };
+        for (int t = 0; t < JS_TIERS; t++)
+                for (size_t k = 0; k < ARRAY_SIZE(fields); k++) {
+                        char field[32];
+                        snprintf(field, sizeof(field), "R%d.%s", t + 1, fields[k]);
+                        if (!plan_entry_lowers(e, field))
+                                continue;
+                        bool known = false;
+                        for (size_t i = 0; i < oa->n_servers; i++)
+                                known |= oa->servers[i].have_tier_usage;
+                        if (!known || !oa->tier_usage)
+                                continue;
+                        int64_t used = (k == 0 ? oa->tier_usage->memory[t] : oa->tier_usage->storage[t]) / (t + 1);
+                        int64_t limit = k == 0 ? (e->want.tier_set[t] ? e->want.tiers[t].max_memory : 0)
+                                               : (e->want.tier_set[t] ? e->want.tiers[t].max_store : 0);
+                        if (limit < 0 || used <= limit)
+                                continue;
+                        char a[32], b[32];
+                        units_format_size(limit, a, sizeof(a));
+                        units_format_size(used, b, sizeof(b));
+                        plan_entry_add_warning(e, "%s %s is below current usage %s of the account's R%d streams", field, a,
+                                               b, t + 1);
+                }
+}
+
 /* "jwt updated" is not "applied": a server that holds the account loaded but
  * reports it incomplete, or with JetStream in the other state, needs a push. */
 static bool servers_disagree(struct plan_entry *e, const struct observed_account *oa) {
@@ -126,7 +223,8 @@ static void warn_server_jetstream(struct plan_entry *e, const struct observed *o
                                                obs->servers[i].name ? obs->servers[i].name : obs->servers[i].id);
 }
 
-static void plan_one(struct plan_entry *e, const struct observed *obs, const struct plan_options *opt) {
+static void plan_one(struct plan_entry *e, const char *file, const struct observed *obs,
+                     const struct plan_options *opt) {
         const struct account_decl *d = e->decl;
         if (d->js != JS_UNMANAGED)
                 js_state_from_decl(d, &e->want);
@@ -164,38 +262,71 @@ static void plan_one(struct plan_entry *e, const struct observed *obs, const str
                 off.mode = JS_DISABLED;
                 if (d->js != JS_UNMANAGED)
                         compare(e, &off, &e->want);
+                if (d->acct_managed) {
+                        struct acct_state fresh;
+                        acct_state_new_account(&fresh);
+                        compare_acct(e, &fresh, &d->acct);
+                }
                 warn_server_jetstream(e, obs);
                 return;
         }
 
         e->obs = oa;
         snprintf(e->key, sizeof(e->key), "%s", oa->key);
+        /* Only the servers know which account is the system account (VARZ
+         * system_account), so this is the place to refuse it, with the file's
+         * location: a limit there could lock out the very user nats-accountd
+         * connects as, and nothing else of it is ours to manage either. */
         for (size_t i = 0; i < obs->n_servers; i++)
                 if (obs->servers[i].system_account && strcmp(obs->servers[i].system_account, oa->key) == 0) {
-                        plan_entry_set_error(e, "%s is the system account; its limits are not managed", d->name);
+                        const struct server_info *srv = &obs->servers[i];
+                        plan_entry_set_error(e,
+                                             "%s:%d:%d: %s is the system account (system_account of server %s); "
+                                             "its limits are not managed%s: remove %s from the accounts file",
+                                             file, d->line, d->column, d->name, srv->name ? srv->name : srv->id,
+                                             d->acct_managed ? ", and `limits` there could lock out the system user "
+                                                               "nats-accountd itself connects as"
+                                                             : "",
+                                             d->name);
                         return;
                 }
 
-        if (d->js == JS_UNMANAGED) {
-                e->action = servers_disagree(e, oa) ? PLAN_UPDATE : PLAN_UNCHANGED;
-                return;
+        e->action = PLAN_UNCHANGED;
+        if (d->js != JS_UNMANAGED) {
+                const struct js_state *cur = &oa->js;
+                compare(e, cur, &e->want);
+                bool cur_on = js_state_enabled(cur), want_on = js_state_enabled(&e->want);
+                if (cur_on && !want_on)
+                        e->action = PLAN_DISABLE;
+                else if (!cur_on && want_on)
+                        e->action = PLAN_ENABLE;
+                else if (e->n_changes || tier_set_differs(cur, &e->want))
+                        e->action = PLAN_UPDATE;
         }
-        const struct js_state *cur = &oa->js;
-        compare(e, cur, &e->want);
-        bool cur_on = js_state_enabled(cur), want_on = js_state_enabled(&e->want);
-        if (cur_on && !want_on)
-                e->action = PLAN_DISABLE;
-        else if (!cur_on && want_on)
-                e->action = PLAN_ENABLE;
-        else if (e->n_changes || tier_set_differs(cur, &e->want))
-                e->action = PLAN_UPDATE;
-        else
-                e->action = PLAN_UNCHANGED;
+        if (d->acct_managed && compare_acct(e, &oa->acct, &d->acct) > 0) {
+                /* jwt's validation would make every server refuse the new JWT: say why now. */
+                char *why = acct_limits_refusal(&d->acct, &oa->acct);
+                if (why) {
+                        plan_entry_set_error(e, "%s", why);
+                        free(why);
+                        /* Nothing of it will be sent. */
+                        free(e->changes);
+                        e->changes = NULL;
+                        e->n_changes = 0;
+                        return;
+                }
+                if (e->action == PLAN_UNCHANGED)
+                        e->action = PLAN_UPDATE;
+        }
         if (servers_disagree(e, oa) && e->action == PLAN_UNCHANGED)
                 e->action = PLAN_UPDATE;
         if (e->action != PLAN_UNCHANGED) {
                 warn_usage(e, oa);
+                if (e->want.mode == JS_TIERED)
+                        warn_tier_usage(e, oa);
                 warn_server_jetstream(e, obs);
+                if (d->acct_managed)
+                        warn_acct_usage(e, oa);
         }
 }
 
@@ -205,7 +336,7 @@ struct plan *plan_compute(const struct accounts *desired, const struct observed 
         p->n = desired->n;
         for (size_t i = 0; i < desired->n; i++) {
                 p->v[i].decl = &desired->v[i];
-                plan_one(&p->v[i], obs, opt);
+                plan_one(&p->v[i], desired->file ? desired->file : "", obs, opt);
         }
         return p;
 }

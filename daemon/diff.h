@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "accounts.h"
+#include "acctlimits.h"
 #include "jslimits.h"
 #include "observe.h"
 
@@ -47,3 +48,5 @@ char plan_action_symbol(enum plan_action a);        /* + ^ ~ - = ! */
 bool plan_action_changes(enum plan_action a);       /* create/enable/update/disable */
 void plan_entry_set_error(struct plan_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void plan_entry_add_warning(struct plan_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The entry changes field to a limit tighter than before (an unlimited one, or a lower one). */
+bool plan_entry_lowers(const struct plan_entry *e, const char *field);

@@ -119,7 +119,7 @@ static void limits_to_json(const struct js_limits *l, json_t *obj) {
         }
 }
 
-void js_state_to_claims(const struct js_state *st, json_t *claims) {
+json_t *claims_limits_object(json_t *claims) {
         json_t *nats = json_object_get(claims, "nats");
         if (!json_is_object(nats)) {
                 nats = json_object();
@@ -130,6 +130,11 @@ void js_state_to_claims(const struct js_state *st, json_t *claims) {
                 lim = json_object();
                 json_object_set_new(nats, "limits", lim);
         }
+        return lim;
+}
+
+void js_state_to_claims(const struct js_state *st, json_t *claims) {
+        json_t *lim = claims_limits_object(claims);
         for (size_t i = 0; i < js_fields_count; i++)
                 json_object_del(lim, claim_names[i]);
         json_object_del(lim, "tiered_limits");

@@ -21,6 +21,8 @@ void js_state_from_decl(const struct account_decl *decl, struct js_state *out);
 /* Replace the JetStream limits in claims (nats.limits and nats.limits.tiered_limits)
  * with the declared ones; every other claim is kept. */
 void js_state_to_claims(const struct js_state *st, json_t *claims);
+/* claims' nats.limits object, made (with nats) where missing. */
+json_t *claims_limits_object(json_t *claims);
 bool js_state_enabled(const struct js_state *st);
 
 /* Value of a field as the JWT means it, for comparison: flat fields of a tiered

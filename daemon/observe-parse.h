@@ -26,6 +26,16 @@ int observe_parse_varz(const char *data, size_t len, struct server_info *out, ch
  * out->error. 0, or -EBADMSG when the reply is malformed. */
 int observe_parse_info(const char *data, size_t len, struct server_account_state *out, char **why);
 int observe_parse_jsz(const char *data, size_t len, struct server_account_state *out, char **why);
+/* One reply to $SYS.REQ.ACCOUNT.<key>.CONNZ asked for the connection with the
+ * most subscriptions: fills server_id, have_subs and max_subs (0 without
+ * connections). 0, or -EBADMSG when the reply is malformed. */
+int observe_parse_connz(const char *data, size_t len, struct server_account_state *out, char **why);
+/* One reply to $SYS.REQ.ACCOUNT.<key>.JSZ asked for its streams with their
+ * config: fills server_id, have_tier_usage (also where the account has no
+ * JetStream there: no streams) and *usage with the bytes of the streams this
+ * server holds. 0, or -EBADMSG when the reply is malformed. */
+int observe_parse_jsz_streams(const char *data, size_t len, struct server_account_state *out,
+                              struct tier_usage *usage, char **why);
 
 /* One reply to $SYS.REQ.SERVER.PING.ACCOUNTZ: the server and the accounts it
  * has loaded (those INFO answers for), as a sorted array of account public

@@ -149,6 +149,7 @@ void observed_account_clear(struct observed_account *a) {
         for (size_t i = 0; i < a->n_servers; i++)
                 free(a->servers[i].error);
         free(a->servers);
+        free(a->tier_usage);
         memset(a, 0, sizeof(*a));
 }
 
@@ -221,6 +222,7 @@ int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, stru
         out->name = name ? xstrdup(name) : NULL;
         out->jwt = xstrndup(jwt, len);
         js_state_from_claims(claims, &out->js);
+        acct_state_from_claims(claims, &out->acct);
         out->iat = iat;
         json_decref(claims);
         return 0;
@@ -482,6 +484,17 @@ int observe_parse_info(const char *data, size_t len, struct server_account_state
                                                json_is_boolean(complete) ? "jetstream_enabled" : "complete"));
                         goto out;
                 }
+                /* Counted on this server only (2.9.10 and later): the account's total is their sum. */
+                const json_t *conns = json_object_get(d, "client_connections"),
+                             *leafs = json_object_get(d, "leafnode_connections");
+                int64_t nc = 0, nl = 0;
+                if ((conns && (!json_int64(conns, &nc) || nc < 0 || nc > INT32_MAX)) ||
+                    (leafs && (!json_int64(leafs, &nl) || nl < 0 || nl > INT32_MAX))) {
+                        set_why(why, xstrdup("data.client_connections or data.leafnode_connections is not a count"));
+                        goto out;
+                }
+                out->connections = (int32_t)nc;
+                out->leafnodes = (int32_t)nl;
                 out->loaded = true;
                 out->complete = json_is_true(complete);
                 out->jetstream_enabled = json_is_true(js);
@@ -520,6 +533,99 @@ int observe_parse_jsz(const char *data, size_t len, struct server_account_state 
                  * the account or the server: no usage to report, not a fault. */
                 if (!contains(err, "not found") && !contains(err, "not jetstream enabled") &&
                     !contains(err, "jetstream not enabled"))
+                        out->error = xasprintf("JSZ error %lld: %s", (long long)code, err[0] ? err : "(none)");
+        }
+        ret = 0;
+out:
+        json_decref(root);
+        return ret;
+}
+
+int observe_parse_connz(const char *data, size_t len, struct server_account_state *out, char **why) {
+        const json_t *d;
+        const char *err;
+        int64_t code;
+        json_t *root = account_reply_load(data, len, out, &d, &err, &code, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        if (json_is_object(d)) {
+                const json_t *conns = json_object_get(d, "connections");
+                if (conns && !json_is_array(conns) && !json_is_null(conns)) {
+                        set_why(why, xstrdup("data.connections is not an array"));
+                        goto out;
+                }
+                /* Sorted by subscriptions, most first: the first is the one asked for, but take the
+                 * largest of whatever came rather than trust the order. */
+                for (size_t i = 0; i < json_array_size(conns); i++) {
+                        int64_t subs = 0;
+                        if (!json_int64(json_object_get(json_array_get(conns, i), "subscriptions"), &subs) || subs < 0 ||
+                            subs > INT32_MAX) {
+                                set_why(why, xasprintf("data.connections[%zu].subscriptions is not a count", i));
+                                goto out;
+                        }
+                        if (subs > out->max_subs)
+                                out->max_subs = (int32_t)subs;
+                }
+                out->have_subs = true;
+        } else if (err) {
+                out->error = xasprintf("CONNZ error %lld: %s", (long long)code, err[0] ? err : "(none)");
+        }
+        ret = 0;
+out:
+        json_decref(root);
+        return ret;
+}
+
+static int64_t add_bytes(int64_t a, int64_t b) {
+        return b > INT64_MAX - a ? INT64_MAX : a + b;
+}
+
+int observe_parse_jsz_streams(const char *data, size_t len, struct server_account_state *out,
+                              struct tier_usage *usage, char **why) {
+        memset(usage, 0, sizeof(*usage));
+        const json_t *d;
+        const char *err;
+        int64_t code;
+        json_t *root = account_reply_load(data, len, out, &d, &err, &code, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        if (json_is_object(d)) {
+                const json_t *streams = json_object_get(d, "stream_detail");
+                if (streams && !json_is_array(streams) && !json_is_null(streams)) {
+                        set_why(why, xstrdup("data.stream_detail is not an array"));
+                        goto out;
+                }
+                for (size_t i = 0; i < json_array_size(streams); i++) {
+                        const json_t *st = json_array_get(streams, i), *cfg = json_object_get(st, "config");
+                        const char *storage = json_str(cfg, "storage");
+                        int64_t replicas = 1, bytes = 0;
+                        const json_t *r = json_object_get(cfg, "num_replicas");
+                        if (!json_is_object(cfg) || !storage || (r && !json_int64(r, &replicas)) ||
+                            !json_int64(json_object_get(json_object_get(st, "state"), "bytes"), &bytes) || bytes < 0 ||
+                            (strcmp(storage, "memory") != 0 && strcmp(storage, "file") != 0)) {
+                                set_why(why, xasprintf("data.stream_detail[%zu] lacks config.storage, "
+                                                       "config.num_replicas or state.bytes",
+                                                       i));
+                                goto out;
+                        }
+                        /* 0 is the default, 1; a count outside R1..R5 belongs to no tier we manage. */
+                        if (replicas == 0)
+                                replicas = 1;
+                        if (replicas < 1 || replicas > JS_TIERS)
+                                continue;
+                        int64_t *sum = storage[0] == 'm' ? &usage->memory[replicas - 1]
+                                                         : &usage->storage[replicas - 1];
+                        *sum = add_bytes(*sum, bytes);
+                }
+                out->have_tier_usage = true;
+        } else if (err) {
+                /* Not loaded here, or JetStream off for it: no streams here. */
+                if (contains(err, "not found") || contains(err, "not jetstream enabled") ||
+                    contains(err, "jetstream not enabled"))
+                        out->have_tier_usage = true;
+                else
                         out->error = xasprintf("JSZ error %lld: %s", (long long)code, err[0] ? err : "(none)");
         }
         ret = 0;
@@ -718,6 +824,7 @@ void observed_compact(struct observed *o) {
                 memcpy(b->key, a->key, sizeof(b->key));
                 memcpy(b->issuer, a->issuer, sizeof(b->issuer));
                 b->js = a->js;
+                b->acct = a->acct;
                 b->iat = a->iat;
                 if (a->name) {
                         size_t len = strlen(a->name) + 1;
@@ -1001,6 +1108,7 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                                 cur->name = x.best[i].name;
                                 cur->jwt = x.best[i].jwt;
                                 cur->js = x.best[i].js;
+                                cur->acct = x.best[i].acct;
                                 cur->iat = x.best[i].iat;
                                 memcpy(cur->issuer, x.best[i].issuer, sizeof(cur->issuer));
                                 memset(&x.best[i], 0, sizeof(x.best[i]));
@@ -1086,6 +1194,8 @@ static void state_reply(void *userdata, size_t index, const char *data, size_t l
                 s->st.complete = st.complete;
                 s->st.jetstream_enabled = st.jetstream_enabled;
                 s->st.update_time_iat = st.update_time_iat;
+                s->st.connections = st.connections;
+                s->st.leafnodes = st.leafnodes;
                 free(s->info_error);
                 s->info_error = st.error;
         }
@@ -1273,6 +1383,131 @@ int observe_accounts_state(struct natsconn *c, struct observed *o, struct observ
 int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                            char **err) {
         return accounts_state_run(c, o, accts, n, false, true, err);
+}
+
+/* One more question to every server about accounts whose servers[] INFO
+ * already filled (CONNZ, JSZ with streams): each answer is parsed, and merged
+ * into the account as said by the server that sent it. */
+struct ask_ctx {
+        struct observed_account *const *accts;
+        const char **subjects;
+        /* usage is only for the JSZ with streams */
+        int (*parse)(const char *data, size_t len, struct server_account_state *out, struct tier_usage *usage,
+                     char **why);
+        void (*reset)(struct observed_account *oa);
+        void (*merge)(struct observed_account *oa, struct server_account_state *to,
+                      const struct server_account_state *from, const struct tier_usage *usage);
+        struct bad_replies bad;
+};
+
+static void ask_reply(void *userdata, size_t index, const char *data, size_t len) {
+        struct ask_ctx *x = userdata;
+        struct server_account_state st;
+        struct tier_usage usage;
+        char *why = NULL;
+        if (x->parse(data, len, &st, &usage, &why) < 0) {
+                bad_reply(&x->bad, x->subjects[index], why);
+                return;
+        }
+        /* An error (no such account there, no permission) leaves the answer unknown. */
+        free(st.error);
+        struct observed_account *oa = x->accts[index];
+        for (size_t s = 0; s < oa->n_servers; s++)
+                if (strcmp(oa->servers[s].server_id, st.server_id) == 0) {
+                        x->merge(oa, &oa->servers[s], &st, &usage);
+                        return;
+                }
+        /* A server INFO did not hear from: the next pass asks it again. */
+}
+
+static int accounts_ask(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                        const char *suffix, const char *payload, struct ask_ctx *x, char **err) {
+        if (n == 0)
+                return 0;
+        char *buf = NULL;
+        const char *const suffixes[] = { suffix };
+        x->accts = accts;
+        x->subjects = account_subjects(accts, NULL, n, suffixes, 1, &buf);
+        const char **payloads = xcalloc(n, sizeof(*payloads));
+        for (size_t i = 0; i < n; i++) {
+                payloads[i] = payload;
+                x->reset(accts[i]); /* unknown until a server says */
+        }
+        struct natsconn_pipeline p = {
+                .n = n,
+                .subjects = x->subjects,
+                .payloads = payloads,
+                /* Every server answers, with nothing where the account is not loaded. */
+                .want = o->n_servers ? o->n_servers : 1,
+                .window = STATE_WINDOW,
+                .timeout_usec = natsconn_request_timeout(c),
+                .on_reply = ask_reply,
+                .userdata = x,
+                .give_up_after = STATE_GIVE_UP_AFTER,
+        };
+        int r = natsconn_pipeline_run(c, &p, err);
+        if (r >= 0)
+                r = bad_replies_result(&x->bad, suffix, err);
+        free(x->bad.first);
+        free(payloads);
+        free(x->subjects);
+        free(buf);
+        return r;
+}
+
+static int parse_connz(const char *data, size_t len, struct server_account_state *out, struct tier_usage *usage,
+                       char **why) {
+        (void)usage;
+        return observe_parse_connz(data, len, out, why);
+}
+
+static void subs_reset(struct observed_account *oa) {
+        for (size_t s = 0; s < oa->n_servers; s++) {
+                oa->servers[s].have_subs = false;
+                oa->servers[s].max_subs = 0;
+        }
+}
+
+static void subs_merge(struct observed_account *oa, struct server_account_state *to,
+                       const struct server_account_state *from, const struct tier_usage *usage) {
+        (void)oa;
+        (void)usage;
+        to->have_subs = from->have_subs;
+        to->max_subs = from->max_subs;
+}
+
+int observe_accounts_subs(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                          char **err) {
+        /* Only the connection with the most subscriptions: that is the one a lower
+         * max_subscriptions (a limit per connection) closes first. */
+        struct ask_ctx x = { .parse = parse_connz, .reset = subs_reset, .merge = subs_merge };
+        return accounts_ask(c, o, accts, n, "CONNZ", "{\"sort\":\"subs\",\"limit\":1}", &x, err);
+}
+
+static void tier_usage_reset(struct observed_account *oa) {
+        if (!oa->tier_usage)
+                oa->tier_usage = xcalloc(1, sizeof(*oa->tier_usage));
+        memset(oa->tier_usage, 0, sizeof(*oa->tier_usage));
+        for (size_t s = 0; s < oa->n_servers; s++)
+                oa->servers[s].have_tier_usage = false;
+}
+
+static void tier_usage_merge(struct observed_account *oa, struct server_account_state *to,
+                             const struct server_account_state *from, const struct tier_usage *usage) {
+        /* Once per server, should one answer twice. */
+        if (to->have_tier_usage || !from->have_tier_usage)
+                return;
+        to->have_tier_usage = true;
+        for (int t = 0; t < JS_TIERS; t++) {
+                oa->tier_usage->memory[t] = add_bytes(oa->tier_usage->memory[t], usage->memory[t]);
+                oa->tier_usage->storage[t] = add_bytes(oa->tier_usage->storage[t], usage->storage[t]);
+        }
+}
+
+int observe_accounts_tier_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts,
+                                size_t n, char **err) {
+        struct ask_ctx x = { .parse = observe_parse_jsz_streams, .reset = tier_usage_reset, .merge = tier_usage_merge };
+        return accounts_ask(c, o, accts, n, "JSZ", "{\"streams\":true,\"config\":true}", &x, err);
 }
 
 bool observed_account_js_loaded(const struct observed_account *a) {

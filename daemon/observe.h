@@ -6,9 +6,16 @@
 #include <stdint.h>
 
 #include "accounts.h"
+#include "acctlimits.h"
 #include "jslimits.h"
 #include "natsconn.h"
 #include "nkeys.h"
+
+/* What an account's streams hold, by the JetStream tier they count against
+ * (R1..R5 by their replicas): every replica's bytes, summed over the servers. */
+struct tier_usage {
+        int64_t memory[JS_TIERS], storage[JS_TIERS];
+};
 
 /* One server's view of one account ($SYS.REQ.ACCOUNT.<key>.INFO, optionally .JSZ). */
 struct server_account_state {
@@ -19,6 +26,10 @@ struct server_account_state {
         int64_t update_time_iat; /* iat of the JWT the server applied (decoded_jwt.iat), 0 unknown */
         bool have_usage;        /* JSZ answered */
         int64_t memory, storage; /* JSZ usage in bytes */
+        int32_t connections, leafnodes; /* INFO: the account's client and leaf node connections to this server */
+        int32_t max_subs;       /* CONNZ: subscriptions of the account's connection to this server with the most */
+        bool have_subs;         /* CONNZ answered */
+        bool have_tier_usage;   /* JSZ with streams answered: its bytes are in the account's tier_usage */
         char *error;            /* INFO/JSZ error text other than "does not exist", else NULL */
 };
 
@@ -32,11 +43,14 @@ struct observed_account {
          * 10,000 accounts): observed_account_claims decodes them again for
          * the few accounts that are pushed. */
         struct js_state js;
+        struct acct_state acct; /* and the other account limits */
         int64_t iat;
         char issuer[NKEY_PUBLIC_LEN + 1];
         /* Filled by observe_accounts_state for the accounts asked. */
         struct server_account_state *servers;
         size_t n_servers;
+        /* Filled by observe_accounts_tier_usage for the few accounts asked; else NULL. */
+        struct tier_usage *tier_usage;
 };
 
 struct server_info {
@@ -89,6 +103,17 @@ int observe_accounts_state(struct natsconn *c, struct observed *o, struct observ
  * each server's usage (have_usage, memory, storage) to it. Errors as above. */
 int observe_accounts_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                            char **err);
+/* CONNZ ($SYS.REQ.ACCOUNT.<key>.CONNZ, the connection with the most
+ * subscriptions) from every server, for the given accounts whose servers[]
+ * INFO already filled: adds have_subs and max_subs. Errors as above. */
+int observe_accounts_subs(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
+                          char **err);
+/* JSZ with every stream and its config from every server, for the given
+ * accounts whose servers[] INFO already filled: sets have_tier_usage of the
+ * servers that answered and adds the bytes of their streams to the account's
+ * tier_usage. Errors as above. */
+int observe_accounts_tier_usage(struct natsconn *c, struct observed *o, struct observed_account *const *accts,
+                                size_t n, char **err);
 /* Some server reports the account loaded with JetStream on: only then can JSZ
  * report any usage (elsewhere it answers "not found" / "not jetstream enabled"). */
 bool observed_account_js_loaded(const struct observed_account *a);

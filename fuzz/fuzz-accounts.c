@@ -15,9 +15,14 @@ static void parse_one(const char *text, size_t size, enum accounts_flavor flavor
         /* The contract the daemon relies on: an object exactly on success, an error otherwise. */
         if ((r == 0) != (a != NULL) || (r < 0 && d.n == 0))
                 abort();
-        for (size_t i = 0; a && i < a->n; i++)
+        for (size_t i = 0; a && i < a->n; i++) {
                 if (accounts_find(a, a->v[i].name) != &a->v[i])
                         abort();
+                /* Config mode has no such limits: a file that sets one is refused. */
+                for (size_t f = 0; flavor == ACCOUNTS_CONFIG && f < acct_fields_count; f++)
+                        if (acct_fields[f].operator_only && acct_limits_get(&a->v[i].acct, &acct_fields[f]) != -1)
+                                abort();
+        }
         accounts_free(a);
         diag_list_clear(&d);
 }

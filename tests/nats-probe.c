@@ -9,9 +9,23 @@
  *       not come in time, or nothing at all came without either.
  *   publish-acked CREDS URL SUBJECT COUNT
  *       COUNT JetStream publishes as requests; exit 1 unless every one is acked.
+ *   hold CREDS URL [SUBJECT...]
+ *       Connect, subscribe to each SUBJECT, print "connected" and stay
+ *       connected until stdin ends; "closed: <server's error>" is printed
+ *       whenever the server closes the connection. Exit 0 if still connected
+ *       at the end, 3 if the server closed it, 1 when the connect itself was
+ *       refused (the server's error on stderr).
+ *   publish CREDS URL SUBJECT BYTES
+ *       Publish BYTES bytes and wait for the server's PONG. Exit 0 when the
+ *       server took it, 1 when it closed the connection (its error on stderr,
+ *       when cnats kept it).
  *   resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT
  *       Add a stream export SUBJECT to the account JWT, re-sign it with the seed
  *       (iat = old iat + 1) and print it: another tool editing the account.
+ *   resign-merge SIGNER_SEED_FILE JWT_FILE JSON
+ *       The same, merging the JSON object into the JWT's "nats" claims
+ *       (recursively: {"imports":[...]} replaces the imports, {"limits":{"conn":1}}
+ *       sets one limit).
  *   gen-seed operator|account|user
  *       Print a fresh seed.
  *   pubkey-of-seed SEED_FILE
@@ -21,6 +35,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <nats/nats.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,11 +79,14 @@ static bool is_auth_failure(natsStatus st) {
         return st == NATS_CONNECTION_AUTH_FAILED || st == NATS_NOT_PERMITTED;
 }
 
-static natsStatus connect_as(const char *creds, const char *url, natsConnection **nc) {
+static natsStatus connect_with(const char *creds, const char *url, natsConnectionHandler closed_cb,
+                               natsConnection **nc) {
         natsOptions *opts = NULL;
         natsStatus st = natsOptions_Create(&opts);
         if (st == NATS_OK)
                 st = natsOptions_SetURL(opts, url);
+        if (st == NATS_OK && closed_cb)
+                st = natsOptions_SetClosedCB(opts, closed_cb, NULL);
         if (st == NATS_OK && creds && *creds)
                 st = natsOptions_SetUserCredentialsFromFiles(opts, creds, NULL);
         if (st == NATS_OK)
@@ -89,6 +107,96 @@ static natsStatus connect_as(const char *creds, const char *url, natsConnection 
                 fprintf(stderr, "nats-probe: cannot connect to %s: %s (%s)\n", url, natsStatus_GetText(st),
                         nats_GetLastError(NULL));
         return st;
+}
+
+static natsStatus connect_as(const char *creds, const char *url, natsConnection **nc) {
+        return connect_with(creds, url, NULL, nc);
+}
+
+/* The server's own words (-ERR '...') when it closed the connection; cnats
+ * does not always keep them (the close can come first): then what failed. */
+static const char *last_error_or(natsConnection *nc, natsStatus failed) {
+        const char *text = NULL;
+        natsStatus st = natsConnection_GetLastError(nc, &text);
+        if (text && *text)
+                return text;
+        return natsStatus_GetText(st != NATS_OK ? st : failed);
+}
+
+static const char *last_error(natsConnection *nc) {
+        return last_error_or(nc, NATS_CONNECTION_CLOSED);
+}
+
+/* Set before we close the connection ourselves: only a close by the server is news. */
+static atomic_bool closing;
+
+static void on_closed(natsConnection *nc, void *closure) {
+        (void)closure;
+        if (atomic_load(&closing))
+                return;
+        printf("closed: %s\n", last_error(nc));
+        fflush(stdout);
+}
+
+static int cmd_hold(int argc, char **argv) {
+        if (argc < 3)
+                return fail("%s", "usage: hold CREDS URL [SUBJECT...]");
+        natsConnection *nc = NULL;
+        if (connect_with(argv[1], argv[2], on_closed, &nc) != NATS_OK)
+                return 1;
+        natsSubscription **subs = xcalloc((size_t)argc, sizeof(*subs));
+        natsStatus st = NATS_OK;
+        for (int i = 3; i < argc && st == NATS_OK; i++)
+                st = natsConnection_SubscribeSync(&subs[i], nc, argv[i]);
+        if (st == NATS_OK)
+                st = natsConnection_FlushTimeout(nc, DEFAULT_TIMEOUT_MS);
+        int code = 0;
+        if (st != NATS_OK) {
+                fprintf(stderr, "nats-probe: hold: %s\n", last_error(nc));
+                code = 3;
+        } else {
+                printf("connected\n");
+                fflush(stdout);
+                char buf[256];
+                while (fread(buf, 1, sizeof(buf), stdin) > 0)
+                        ;
+                if (natsConnection_IsClosed(nc))
+                        code = 3;
+        }
+        atomic_store(&closing, true);
+        for (int i = 3; i < argc; i++)
+                natsSubscription_Destroy(subs[i]);
+        free(subs);
+        natsConnection_Destroy(nc);
+        return code;
+}
+
+static int cmd_publish(int argc, char **argv) {
+        if (argc != 5)
+                return fail("%s", "usage: publish CREDS URL SUBJECT BYTES");
+        int64_t size = parse_int(argv[4], 0, 64 * 1024 * 1024);
+        if (size < 0)
+                return fail("bad size '%s'", argv[4]);
+        natsConnection *nc = NULL;
+        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
+                return 2;
+        char *body = xmalloc((size_t)size + 1);
+        memset(body, 'x', (size_t)size);
+        natsStatus st = natsConnection_Publish(nc, argv[3], body, (int)size);
+        /* The PONG comes after the server handled the PUB: then it either took the
+         * message or has sent its -ERR and closed the connection. */
+        if (st == NATS_OK)
+                st = natsConnection_FlushTimeout(nc, DEFAULT_TIMEOUT_MS);
+        int code = 0;
+        if (st == NATS_OK) {
+                printf("published %" PRId64 " bytes\n", size);
+        } else {
+                fprintf(stderr, "nats-probe: publish %" PRId64 " bytes: %s\n", size, last_error_or(nc, st));
+                code = 1;
+        }
+        free(body);
+        natsConnection_Destroy(nc);
+        return code;
 }
 
 static int cmd_request(int argc, char **argv) {
@@ -237,18 +345,19 @@ static int read_seed_file(const char *path, struct nkey *k) {
         return 0;
 }
 
-static int cmd_resign_add_export(int argc, char **argv) {
-        if (argc != 4)
-                return fail("%s", "usage: resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT");
+/* Another tool editing the account: the JWT in jwt_file with edit applied to
+ * its "nats" claims, re-signed by the seed in signer_file with iat + 1, on stdout. */
+static int resign(const char *signer_file, const char *jwt_file, int (*edit)(json_t *nats, const char *arg),
+                  const char *arg) {
         struct nkey signer;
-        if (read_seed_file(argv[1], &signer) < 0)
+        if (read_seed_file(signer_file, &signer) < 0)
                 return 2;
         char *text = NULL;
         size_t len = 0;
-        int r = file_read_all(argv[2], JWT_MAX_LEN + 16, &text, &len);
+        int r = file_read_all(jwt_file, JWT_MAX_LEN + 16, &text, &len);
         if (r < 0) {
                 nkey_wipe(&signer);
-                return fail("%s: %s", argv[2], strerror(-r));
+                return fail("%s: %s", jwt_file, strerror(-r));
         }
         json_t *claims = NULL;
         char *err = NULL;
@@ -256,7 +365,7 @@ static int cmd_resign_add_export(int argc, char **argv) {
         free(text);
         if (r < 0) {
                 nkey_wipe(&signer);
-                fprintf(stderr, "nats-probe: %s: %s\n", argv[2], err ? err : strerror(-r));
+                fprintf(stderr, "nats-probe: %s: %s\n", jwt_file, err ? err : strerror(-r));
                 free(err);
                 return 2;
         }
@@ -265,15 +374,13 @@ static int cmd_resign_add_export(int argc, char **argv) {
         if (!json_is_object(nats) || !json_is_integer(iat)) {
                 nkey_wipe(&signer);
                 json_decref(claims);
-                return fail("%s: not an account JWT (no nats object or iat)", argv[2]);
+                return fail("%s: not an account JWT (no nats object or iat)", jwt_file);
         }
-        json_t *exports = json_object_get(nats, "exports");
-        if (!json_is_array(exports)) {
-                exports = json_array();
-                json_object_set_new(nats, "exports", exports);
+        if (edit(nats, arg) < 0) {
+                nkey_wipe(&signer);
+                json_decref(claims);
+                return 2;
         }
-        json_array_append_new(exports,
-                              json_pack("{s:s, s:s, s:s}", "name", argv[3], "subject", argv[3], "type", "stream"));
         char *jwt = jwt_encode_at(claims, &signer, json_integer_value(iat) + 1);
         nkey_wipe(&signer);
         json_decref(claims);
@@ -282,6 +389,40 @@ static int cmd_resign_add_export(int argc, char **argv) {
         puts(jwt);
         free(jwt);
         return 0;
+}
+
+static int add_export(json_t *nats, const char *subject) {
+        json_t *exports = json_object_get(nats, "exports");
+        if (!json_is_array(exports)) {
+                exports = json_array();
+                json_object_set_new(nats, "exports", exports);
+        }
+        json_array_append_new(exports, json_pack("{s:s, s:s, s:s}", "name", subject, "subject", subject, "type", "stream"));
+        return 0;
+}
+
+static int merge_json(json_t *nats, const char *text) {
+        json_error_t jerr;
+        json_t *patch = json_loads(text, 0, &jerr);
+        if (!json_is_object(patch)) {
+                json_decref(patch);
+                return fail("not a JSON object: %s", patch ? "another type" : jerr.text);
+        }
+        json_object_update_recursive(nats, patch);
+        json_decref(patch);
+        return 0;
+}
+
+static int cmd_resign_add_export(int argc, char **argv) {
+        if (argc != 4)
+                return fail("%s", "usage: resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT");
+        return resign(argv[1], argv[2], add_export, argv[3]);
+}
+
+static int cmd_resign_merge(int argc, char **argv) {
+        if (argc != 4)
+                return fail("%s", "usage: resign-merge SIGNER_SEED_FILE JWT_FILE JSON");
+        return resign(argv[1], argv[2], merge_json, argv[3]);
 }
 
 static int cmd_gen_seed(int argc, char **argv) {
@@ -325,13 +466,16 @@ int main(int argc, char **argv) {
                 { "request", cmd_request, true },
                 { "gather", cmd_gather, true },
                 { "publish-acked", cmd_publish_acked, true },
+                { "hold", cmd_hold, true },
+                { "publish", cmd_publish, true },
                 { "resign-add-export", cmd_resign_add_export, false },
+                { "resign-merge", cmd_resign_merge, false },
                 { "gen-seed", cmd_gen_seed, false },
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };
         if (argc < 2)
-                return fail("%s", "usage: nats-probe request|gather|publish-acked|resign-add-export|gen-seed|"
-                                    "pubkey-of-seed ...");
+                return fail("%s", "usage: nats-probe request|gather|publish-acked|hold|publish|resign-add-export|"
+                                    "resign-merge|gen-seed|pubkey-of-seed ...");
         for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
                 if (strcmp(argv[1], commands[i].name) != 0)
                         continue;

@@ -143,6 +143,114 @@ static void test_field_table(void **state) {
         assert_int_equal(js_fields[7].offset, offsetof(struct js_limits, max_bytes_required));
 }
 
+static void test_acct_field_table(void **state) {
+        static const char *const names[] = {
+                "max_connections", "max_subscriptions", "max_payload", "max_leafnodes",
+                "max_data",        "max_imports",       "max_exports",
+        };
+        assert_int_equal(acct_fields_count, ARRAY_SIZE(names));
+        for (size_t i = 0; i < acct_fields_count; i++) {
+                assert_string_equal(acct_fields[i].name, names[i]);
+                /* The last three are claims of account JWTs only. */
+                assert_int_equal(acct_fields[i].operator_only, i >= 4);
+        }
+        assert_int_equal(acct_fields[2].kind, JS_FIELD_SIZE);
+        assert_int_equal(acct_fields[4].kind, JS_FIELD_SIZE);
+        assert_int_equal(acct_fields[0].kind, JS_FIELD_COUNT);
+        assert_int_equal(acct_fields[4].offset, offsetof(struct acct_limits, max_data));
+        assert_true(acct_fields[4].wide);
+        assert_false(acct_fields[0].wide);
+
+        /* get/set through the table reach the named members. */
+        struct acct_limits l;
+        acct_limits_unlimited(&l);
+        assert_int_equal(l.max_connections, -1);
+        assert_true(l.max_data == -1);
+        assert_int_equal(l.max_exports, -1);
+        acct_limits_set(&l, &acct_fields[4], 10 * GiB);
+        acct_limits_set(&l, &acct_fields[6], INT32_MAX);
+        assert_true(l.max_data == 10 * GiB);
+        assert_int_equal(l.max_exports, INT32_MAX);
+        assert_true(acct_limits_get(&l, &acct_fields[4]) == 10 * GiB);
+        assert_int_equal(acct_limits_get(&l, &acct_fields[6]), INT32_MAX);
+        assert_int_equal(acct_limits_get(&l, &acct_fields[5]), -1);
+}
+
+static void test_acct_limits(void **state) {
+        struct accounts *a = parse_ok("accounts:\n"
+                                      "  APP:\n"
+                                      "    limits:\n"
+                                      "      max_connections: 100       # JWT conn\n"
+                                      "      max_subscriptions: 10000   # JWT subs\n"
+                                      "      max_payload: 1MiB          # JWT payload\n"
+                                      "      max_leafnodes: 4           # JWT leaf\n"
+                                      "      max_data: 10GiB            # JWT data\n"
+                                      "      max_imports: 50            # JWT imports\n"
+                                      "      max_exports: 50            # JWT exports\n"
+                                      "  PART:\n"
+                                      "    jetstream: enabled\n"
+                                      "    limits: { max_connections: 0, max_payload: \"2147483647\", max_leafnodes: unlimited,\n"
+                                      "              max_imports: '-1', max_exports: 2147483647 }\n"
+                                      "  NULLS:\n"
+                                      "    limits:\n"
+                                      "  EMPTY:\n"
+                                      "    limits: {}\n"
+                                      "  NONE:\n"
+                                      "    jetstream: disabled\n"
+                                      "  MERGED:\n"
+                                      "    limits: { <<: { max_connections: 5, max_data: 1K }, max_data: 2K }\n",
+                                      ACCOUNTS_OPERATOR);
+        const struct account_decl *x = find(a, "APP");
+        assert_true(x->acct_managed);
+        assert_int_equal(x->js, JS_UNMANAGED);
+        assert_int_equal(x->acct.max_connections, 100);
+        assert_int_equal(x->acct.max_subscriptions, 10000);
+        assert_int_equal(x->acct.max_payload, MiB);
+        assert_int_equal(x->acct.max_leafnodes, 4);
+        assert_true(x->acct.max_data == 10 * GiB);
+        assert_int_equal(x->acct.max_imports, 50);
+        assert_int_equal(x->acct.max_exports, 50);
+
+        /* 0 is a real limit; omitted fields are unlimited once `limits` is there. */
+        x = find(a, "PART");
+        assert_true(x->acct_managed);
+        assert_int_equal(x->js, JS_ENABLED);
+        assert_int_equal(x->acct.max_connections, 0);
+        assert_int_equal(x->acct.max_subscriptions, -1);
+        assert_int_equal(x->acct.max_payload, INT32_MAX);
+        assert_int_equal(x->acct.max_leafnodes, -1);
+        assert_true(x->acct.max_data == -1);
+        assert_int_equal(x->acct.max_imports, -1);
+        assert_int_equal(x->acct.max_exports, INT32_MAX);
+
+        struct acct_limits unlimited;
+        acct_limits_unlimited(&unlimited);
+        for (size_t i = 0; i < 3; i++) {
+                const char *n[] = { "NULLS", "EMPTY", "NONE" };
+                x = find(a, n[i]);
+                assert_int_equal(x->acct_managed, i < 2);
+                assert_memory_equal(&x->acct, &unlimited, sizeof(unlimited));
+        }
+        x = find(a, "MERGED");
+        assert_int_equal(x->acct.max_connections, 5);
+        assert_true(x->acct.max_data == 2000);
+        accounts_free(a);
+
+        /* Config mode: the four limits a config-mode account has. */
+        a = parse_ok("accounts:\n"
+                     "  APP:\n"
+                     "    limits: { max_connections: 10, max_subscriptions: 20, max_payload: 64KiB, max_leafnodes: 0 }\n",
+                     ACCOUNTS_CONFIG);
+        x = find(a, "APP");
+        assert_true(x->acct_managed);
+        assert_int_equal(x->acct.max_connections, 10);
+        assert_int_equal(x->acct.max_subscriptions, 20);
+        assert_int_equal(x->acct.max_payload, 64 * 1024);
+        assert_int_equal(x->acct.max_leafnodes, 0);
+        assert_true(x->acct.max_data == -1);
+        accounts_free(a);
+}
+
 static void test_config_flavor(void **state) {
         struct accounts *a = parse_ok("accounts:\n"
                                       "  APP:\n"
@@ -357,6 +465,15 @@ static void test_decl_equal(void **state) {
         x = a->v[0];
         strcpy(x.name, "B");
         assert_false(account_decl_equal(&a->v[0], &x));
+        /* `limits:` with every limit unlimited is not the same as no `limits` key. */
+        x = a->v[0];
+        x.acct_managed = true;
+        assert_false(account_decl_equal(&a->v[0], &x));
+        for (size_t i = 0; i < acct_fields_count; i++) {
+                x = a->v[0];
+                acct_limits_set(&x.acct, &acct_fields[i], 7);
+                assert_false(account_decl_equal(&a->v[0], &x));
+        }
         accounts_free(a);
         accounts_free(b);
 }
@@ -400,14 +517,14 @@ static const struct bad_case bad_cases[] = {
         OP("accounts:\n  \"A\\0B\": {}\n", 2, 3, "got \"A\\x00B\": contains a NUL character"),
         OP("accounts:\n  ? [A]\n  : {}\n", 2, 5, "accounts: expected a key name, got a sequence"),
         /* Accounts. */
-        OP("accounts:\n  APP: 5\n", 2, 8, "APP: expected a mapping with key or jetstream, or nothing, got 5"),
-        OP("accounts:\n  APP: [jetstream]\n", 2, 8, "APP: expected a mapping with key or jetstream, or nothing, got a sequence"),
-        OP("accounts:\n  APP: \"\"\n", 2, 8, "APP: expected a mapping with key or jetstream, or nothing, got \"\""),
-        OP("accounts:\n  APP:\n    jetstrem: enabled\n", 3, 5, "APP.jetstrem: expected one of key, jetstream, got an unknown key"),
-        CFG("accounts:\n  APP:\n    jetstrem: enabled\n", 3, 5, "APP.jetstrem: expected one of jetstream, got"),
+        OP("accounts:\n  APP: 5\n", 2, 8, "APP: expected a mapping with key, jetstream or limits, or nothing, got 5"),
+        OP("accounts:\n  APP: [jetstream]\n", 2, 8, "APP: expected a mapping with key, jetstream or limits, or nothing, got a sequence"),
+        OP("accounts:\n  APP: \"\"\n", 2, 8, "APP: expected a mapping with key, jetstream or limits, or nothing, got \"\""),
+        OP("accounts:\n  APP:\n    jetstrem: enabled\n", 3, 5, "APP.jetstrem: expected one of key, jetstream, limits, got an unknown key"),
+        CFG("accounts:\n  APP:\n    jetstrem: enabled\n", 3, 5, "APP.jetstrem: expected one of jetstream, limits, got"),
         OP("accounts:\n  APP:\n    jetstream: enabled\n    jetstream: disabled\n", 4, 5, "APP: duplicate key jetstream (first at line 3)"),
         /* Keys. */
-        CFG("accounts:\n  APP:\n    key: " KEY1 "\n", 3, 5, "APP.key: expected only jetstream in config mode, got key: pinning a public key needs operator mode"),
+        CFG("accounts:\n  APP:\n    key: " KEY1 "\n", 3, 5, "APP.key: expected jetstream or limits in config mode, got key: pinning a public key needs operator mode"),
         OP("accounts:\n  APP:\n    key: " USER_KEY "\n", 3, 10, "APP.key: not an account public key: "),
         OP("accounts:\n  APP:\n    key: " BAD_SUM_KEY "\n", 3, 10, "APP.key: not an account public key: checksum mismatch"),
         OP("accounts:\n  APP:\n    key: ABC\n", 3, 10, "APP.key: not an account public key: "),
@@ -474,6 +591,40 @@ static const struct bad_case bad_cases[] = {
         OP("accounts:\n  APP:\n    jetstream:\n      tiers: {}\n", 4, 14, "APP.jetstream.tiers: expected at least one tier R1..R5, got none"),
         OP("accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: {}\n        R1: {}\n", 6, 9,
           "APP.jetstream.tiers: duplicate key R1 (first at line 5)"),
+        /* limits. */
+        OP("accounts:\n  APP:\n    limits: 5\n", 3, 13, "APP.limits: expected a mapping of limits (or nothing for all unlimited), got 5"),
+        OP("accounts:\n  APP:\n    limits: [1]\n", 3, 13, "APP.limits: expected a mapping of limits (or nothing for all unlimited), got a sequence"),
+        OP("accounts:\n  APP:\n    limits:\n      max_conns: 5\n", 4, 7,
+          "APP.limits.max_conns: expected one of max_connections, max_subscriptions, max_payload, max_leafnodes, "
+          "max_data, max_imports, max_exports, got an unknown key"),
+        CFG("accounts:\n  APP:\n    limits:\n      max_conns: 5\n", 4, 7,
+          "APP.limits.max_conns: expected one of max_connections, max_subscriptions, max_payload, max_leafnodes, got an unknown key"),
+        OP("accounts:\n  APP:\n    limits:\n      max_memory: 5\n", 4, 7, "APP.limits.max_memory: expected one of max_connections"),
+        OP("accounts:\n  APP:\n    limits:\n      max_connections: 1\n      max_connections: 2\n", 5, 7,
+          "APP.limits: duplicate key max_connections (first at line 4)"),
+        OP("accounts:\n  APP:\n    limits:\n      max_connections: -2\n", 4, 24,
+          "APP.limits.max_connections: expected a count, got -2: negative counts other than -1"),
+        OP("accounts:\n  APP:\n    limits:\n      max_subscriptions: 1.5\n", 4, 26, "APP.limits.max_subscriptions: expected a count, got 1.5"),
+        OP("accounts:\n  APP:\n    limits:\n      max_leafnodes:\n", 4, 21, "APP.limits.max_leafnodes: expected a count, got nothing"),
+        OP("accounts:\n  APP:\n    limits:\n      max_imports: { a: 1 }\n", 4, 20, "APP.limits.max_imports: expected a count, got a mapping"),
+        OP("accounts:\n  APP:\n    limits:\n      max_payload: 1XB\n", 4, 20, "APP.limits.max_payload: expected a size, got 1XB: unknown unit"),
+        OP("accounts:\n  APP:\n    limits:\n      max_data: -3\n", 4, 17, "APP.limits.max_data: expected a size, got -3"),
+        OP("accounts:\n  APP:\n    limits:\n      max_data: 99999999999999999999\n", 4, 17, "expected a size, got 99999999999999999999: too large"),
+        /* nats-server would cut these to 32 bits: 4294967296 connections would be none. */
+        OP("accounts:\n  APP:\n    limits:\n      max_connections: 4294967296\n", 4, 24,
+          "APP.limits.max_connections: expected a count of at most 2147483647, got 4294967296: nats-server keeps this limit in 32 bits"),
+        OP("accounts:\n  APP:\n    limits:\n      max_subscriptions: 2147483648\n", 4, 26, "of at most 2147483647, got 2147483648"),
+        OP("accounts:\n  APP:\n    limits:\n      max_payload: 2GiB\n", 4, 20,
+          "APP.limits.max_payload: expected a size of at most 2147483647 bytes (2GiB - 1), got 2GiB: nats-server keeps this limit in 32 bits"),
+        OP("accounts:\n  APP:\n    limits:\n      max_exports: 3000000000\n", 4, 20, "APP.limits.max_exports: expected a count of at most 2147483647"),
+        /* ... which a config-mode account does not have. */
+        CFG("accounts:\n  APP:\n    limits:\n      max_data: 1GiB\n", 4, 7,
+          "APP.limits.max_data: expected max_connections, max_subscriptions, max_payload or max_leafnodes in config mode, "
+          "got max_data: a limit of account JWTs, it needs operator mode"),
+        CFG("accounts:\n  APP:\n    limits: { max_connections: 1, max_imports: 5 }\n", 3, 35, "APP.limits.max_imports: expected max_connections"),
+        CFG("accounts:\n  APP:\n    limits: { max_exports: x }\n", 3, 15, "got max_exports: a limit of account JWTs, it needs operator mode"),
+        OP("accounts:\n  A: { limits: &l { max_payload: 1K } }\n  B: { limits: { max_connections: *l } }\n", 3, 35,
+          "B.limits.max_connections: expected a count, got a mapping"),
         /* Merge keys. */
         OP("accounts:\n  APP:\n    jetstream:\n      <<: 5\n", 4, 11, "APP.jetstream: expected a mapping or a sequence of mappings after <<, got 5"),
         OP("accounts:\n  APP:\n    jetstream:\n      <<: [{}, 1, 2]\n", 4, 16, "expected a sequence of mappings after <<, got 1 in it"),
@@ -484,7 +635,7 @@ static const struct bad_case bad_cases[] = {
         /* Errors behind an alias point at the alias. */
         OP("accounts:\n  A: { jetstream: { max_store: &v 5GiB } }\n  B: { key: *v }\n", 3, 13, "B.key: not an account public key"),
         OP("accounts:\n  A: { jetstream: &js { max_store: 5GiB } }\n  B: { key: *js }\n", 3, 13, "B.key: expected an account public key, got a mapping"),
-        OP("accounts:\n  A: &a [1]\n", 2, 6, "A: expected a mapping with key or jetstream, or nothing, got a sequence"),
+        OP("accounts:\n  A: &a [1]\n", 2, 6, "A: expected a mapping with key, jetstream or limits, or nothing, got a sequence"),
 };
 
 static void test_bad(void **state) {
@@ -853,13 +1004,17 @@ static void test_load_update(void **state) {
                 "    jetstream: {max_memory: 1GiB}", "      max_store: |-", "        5GiB", "# caf\xc3\xa9",
                 "# sep\xe2\x80\xa8", "  Z@: ~", "  Y@: {}", "  W@:\r", "accounts:", "      max_store: 0",
                 "  ACC001: { jetstream: disabled }", "? K@", ": { jetstream: enabled }", "    max_store: 1GiB",
+                "    limits:", "      max_connections: @", "      max_payload: @KiB", "      max_data: 5000000000",
+                "      max_leafnodes: 0", "      max_subscriptions: 9999999999", "    limits: { max_exports: @ }",
+                "    limits: ~", "      max_conns: 1", "  ACC0@: { limits: { max_imports: -1 } }",
         };
         /* Lines that keep a file valid more often than not. */
         static const char *const likely[] = {
                 "      max_store: @MiB", "      max_streams: @", "      max_memory: 1GiB", "# comment", "",
                 "  # indented comment", "  NEW@:", "    jetstream: disabled", "    jetstream: enabled", "  Z@: ~",
                 "    jetstream: {max_memory: 1GiB}", "  ACC0@: { jetstream: disabled }", "    jetstream:",
-                "    key: " KEY1, "    key: " KEY2,
+                "    key: " KEY1, "    key: " KEY2, "    limits:", "      max_connections: @",
+                "      max_payload: @KiB", "    limits: { max_exports: @ }",
         };
         srand(7);
         /* Each round edits the last good text (a line or two), as a user would. */
@@ -939,6 +1094,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_spec_example),
                 cmocka_unit_test(test_field_table),
+                cmocka_unit_test(test_acct_field_table),
+                cmocka_unit_test(test_acct_limits),
                 cmocka_unit_test(test_config_flavor),
                 cmocka_unit_test(test_empty_accounts),
                 cmocka_unit_test(test_modes),

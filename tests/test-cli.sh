@@ -101,6 +101,12 @@ printf 'accounts:\n  APP:\n    key: ABCDEF\n' >"$T/etc/accounts.yaml"
 expect 65 "accounts.yaml:3:10: .*key" "bad pinned key" -- -c "$C" check
 printf 'accounts: [\n' >"$T/etc/accounts.yaml"
 expect 65 "accounts.yaml:[0-9]+:[0-9]+: .*YAML" "YAML syntax error" -- -c "$C" check
+printf 'accounts:\n  APP:\n    limits:\n      max_connections: 4294967296\n' >"$T/etc/accounts.yaml"
+expect 65 "accounts.yaml:4:24: APP.limits.max_connections: .*32 bits" "a limit nats-server would cut to 32 bits" -- -c "$C" check
+printf 'accounts:\n  APP:\n    limits: { max_connections: 5, max_data: 1GiB }\n' >"$T/etc/accounts.yaml"
+expect 0 "1 account OK" "operator-only account limits in operator mode" -- -c "$C" check
+sed -i 's/^mode = operator$/mode = config/' "$C"
+expect 65 "accounts.yaml:3:35: APP.limits.max_data: .*needs operator mode" "operator-only account limits in config mode" -- -c "$C" check
 
 echo "1..$n"
 [ "$fails" = 0 ]

@@ -47,6 +47,7 @@ static struct observed *observed_make(const struct fake_account *fa, size_t n, b
                 a->name = name ? xstrdup(name) : NULL;
                 a->iat = json_integer_value(json_object_get(claims, "iat"));
                 js_state_from_claims(claims, &a->js);
+                acct_state_from_claims(claims, &a->acct);
                 json_decref(claims);
                 if (fa[i].has_state) {
                         a->n_servers = 1;
@@ -333,6 +334,323 @@ static void test_claims_round_trip(void **state) {
         accounts_free(a);
 }
 
+/* Every account limit written out unlimited, as nats-accountd and nsc create accounts. */
+#define ACCT_UNLIMITED "\"conn\":-1,\"subs\":-1,\"payload\":-1,\"leaf\":-1,\"data\":-1,\"imports\":-1,\"exports\":-1"
+static const char acct_open[] = "{\"name\":\"APP\",\"iat\":100,\"nats\":{\"limits\":{" ACCT_UNLIMITED
+                                ",\"wildcards\":true,\"mem_storage\":1073741824,\"disk_storage\":5368709120,"
+                                "\"streams\":100},\"type\":\"account\",\"version\":2}}";
+static const char acct_100[] = "{\"name\":\"APP\",\"iat\":100,\"nats\":{\"limits\":{\"conn\":100,\"subs\":10000,"
+                               "\"payload\":1048576,\"leaf\":4,\"data\":10737418240,\"imports\":50,\"exports\":50},"
+                               "\"type\":\"account\",\"version\":2}}";
+#define APP_100 "accounts:\n  APP:\n    limits: { max_connections: 100, max_subscriptions: 10000, max_payload: 1MiB,\n" \
+                "              max_leafnodes: 4, max_data: 10GiB, max_imports: 50, max_exports: 50 }\n"
+
+static void test_acct_limits(void **state) {
+        struct run r;
+        struct fake_account open = { .key = 0, .claims = acct_open }, hundred = { .key = 0, .claims = acct_100 };
+
+        /* No `limits` key: whatever the JWT says is left alone. */
+        run_case(&r, "accounts:\n  APP:\n    jetstream: { max_memory: 1GiB, max_store: 5GiB, max_streams: 100 }\n",
+                 &hundred, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ENABLE);
+        assert_null(find_change(&r.p->v[0], "max_connections"));
+        run_free(&r);
+        run_case(&r, "accounts:\n  APP: {}\n", &hundred, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UNCHANGED);
+        run_free(&r);
+
+        /* Declared as the JWT has them: in sync. */
+        run_case(&r, APP_100, &hundred, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UNCHANGED);
+        assert_int_equal(r.p->v[0].n_changes, 0);
+        run_free(&r);
+
+        /* One limit lowered; the JetStream limits are not ours here (no `jetstream` key). */
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_connections: 50, max_payload: 512KiB }\n", &open, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
+        assert_int_equal(r.p->v[0].n_changes, 2);
+        expect_change(&r.p->v[0], "max_connections", -1, 50);
+        expect_change(&r.p->v[0], "max_payload", -1, 512 * 1024);
+        char buf[128];
+        report_change(find_change(&r.p->v[0], "max_connections"), buf, sizeof(buf));
+        assert_string_equal(buf, "max_connections unlimited -> 50");
+        report_change(find_change(&r.p->v[0], "max_payload"), buf, sizeof(buf));
+        assert_string_equal(buf, "max_payload unlimited -> 512KiB");
+        assert_true(plan_entry_lowers(&r.p->v[0], "max_connections"));
+        assert_false(plan_entry_lowers(&r.p->v[0], "max_subscriptions"));
+        run_free(&r);
+
+        /* Omitted fields are unlimited once `limits` is there; a JetStream change and a limit change together. */
+        run_case(&r,
+                 "accounts:\n  APP:\n    jetstream: { max_memory: 1GiB, max_store: 10GiB, max_streams: 100 }\n"
+                 "    limits: { max_connections: 50 }\n",
+                 &hundred, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ENABLE);
+        expect_change(&r.p->v[0], "max_connections", 100, 50);
+        expect_change(&r.p->v[0], "max_subscriptions", 10000, -1);
+        expect_change(&r.p->v[0], "max_data", 10 * GiB, -1);
+        expect_change(&r.p->v[0], "max_exports", 50, -1);
+        expect_change(&r.p->v[0], "max_store", 0, 10 * GiB);
+        assert_false(plan_entry_lowers(&r.p->v[0], "max_subscriptions"));
+        run_free(&r);
+
+        /* nats-server reads an absent claim as 0 (nothing allowed), and so any negative but -1. */
+        struct fake_account sparse = { .key = 0,
+                                       .claims = "{\"name\":\"APP\",\"nats\":{\"limits\":{\"conn\":-1,\"subs\":-5,"
+                                                 "\"leaf\":4294967296}}}" };
+        run_case(&r, "accounts:\n  APP:\n    limits:\n", &sparse, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
+        assert_null(find_change(&r.p->v[0], "max_connections"));
+        expect_change(&r.p->v[0], "max_subscriptions", 0, -1);
+        expect_change(&r.p->v[0], "max_payload", 0, -1);
+        expect_change(&r.p->v[0], "max_imports", 0, -1);
+        /* A value nats-server would cut to 32 bits shows as written, and differs from every declared one. */
+        expect_change(&r.p->v[0], "max_leafnodes", INT64_C(4294967296), -1);
+        run_free(&r);
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_leafnodes: 2147483647 }\n", &sparse, 1, true, true);
+        expect_change(&r.p->v[0], "max_leafnodes", INT64_C(4294967296), INT32_MAX);
+        run_free(&r);
+
+        /* A new account starts with every limit unlimited: only declared ones are changes. */
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_connections: 2, max_leafnodes: 0 }\n", NULL, 0, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_CREATE);
+        assert_int_equal(r.p->v[0].n_changes, 2);
+        expect_change(&r.p->v[0], "max_connections", -1, 2);
+        expect_change(&r.p->v[0], "max_leafnodes", -1, 0);
+        run_free(&r);
+}
+
+static void test_acct_refused(void **state) {
+        struct run r;
+        /* Two imports, a wildcard export, wildcards not allowed. */
+        struct fake_account busy = {
+                .key = 0,
+                .claims = "{\"name\":\"APP\",\"nats\":{\"limits\":{" ACCT_UNLIMITED "},"
+                          "\"imports\":[{\"subject\":\"a\",\"type\":\"stream\"},{\"subject\":\"b\",\"type\":\"stream\"}],"
+                          "\"exports\":[{\"subject\":\"events.>\",\"type\":\"stream\"}]}}",
+        };
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_imports: 1 }\n", &busy, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR);
+        assert_non_null(strstr(r.p->v[0].error, "max_imports 1 is below the 2 imports the account's JWT holds"));
+        assert_non_null(strstr(r.p->v[0].error, "more imports than allowed"));
+        assert_int_equal(r.p->v[0].n_changes, 0);
+        run_free(&r);
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_imports: 2 }\n", &busy, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
+        run_free(&r);
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_exports: 0 }\n", &busy, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR);
+        assert_non_null(strstr(r.p->v[0].error, "max_exports 0 is below the 1 exports"));
+        run_free(&r);
+        /* An export limit forbids wildcard exports unless the JWT allows them. */
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_exports: 5 }\n", &busy, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR);
+        assert_non_null(strstr(r.p->v[0].error, "wildcard exports"));
+        run_free(&r);
+        struct fake_account allowed = busy;
+        allowed.claims = "{\"name\":\"APP\",\"nats\":{\"limits\":{" ACCT_UNLIMITED ",\"wildcards\":true},"
+                         "\"exports\":[{\"subject\":\"*.events\",\"type\":\"stream\"}]}}";
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_exports: 5 }\n", &allowed, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
+        run_free(&r);
+        struct fake_account plain = busy;
+        plain.claims = "{\"name\":\"APP\",\"nats\":{\"limits\":{" ACCT_UNLIMITED "},"
+                       "\"exports\":[{\"subject\":\"events.x\",\"type\":\"stream\"},{\"subject\":\"a*b\",\"type\":\"stream\"}]}}";
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_exports: 5 }\n", &plain, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
+        run_free(&r);
+        /* Unchanged limits are not re-checked: there is nothing to push. */
+        run_case(&r, "accounts:\n  APP:\n    limits: {}\n", &busy, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UNCHANGED);
+        run_free(&r);
+
+        /* The system account: refused with the file's location, and why limits there are dangerous. */
+        struct fake_account sys = { .key = 3, .claims = "{\"name\":\"SYS\",\"nats\":{}}" };
+        run_case(&r, "accounts:\n  SYS:\n    limits: { max_connections: 1 }\n", &sys, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR);
+        assert_non_null(strstr(r.p->v[0].error, "accounts.yaml:2:3: SYS is the system account (system_account of server n1)"));
+        assert_non_null(strstr(r.p->v[0].error, "could lock out the system user"));
+        assert_int_equal(r.p->v[0].n_changes, 0);
+        run_free(&r);
+        char *yaml = xasprintf("accounts:\n  ANY:\n    key: %s\n    limits: { max_connections: 1 }\n", keys[3].pub);
+        run_case(&r, yaml, &sys, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR);
+        assert_non_null(strstr(r.p->v[0].error, "accounts.yaml:2:3: ANY is the system account"));
+        run_free(&r);
+        free(yaml);
+}
+
+/* The account as two servers see it. */
+static void set_states_usage(struct run *r, const struct server_account_state *st, size_t n,
+                             const struct tier_usage *usage) {
+        struct observed_account *oa = &r->o->accounts[0];
+        free(oa->tier_usage);
+        oa->tier_usage = NULL;
+        if (usage) {
+                oa->tier_usage = xcalloc(1, sizeof(*oa->tier_usage));
+                *oa->tier_usage = *usage;
+        }
+        free(oa->servers);
+        oa->servers = xcalloc(n, sizeof(*oa->servers));
+        memcpy(oa->servers, st, n * sizeof(*st));
+        oa->n_servers = n;
+        plan_free(r->p);
+        struct plan_options opt = { .create_missing = true };
+        r->p = plan_compute(r->a, r->o, &opt);
+}
+
+static void set_states(struct run *r, const struct server_account_state *st, size_t n) {
+        set_states_usage(r, st, n, NULL);
+}
+
+static void test_acct_warnings(void **state) {
+        struct run r;
+        struct fake_account hundred = { .key = 0, .claims = acct_100 };
+        /* 3 connections on one server, 2 and a leaf node on the other. */
+        struct server_account_state two[2] = {
+                { .server_id = "NONE", .loaded = true, .complete = true, .connections = 3, .have_subs = true, .max_subs = 12 },
+                { .server_id = "NTWO", .loaded = true, .complete = true, .connections = 2, .leafnodes = 1, .have_subs = true,
+                  .max_subs = 4 },
+        };
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_connections: 5, max_subscriptions: 10, max_leafnodes: 0 }\n",
+                 &hundred, 1, true, true);
+        set_states(&r, two, 2);
+        assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
+        assert_true(has_warning(&r.p->v[0], "max_connections 5 is below the 6 connections the account has now; the "
+                                            "servers will close at least 1 of them"));
+        assert_true(has_warning(&r.p->v[0], "max_leafnodes 0 is below the 1 leaf node connections"));
+        assert_true(has_warning(&r.p->v[0], "max_subscriptions 10: a connection of the account to server NONE has 12 "
+                                            "subscriptions; the servers close every connection with 10 or more"));
+        assert_false(has_warning(&r.p->v[0], "server NTWO has"));
+        run_free(&r);
+
+        /* At the limit: a connection with exactly max_subscriptions is closed too. */
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_connections: 6, max_subscriptions: 12, max_leafnodes: 1 }\n",
+                 &hundred, 1, true, true);
+        set_states(&r, two, 2);
+        assert_false(has_warning(&r.p->v[0], "max_connections"));
+        assert_false(has_warning(&r.p->v[0], "max_leafnodes"));
+        assert_true(has_warning(&r.p->v[0], "server NONE has 12 subscriptions"));
+        run_free(&r);
+
+        /* Raised limits never warn; neither does an unknown count of subscriptions where there are no connections. */
+        run_case(&r, APP_100, &hundred, 1, true, true);
+        struct server_account_state busy = { .server_id = "NONE", .loaded = true, .complete = true, .connections = 300,
+                                             .have_subs = true, .max_subs = 50000 };
+        set_states(&r, &busy, 1);
+        assert_int_equal(r.p->v[0].n_warnings, 0);
+        run_free(&r);
+
+        /* CONNZ did not answer: say that it is not known. */
+        run_case(&r, "accounts:\n  APP:\n    limits: { max_connections: 100, max_subscriptions: 10, max_payload: 1MiB,\n"
+                     "      max_leafnodes: 4, max_data: 10GiB, max_imports: 50, max_exports: 50 }\n",
+                 &hundred, 1, true, true);
+        struct server_account_state unknown[2] = {
+                { .server_id = "NONE", .loaded = true, .complete = true, .connections = 1 },
+                { .server_id = "NTWO", .loaded = true, .complete = true },
+        };
+        set_states(&r, unknown, 2);
+        assert_int_equal(r.p->v[0].n_warnings, 1);
+        assert_true(has_warning(&r.p->v[0], "cannot tell whether max_subscriptions 10 closes connections: server NONE"));
+        run_free(&r);
+}
+
+static void test_tier_usage_warnings(void **state) {
+        struct run r;
+        struct fake_account tiered = {
+                .key = 0,
+                .claims = "{\"name\":\"APP\",\"nats\":{\"limits\":{\"tiered_limits\":{"
+                          "\"R1\":{\"mem_storage\":1073741824,\"disk_storage\":10737418240},"
+                          "\"R3\":{\"mem_storage\":536870912,\"disk_storage\":5368709120}}}}}",
+        };
+        /* Each of three servers holds a replica of 30MiB of R3 file streams (90MiB in all, 30MiB counted
+         * once), and one holds 3MiB of R1 memory streams. */
+        struct server_account_state three[3] = {
+                { .server_id = "NONE", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true },
+                { .server_id = "NTWO", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true },
+                { .server_id = "NTHREE", .loaded = true, .complete = true, .jetstream_enabled = true, .have_tier_usage = true },
+        };
+        struct tier_usage held = { .storage = { [2] = 90 * MiB }, .memory = { [0] = 3 * MiB } };
+        run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 1MiB, max_store: 10GiB }\n"
+                     "        R3: { max_memory: 512MiB, max_store: 20MiB }\n",
+                 &tiered, 1, true, true);
+        set_states_usage(&r, three, 3, &held);
+        assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
+        assert_true(has_warning(&r.p->v[0], "R3.max_store 20MiB is below current usage 30MiB of the account's R3 streams"));
+        assert_true(has_warning(&r.p->v[0], "R1.max_memory 1MiB is below current usage 3MiB of the account's R1 streams"));
+        run_free(&r);
+
+        /* Enough room, or a tier dropped that holds nothing: no warning. A dropped tier that holds data: one. */
+        run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 4MiB, max_store: 10GiB }\n"
+                     "        R3: { max_memory: 512MiB, max_store: 30MiB }\n",
+                 &tiered, 1, true, true);
+        set_states_usage(&r, three, 3, &held);
+        assert_int_equal(r.p->v[0].n_warnings, 0);
+        run_free(&r);
+        run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 1GiB, max_store: 10GiB }\n",
+                 &tiered, 1, true, true);
+        set_states_usage(&r, three, 3, &held);
+        assert_true(has_warning(&r.p->v[0], "R3.max_store 0 is below current usage 30MiB"));
+        assert_int_equal(r.p->v[0].n_warnings, 1);
+        run_free(&r);
+
+        /* No server said: nothing to say either. */
+        struct server_account_state quiet = { .server_id = "NONE", .loaded = true, .complete = true, .jetstream_enabled = true };
+        run_case(&r, "accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: { max_memory: 1, max_store: 1 }\n",
+                 &tiered, 1, true, true);
+        set_states_usage(&r, &quiet, 1, &held);
+        assert_int_equal(r.p->v[0].n_warnings, 0);
+        run_free(&r);
+}
+
+static void test_acct_claims(void **state) {
+        /* Written into claims, the declared limits read back the same, and nothing else moves. */
+        struct accounts *a = desired(APP_100 "  B:\n    limits: { max_connections: 0, max_data: 5 }\n");
+        static const char *const other =
+                "{\"name\":\"APP\",\"sub\":\"AX\",\"nats\":{\"limits\":{\"wildcards\":true,\"disallow_bearer\":true,"
+                "\"mem_storage\":5,\"tiered_limits\":{\"R3\":{\"disk_storage\":7}}},\"signing_keys\":[\"AK\"],"
+                "\"imports\":[{\"subject\":\"i\"}],\"exports\":[{\"subject\":\"e\"}],\"type\":\"account\",\"version\":2}}";
+        for (size_t i = 0; i < a->n; i++) {
+                json_t *claims = json_loads(other, 0, NULL), *before = json_deep_copy(claims);
+                acct_limits_to_claims(&a->v[i].acct, claims);
+                struct acct_state back;
+                acct_state_from_claims(claims, &back);
+                for (size_t f = 0; f < acct_fields_count; f++)
+                        assert_true(back.value[f] == acct_limits_get(&a->v[i].acct, &acct_fields[f]));
+                assert_int_equal(back.n_imports, 1);
+                assert_int_equal(back.n_exports, 1);
+                assert_true(back.wildcards_allowed);
+                /* -1 is written out: an absent claim would be 0 to nats-server. */
+                json_t *lim = json_object_get(json_object_get(claims, "nats"), "limits");
+                assert_int_equal(json_integer_value(json_object_get(lim, "subs")), i == 0 ? 10000 : -1);
+                static const char *const names[] = { "conn", "subs", "payload", "leaf", "data", "imports", "exports" };
+                for (size_t f = 0; f < ARRAY_SIZE(names); f++)
+                        json_object_del(lim, names[f]);
+                assert_true(json_equal(claims, before));
+                json_decref(claims);
+                json_decref(before);
+        }
+        accounts_free(a);
+}
+
+static void test_acct_config_block(void **state) {
+        struct acct_limits l;
+        acct_limits_unlimited(&l);
+        l.max_connections = 100;
+        l.max_payload = 1048576;
+        l.max_leafnodes = 0;
+        l.max_data = 5;
+        l.max_imports = 3;
+        char *text = acct_limits_config_block(&l);
+        assert_string_equal(text, "limits {\n"
+                                  "  max_connections: 100\n"
+                                  "  max_subscriptions: -1\n"
+                                  "  max_payload: 1048576\n"
+                                  "  max_leafnodes: 0\n"
+                                  "}\n");
+        free(text);
+}
+
 static int setup(void **state) {
         for (size_t i = 0; i < 4; i++)
                 nkey_generate(NKEY_ACCOUNT, &keys[i]);
@@ -348,6 +666,12 @@ int main(void) {
                 cmocka_unit_test(test_matching),
                 cmocka_unit_test(test_warnings_and_applied_state),
                 cmocka_unit_test(test_claims_round_trip),
+                cmocka_unit_test(test_acct_limits),
+                cmocka_unit_test(test_acct_refused),
+                cmocka_unit_test(test_acct_warnings),
+                cmocka_unit_test(test_tier_usage_warnings),
+                cmocka_unit_test(test_acct_claims),
+                cmocka_unit_test(test_acct_config_block),
         };
         return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -361,6 +361,8 @@ static void test_info(void **state) {
         assert_true(st.complete);
         assert_true(st.jetstream_enabled);
         assert_int_equal(st.update_time_iat, 1795613814);
+        assert_int_equal(st.connections, 1);
+        assert_int_equal(st.leafnodes, 0);
         assert_null(st.error);
 
         assert_int_equal(observe_parse_info(INFO_NOT_LOADED, strlen(INFO_NOT_LOADED), &st, &why), 0);
@@ -386,6 +388,14 @@ static void test_info(void **state) {
                              "\"jetstream_enabled\":false,\"decoded_jwt\":{\"iat\":\"soon\"}}}";
         assert_int_equal(observe_parse_info(no_iat, strlen(no_iat), &st, &why), 0);
         assert_int_equal(st.update_time_iat, 0);
+        /* Without the counts (not a server we know): none. */
+        assert_int_equal(st.connections, 0);
+
+        const char *leafs = HDR "\"data\":{\"complete\":true,\"jetstream_enabled\":false,"
+                            "\"client_connections\":3,\"leafnode_connections\":2}}";
+        assert_int_equal(observe_parse_info(leafs, strlen(leafs), &st, &why), 0);
+        assert_int_equal(st.connections, 3);
+        assert_int_equal(st.leafnodes, 2);
 }
 
 static void expect_state_error(bool jsz, const char *json, const char *needle) {
@@ -413,6 +423,124 @@ static void test_info_malformed(void **state) {
         expect_state_error(false,
                            HDR "\"data\":{\"complete\":true,\"jetstream_enabled\":\"y\"}}",
                            "data.jetstream_enabled");
+        expect_state_error(false,
+                           HDR "\"data\":{\"complete\":true,\"jetstream_enabled\":true,\"client_connections\":\"2\"}}",
+                           "client_connections");
+        expect_state_error(false,
+                           HDR "\"data\":{\"complete\":true,\"jetstream_enabled\":true,\"leafnode_connections\":-1}}",
+                           "leafnode_connections");
+        expect_state_error(false,
+                           HDR "\"data\":{\"complete\":true,\"jetstream_enabled\":true,\"client_connections\":4294967296}}",
+                           "client_connections");
+}
+
+/* $SYS.REQ.ACCOUNT.<key>.CONNZ {"sort":"subs","limit":1} from nats-server 2.9.10: two connections, the busier first. */
+static const char CONNZ_TWO[] =
+        "{\"server\":{\"name\":\"nats-accountd-sandbox\",\"host\":\"127.0.0.1\",\"id\":\"" C0_ID "\","
+        "\"ver\":\"2.9.10\",\"seq\":71,\"jetstream\":true,\"time\":\"2026-11-30T14:58:14.79Z\"},\"data\":{\"server_id\":"
+        "\"" C0_ID "\",\"now\":\"2026-11-30T14:58:14.792538283Z\",\"num_connections\":1,\"total\":2,\"offset\":0,"
+        "\"limit\":1,\"connections\":[{\"cid\":9,\"kind\":\"Client\",\"type\":\"nats\",\"ip\":\"127.0.0.1\",\"port\":41404,"
+        "\"start\":\"2026-11-30T14:58:13.320081765Z\",\"last_activity\":\"2026-11-30T14:58:13.324242649Z\",\"rtt\":"
+        "\"3.354253ms\",\"uptime\":\"1s\",\"idle\":\"1s\",\"pending_bytes\":0,\"in_msgs\":0,\"out_msgs\":0,\"in_bytes\":0,"
+        "\"out_bytes\":0,\"subscriptions\":3,\"name\":\"NATS CLI Version v0.5.0\",\"lang\":\"go\",\"version\":\"1.53.1\"}]}}";
+/* The same where the account has no connection (or is not loaded). */
+static const char CONNZ_NONE[] =
+        "{\"server\":{\"name\":\"s\",\"id\":\"" C0_ID "\",\"ver\":\"2.15.3\"},\"data\":{\"server_id\":\"" C0_ID "\","
+        "\"num_connections\":0,\"total\":0,\"offset\":0,\"limit\":1,\"connections\":[]}}";
+
+/* $SYS.REQ.ACCOUNT.<key>.JSZ {"streams":true,"config":true} from nats-server 2.9.10 (trimmed): an R1 file stream
+ * of 215 bytes and an R1 memory stream of 87. */
+static const char JSZ_STREAMS[] =
+        "{\"server\":{\"name\":\"s\",\"id\":\"" C0_ID "\",\"ver\":\"2.9.10\"},\"data\":{\"name\":\"ORDERS\","
+        "\"id\":\"AB2XJXR5NARV6ZKUX4L6KGZ6OI375KO7EOULH4SV6JVP6G64UG4MY7AW\",\"memory\":87,\"storage\":215,"
+        "\"reserved_memory\":0,\"reserved_storage\":0,\"accounts\":0,\"ha_assets\":0,\"api\":{\"total\":2,\"errors\":0},"
+        "\"stream_detail\":[{\"name\":\"S1\",\"created\":\"2026-11-30T15:05:40.07757993Z\",\"cluster\":{\"leader\":\"s\"},"
+        "\"config\":{\"name\":\"S1\",\"subjects\":[\"s1.>\"],\"retention\":\"limits\",\"max_consumers\":-1,"
+        "\"storage\":\"file\",\"num_replicas\":1},\"state\":{\"messages\":5,\"bytes\":215,\"consumer_count\":0}},"
+        "{\"name\":\"M1\",\"config\":{\"name\":\"M1\",\"storage\":\"memory\",\"num_replicas\":1},"
+        "\"state\":{\"messages\":3,\"bytes\":87}},"
+        "{\"name\":\"R3\",\"config\":{\"name\":\"R3\",\"storage\":\"file\",\"num_replicas\":3},"
+        "\"state\":{\"messages\":3,\"bytes\":1000}},"
+        "{\"name\":\"R0\",\"config\":{\"name\":\"R0\",\"storage\":\"file\"},\"state\":{\"bytes\":5}}]}}";
+
+static void test_jsz_streams(void **state) {
+        struct server_account_state st;
+        struct tier_usage u;
+        char *why = NULL;
+        assert_int_equal(observe_parse_jsz_streams(JSZ_STREAMS, strlen(JSZ_STREAMS), &st, &u, &why), 0);
+        assert_string_equal(st.server_id, C0_ID);
+        assert_true(st.have_tier_usage);
+        assert_int_equal(u.storage[0], 220); /* num_replicas absent = 1 */
+        assert_int_equal(u.memory[0], 87);
+        assert_int_equal(u.storage[2], 1000);
+        assert_int_equal(u.memory[2], 0);
+
+        /* No JetStream for the account here: nothing stored here. */
+        assert_int_equal(observe_parse_jsz_streams(JSZ_NOT_JETSTREAM_ENABLED, strlen(JSZ_NOT_JETSTREAM_ENABLED), &st, &u,
+                                                   &why),
+                         0);
+        assert_true(st.have_tier_usage);
+        assert_int_equal(u.storage[0], 0);
+        const char *other = HDR "\"error\":{\"code\":503}}";
+        assert_int_equal(observe_parse_jsz_streams(other, strlen(other), &st, &u, &why), 0);
+        assert_false(st.have_tier_usage);
+        free(st.error);
+
+        static const char *const bad[] = {
+                HDR "\"data\":{\"stream_detail\":{}}}",
+                HDR "\"data\":{\"stream_detail\":[{\"config\":{\"storage\":\"file\"}}]}}",
+                HDR "\"data\":{\"stream_detail\":[{\"config\":{\"storage\":\"disk\"},\"state\":{\"bytes\":1}}]}}",
+                HDR "\"data\":{\"stream_detail\":[{\"config\":{\"storage\":\"file\",\"num_replicas\":\"3\"},\"state\":{\"bytes\":1}}]}}",
+                HDR "\"data\":{\"stream_detail\":[{\"config\":{\"storage\":\"file\"},\"state\":{\"bytes\":-1}}]}}",
+                HDR "\"data\":{\"stream_detail\":[{\"state\":{\"bytes\":1}}]}}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                why = NULL;
+                assert_int_equal(observe_parse_jsz_streams(bad[i], strlen(bad[i]), &st, &u, &why), -EBADMSG);
+                if (!why || !strstr(why, "stream_detail"))
+                        fail_msg("case %zu: \"%s\"", i, why ? why : "");
+                free(why);
+        }
+}
+
+static void test_connz(void **state) {
+        struct server_account_state st;
+        char *why = NULL;
+        assert_int_equal(observe_parse_connz(CONNZ_TWO, strlen(CONNZ_TWO), &st, &why), 0);
+        assert_string_equal(st.server_id, C0_ID);
+        assert_true(st.have_subs);
+        assert_int_equal(st.max_subs, 3);
+        assert_null(st.error);
+        assert_int_equal(observe_parse_connz(CONNZ_NONE, strlen(CONNZ_NONE), &st, &why), 0);
+        assert_true(st.have_subs);
+        assert_int_equal(st.max_subs, 0);
+
+        /* Not sorted as asked: the largest still counts. */
+        const char *unsorted = HDR "\"data\":{\"connections\":[{\"subscriptions\":1},{\"subscriptions\":7}]}}";
+        assert_int_equal(observe_parse_connz(unsorted, strlen(unsorted), &st, &why), 0);
+        assert_int_equal(st.max_subs, 7);
+
+        const char *denied = HDR "\"error\":{\"code\":403,\"description\":\"not allowed\"}}";
+        assert_int_equal(observe_parse_connz(denied, strlen(denied), &st, &why), 0);
+        assert_false(st.have_subs);
+        assert_non_null(strstr(st.error, "not allowed"));
+        free(st.error);
+
+        static const char *const bad[][2] = {
+                { HDR "\"data\":{\"connections\":{}}}", "data.connections" },
+                { HDR "\"data\":{\"connections\":[{\"subscriptions\":-1}]}}", "subscriptions" },
+                { HDR "\"data\":{\"connections\":[{\"subscriptions\":\"3\"}]}}", "subscriptions" },
+                { HDR "\"data\":{\"connections\":[{}]}}", "subscriptions" },
+                { HDR "\"data\":{\"connections\":[{\"subscriptions\":2147483648}]}}", "subscriptions" },
+                { "{\"data\":{}}", "server.id" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                why = NULL;
+                assert_int_equal(observe_parse_connz(bad[i][0], strlen(bad[i][0]), &st, &why), -EBADMSG);
+                if (!why || !strstr(why, bad[i][1]))
+                        fail_msg("case %zu: \"%s\" does not mention %s", i, why ? why : "", bad[i][1]);
+                free(why);
+        }
 }
 
 static void test_jsz(void **state) {
@@ -481,6 +609,11 @@ static void test_pack_msg(void **state) {
         json_decref(claims);
         assert_int_equal(a->js.mode, JS_ENABLED);
         assert_int_equal(a->js.limits.max_memory, 1048576);
+        /* The other account limits, as created by nats-accountd: all -1, wildcard exports allowed. */
+        for (size_t i = 0; i < ACCT_FIELDS; i++)
+                assert_true(a->acct.value[i] == -1);
+        assert_true(a->acct.wildcards_allowed);
+        assert_int_equal(a->acct.n_imports, 0);
         assert_null(a->servers);
 
         /* Several lines in one message, blank lines and CRLF tolerated. */
@@ -701,6 +834,8 @@ int main(void) {
                 cmocka_unit_test(test_info),
                 cmocka_unit_test(test_info_malformed),
                 cmocka_unit_test(test_jsz),
+                cmocka_unit_test(test_connz),
+                cmocka_unit_test(test_jsz_streams),
                 cmocka_unit_test(test_pack_msg),
                 cmocka_unit_test(test_pack_malformed),
                 cmocka_unit_test(test_account_jwt),

@@ -401,6 +401,35 @@ class DaemonTest(unittest.TestCase):
         self.assertLess(delays[len(delays) // 2], 50, "rename -> pass started, ms: %s" % ["%.0f" % x for x in delays])
         self.assertNoErrors()
 
+    def test_limits_edit_is_applied_and_logged(self):
+        self.start_daemon()
+        limited = self.example.replace("      max_consumers: 100\n", "      max_consumers: 100\n    limits:\n      max_connections: 5\n", 1)
+        self.assertNotEqual(limited, self.example)
+        since = self.daemon.mark()
+        self.save(limited)
+        # Fields as in the file; omitted ones were already unlimited in the JWT nats-accountd created.
+        self.daemon.wait_line(r"^APP updated: max_connections unlimited -> 5$", since, timeout=5)
+        self.assertEqual(self.limits_of("APP")["conn"], 5)
+
+        creds = self.sb.user_creds("APP")
+        held = [subprocess.Popen([self.sb.t["probe"], "hold", creds, self.sb.url], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+        try:
+            for h in held:
+                self.assertEqual(h.stdout.readline().strip(), "connected")
+            since = self.daemon.mark()
+            self.save(limited.replace("max_connections: 5\n", "max_connections: 1\n"))
+            self.daemon.wait_line(r"^warning: APP: max_connections 1 is below the 2 connections the account has now; "
+                                  r"the servers will close at least 1 of them$", since, timeout=5)
+            self.daemon.wait_line(r"^APP updated: max_connections 5 -> 1$", since, timeout=5)
+        finally:
+            for h in held:
+                h.stdin.close()
+                h.wait(timeout=10)
+                h.stdout.close()
+        self.assertNoErrors()
+        self.assertInSync()
+
     def test_deleted_file_changes_nothing_and_restore_works(self):
         self.start_daemon()
         jwts = {n: self.sb.lookup_jwt(self.key_of(n)) for n in EXAMPLE_ACCOUNTS}

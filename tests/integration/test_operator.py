@@ -9,6 +9,8 @@ nats-server must be on PATH (or NATS_SERVER): without it the tests fail, never s
 import json
 import os
 import re
+import select
+import subprocess
 import sys
 import time
 import unittest
@@ -76,12 +78,14 @@ class OperatorCase(unittest.TestCase):
         return lines
 
 
-class StandaloneTest(OperatorCase):
+class FreshServerCase(OperatorCase):
     """One fresh sandbox and server per test: no test depends on another's leftovers."""
+
+    label = "standalone"
 
     def setUp(self):
         try:
-            self.sb = harness.Sandbox("standalone")
+            self.sb = harness.Sandbox(self.label)
         except harness.HarnessError as e:
             self.fail(str(e))
         try:
@@ -94,8 +98,8 @@ class StandaloneTest(OperatorCase):
         if self.sb:
             self.sb.cleanup()
 
-    # ------------------------------------------------------------------
 
+class StandaloneTest(FreshServerCase):
     def test_apply_creates_examples_then_plan_in_sync(self):
         r = self.apply_ok()
         for name in EXAMPLE_ACCOUNTS:
@@ -397,6 +401,284 @@ class StandaloneTest(OperatorCase):
             self.assertRegex(r.stderr, r"(?i)connect|unreachable|no server", "the message says what failed")
 
 
+class Holder:
+    """A client of an account that stays connected (nats-probe hold) until close()."""
+
+    def __init__(self, sb, creds, subjects=(), url=None):
+        self.proc = subprocess.Popen(
+            [sb.t["probe"], "hold", creds, url or sb.url] + list(subjects),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.first = self.proc.stdout.readline().strip()  # "connected", or "" when refused
+        self.connected = self.first == "connected"
+        if not self.connected:
+            self.proc.wait(timeout=30)
+            self.error = self.proc.stderr.read()
+
+    def closed_by_server(self, timeout):
+        """The server's reason when it closed the connection within timeout seconds, else None."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.proc.stdout.readline().strip()
+        return line[len("closed: "):] if line.startswith("closed: ") else None
+
+    def close(self):
+        self.proc.stdin.close()  # ends hold
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+
+
+APP_LIMITS = """accounts:
+  APP:
+    jetstream:
+      max_memory: 64MiB
+      max_store: 256MiB
+    limits:
+{limits}
+  ORDERS:
+    jetstream:
+      tiers:
+        R1: {{ max_memory: 32MiB, max_store: 128MiB }}
+"""
+
+
+def limits_file(**limits):
+    return APP_LIMITS.format(limits="".join("      %s: %s\n" % kv for kv in limits.items()) or "      {}\n")
+
+
+class LimitsTest(FreshServerCase):
+    """Account limits besides JetStream (issue 11) on a fresh standalone server per test."""
+
+    label = "limits"
+
+    def setUp(self):
+        self.holders = []
+        super().setUp()
+
+    def tearDown(self):
+        for h in self.holders:
+            h.close()
+        super().tearDown()
+
+    def hold(self, creds, *subjects, url=None):
+        h = Holder(self.sb, creds, subjects, url)
+        self.holders.append(h)
+        return h
+
+    def app_limits(self):
+        return self.claims_of(self.keys()["APP"])["nats"]["limits"]
+
+    def server_log_says(self, text, times):
+        """The server's reason for closing connections: in its -ERR too, which cnats may lose to the close."""
+        poll(lambda: self.sb.servers[0].log_tail(500).lower().count(text.lower()) >= times, 10,
+             "%d x %r in the server's log" % (times, text))
+
+    def info(self, key):
+        return self.sb.gather_json("$SYS.REQ.ACCOUNT.%s.INFO" % key, len(self.sb.servers))
+
+    # ------------------------------------------------------------------
+
+    def test_connection_limit_refuses_the_third_then_raising_lets_it_in(self):
+        self.sb.write_accounts(limits_file(max_connections=2))
+        r = self.apply_ok()
+        self.assertRegex(r.stdout, r"(?m)^\+ APP .*max_connections unlimited -> 2", self.out(r))
+        lim = self.app_limits()
+        self.assertEqual(lim["conn"], 2)
+        # Omitted limits are written out as -1: absent would mean 0 to nats-server.
+        for claim in ("subs", "payload", "leaf", "data", "imports", "exports"):
+            self.assertEqual(lim[claim], -1, claim)
+        pid = self.sb.servers[0].proc.pid
+
+        creds = self.sb.user_creds("APP")
+        first, second = self.hold(creds), self.hold(creds)
+        self.assertTrue(first.connected and second.connected, (first.first, second.first))
+        third = self.hold(creds)
+        self.assertFalse(third.connected, "a third connection with max_connections 2")
+        self.assertIn("maximum account active connections exceeded", third.error)
+
+        self.edit_accounts("      max_connections: 2\n", "      max_connections: 3\n")
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ APP  max_connections 2 -> 3$", self.out(r))
+        self.assertNotIn("warning", r.stdout, "raising a limit warns of nothing")
+        self.apply_ok()
+        third = poll(lambda: (lambda h: h if h.connected else None)(self.hold(creds)), 10, "a third connection")
+        self.assertTrue(third.connected)
+        self.assertEqual(self.sb.servers[0].proc.pid, pid, "no restart")
+        for h in (first, second):
+            self.assertIsNone(h.closed_by_server(0.2), "the connections there stay")
+        self.assertExit(self.sb.accountd("plan", "--detailed-exitcode"), 0, "in sync")
+
+    def test_max_payload(self):
+        self.sb.write_accounts(limits_file(max_payload="1KiB"))
+        self.apply_ok()
+        self.assertEqual(self.app_limits()["payload"], 1024)
+        creds = self.sb.user_creds("APP")
+        self.assertExit(self.sb.probe("publish", creds, self.sb.url, "p.ok", 1024), 0, "a message of max_payload")
+        r = self.sb.probe("publish", creds, self.sb.url, "p.big", 1025)
+        self.assertExit(r, 1, "a message above max_payload")
+        self.server_log_says("maximum payload exceeded: 1025 vs 1024", 1)
+
+        self.edit_accounts("      max_payload: 1KiB\n", "      max_payload: 4KiB\n")
+        r = self.apply_ok()
+        self.assertIn("max_payload 1KiB -> 4KiB", r.stdout)
+        self.assertExit(self.sb.probe("publish", creds, self.sb.url, "p.big", 4096), 0, "4KiB after raising it")
+
+    def test_warning_before_lowering_below_current_connections(self):
+        self.sb.write_accounts(limits_file(max_connections=10))
+        self.apply_ok()
+        creds = self.sb.user_creds("APP")
+        held = [self.hold(creds) for _ in range(3)]
+        self.assertTrue(all(h.connected for h in held))
+
+        self.edit_accounts("      max_connections: 10\n", "      max_connections: 1\n")
+        r = self.sb.accountd("plan")
+        self.assertExit(r, 0, "plan")
+        self.assertRegex(r.stdout, r"(?m)^~ APP  max_connections 10 -> 1$")
+        self.assertRegex(r.stdout, r"(?m)^    warning: max_connections 1 is below the 3 connections the account has now; "
+                                   r"the servers will close at least 2 of them$", self.out(r))
+        _, doc = self.sb.plan_json()
+        app = next(a for a in doc["accounts"] if a["name"] == "APP")
+        self.assertEqual(app["changes"], [{"field": "max_connections", "old": 10, "new": 1}])
+        self.assertTrue(any("below the 3 connections" in w for w in app["warnings"]), app)
+
+        self.apply_ok()
+        # Which ones differs between server versions (2.10 keeps the newest, 2.11+ the oldest).
+        reasons = [h.closed_by_server(5) for h in held]
+        closed = [x for x in reasons if x]
+        self.assertEqual(len(closed), 2, "the server closed two: %s" % reasons)
+        # The reason comes in the server's -ERR, which cnats may lose to the close that follows
+        # (2.11+ do not log it either): then the plain close is all there is to see.
+        for x in closed:
+            self.assertRegex(x, r"^(maximum account active connections exceeded|Connection Closed)$")
+
+    def test_warning_before_lowering_max_subscriptions(self):
+        self.sb.write_accounts(limits_file(max_subscriptions=100))
+        self.apply_ok()
+        creds = self.sb.user_creds("APP")
+        busy = self.hold(creds, "s.1", "s.2", "s.3", "s.4")
+        calm = self.hold(creds, "t.1")
+        self.assertTrue(busy.connected and calm.connected)
+
+        self.edit_accounts("      max_subscriptions: 100\n", "      max_subscriptions: 3\n")
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ APP  max_subscriptions 100 -> 3$")
+        self.assertRegex(r.stdout, r"(?m)^    warning: max_subscriptions 3: a connection of the account to server N[A-Z2-7]{55} "
+                                   r"has 4 subscriptions; the servers close every connection with 3 or more$", self.out(r))
+        self.apply_ok()
+        self.assertIsNotNone(busy.closed_by_server(10), "the connection with 4 subscriptions is closed")
+        self.assertIsNone(calm.closed_by_server(0.5), "the one with 1 stays")
+        self.server_log_says("maximum subscriptions exceeded", 1)
+
+        # Not lowered any more: no warning, and no CONNZ needed.
+        self.edit_accounts("      max_subscriptions: 3\n", "      max_subscriptions: 50\n")
+        r = self.sb.accountd("plan")
+        self.assertNotIn("warning", r.stdout, self.out(r))
+
+    def test_limits_only_change_keeps_every_other_claim(self):
+        self.sb.write_accounts(limits_file(max_connections=100))
+        self.apply_ok()
+        keys = self.keys()
+        key = keys["APP"]
+        seed = self.sb.write("app-signing.nk", self.sb.probe("gen-seed", "account").stdout, 0o600)
+        signing_key = self.sb.probe("pubkey-of-seed", seed).stdout.strip()
+        current = self.sb.write("app.jwt", self.sb.lookup_jwt(key) + "\n")
+        # Another tool adds an import (of an export of ORDERS), two exports and a signing key.
+        orders = self.sb.write("orders.jwt", self.sb.lookup_jwt(keys["ORDERS"]) + "\n")
+        r = self.sb.probe("resign-add-export", self.sb.signer, orders, "orders.>")
+        self.assertExit(r, 0, "resign-add-export")
+        self.sb.push_jwt(keys["ORDERS"], r.stdout.strip())
+        edit = {
+            "imports": [{"name": "orders", "subject": "orders.>", "account": keys["ORDERS"], "type": "stream"}],
+            "exports": [{"name": "a", "subject": "app.a", "type": "stream"},
+                        {"name": "b", "subject": "app.b.>", "type": "service"}],
+            "signing_keys": [signing_key],
+        }
+        r = self.sb.probe("resign-merge", self.sb.signer, current, json.dumps(edit))
+        self.assertExit(r, 0, "resign-merge")
+        self.sb.push_jwt(key, r.stdout.strip())
+        before = self.claims_of(key)
+        self.assertEqual(before["nats"]["signing_keys"], [signing_key])
+        self.assertExit(self.sb.accountd("plan", "--detailed-exitcode"), 0, "imports and exports are not drift")
+
+        self.edit_accounts("      max_connections: 100\n",
+                           "      max_connections: 50\n      max_subscriptions: 1000\n      max_exports: 2\n")
+        r = self.apply_ok()
+        self.assertRegex(r.stdout, r"(?m)^~ APP  max_connections 100 -> 50, max_subscriptions unlimited -> 1000, "
+                                   r"max_exports unlimited -> 2$")
+        after = self.claims_of(key)
+        self.assertEqual(after["nats"]["limits"]["conn"], 50)
+        self.assertEqual(after["nats"]["limits"]["subs"], 1000)
+        self.assertEqual(after["nats"]["limits"]["exports"], 2)
+        self.assertEqual(after["nats"]["limits"]["mem_storage"], 64 * MiB)
+        self.assertGreater(after["iat"], before["iat"])
+        for c in (after, before):
+            for k in ("iat", "jti"):
+                c.pop(k)
+            for k in ("conn", "subs", "exports"):
+                c["nats"]["limits"].pop(k)
+        self.assertEqual(after, before, "everything but those three limits is as it was")
+        # The server applied it: JetStream limits untouched, the account complete.
+        app = self.sb.js_info(self.sb.user_creds("APP"))
+        self.assertEqual(js_limits(app)["max_storage"], 256 * MiB)
+        self.assertTrue(all(rep["data"]["complete"] for rep in self.info(key) if rep.get("data")))
+
+        # Fewer exports allowed than the JWT holds: the servers would refuse the JWT, so it is not sent.
+        jwt_before = self.sb.lookup_jwt(key)
+        self.edit_accounts("      max_exports: 2\n", "      max_exports: 1\n")
+        for args in (("plan",), ("apply",)):
+            r = self.sb.accountd(*args)
+            self.assertExit(r, 1, " ".join(args))
+            self.assertRegex(r.stdout, r"(?m)^! APP  max_exports 1 is below the 2 exports the account's JWT holds", self.out(r))
+            self.assertRegex(r.stdout, r"(?m)^= ORDERS", "the other accounts go on")
+        self.assertEqual(self.sb.lookup_jwt(key), jwt_before)
+
+    def test_warning_before_lowering_a_tier_below_its_usage(self):
+        self.sb.write_accounts(limits_file(max_connections=10))
+        self.apply_ok()
+        creds = self.sb.user_creds("ORDERS")
+        cfg = {"name": "T1", "subjects": ["t1.>"], "storage": "file", "num_replicas": 1}
+        self.assertNotIn("error", self.sb.request_json(creds, "$JS.API.STREAM.CREATE.T1", json.dumps(cfg)))
+        self.assertExit(self.sb.probe("publish-acked", creds, self.sb.url, "t1.x", 20), 0, "20 acked publishes")
+        used = self.sb.request_json(creds, "$JS.API.STREAM.INFO.T1")["state"]["bytes"]
+        self.assertGreater(used, 100)
+
+        self.edit_accounts("R1: { max_memory: 32MiB, max_store: 128MiB }", "R1: { max_memory: 32MiB, max_store: 100 }")
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ ORDERS  R1\.max_store 128MiB -> 100$", self.out(r))
+        self.assertIn("    warning: R1.max_store 100 is below current usage %d of the account's R1 streams\n" % used,
+                      r.stdout)
+        # Enough room: no warning.
+        self.edit_accounts("max_store: 100 }", "max_store: %d }" % used)
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ ORDERS  R1\.max_store 128MiB -> %d$" % used, self.out(r))
+        self.assertNotIn("warning", r.stdout)
+
+    def test_limits_on_the_system_account_are_refused(self):
+        sys_key = self.sb.gather_json("$SYS.REQ.SERVER.PING.VARZ", 1)[0]["data"]["system_account"]
+        sys_jwt = self.sb.lookup_jwt(sys_key)
+        self.sb.write_accounts("accounts:\n  SYS:\n    limits:\n      max_connections: 1\n")
+        self.assertExit(self.sb.accountd("check"), 0, "check cannot know the system account (no server contact)")
+        for args in (("plan",), ("apply",)):
+            r = self.sb.accountd(*args)
+            self.assertExit(r, 1, " ".join(args))
+            self.assertRegex(r.stdout, r"(?m)^! SYS  .*accounts.yaml:2:3: SYS is the system account \(system_account of "
+                                       r"server [^)]+\); its limits are not managed, and `limits` there could lock out "
+                                       r"the system user nats-accountd itself connects as", self.out(r))
+        self.assertEqual(self.sb.lookup_jwt(sys_key), sys_jwt)
+        # Pinned by key under another name: the same.
+        self.sb.write_accounts("accounts:\n  OPS:\n    key: %s\n    limits: {}\n" % sys_key)
+        r = self.sb.accountd("plan")
+        self.assertExit(r, 1, "plan")
+        self.assertIn("OPS is the system account", r.stdout)
+        self.assertEqual(self.sb.lookup_jwt(sys_key), sys_jwt)
+
+
 class ClusterTest(OperatorCase):
     """Three servers c1..c3 on loopback, one sandbox for the class."""
 
@@ -497,6 +779,54 @@ class ClusterTest(OperatorCase):
         self.assertExit(r, 0, "LOOKUP answered by 3 servers")
         for jwt in r.stdout.split():
             self.assertGreater(jwt_claims(jwt)["iat"], iat0, "every resolver holds the new JWT")
+
+    def test_3_tier_usage_warning_counts_each_stream_once(self):
+        # test_1 left an R3 stream R3S with 3 messages: each server holds a replica of it.
+        self.sb.write_accounts(self.TIERS.format(r3_store="96MiB"))
+        self.apply_ok()
+        creds = self.sb.user_creds("ORDERS", "tiers")
+
+        def stream_bytes():
+            r = self.sb.request(creds, "$JS.API.STREAM.INFO.R3S", timeout_ms=2000)
+            return r.returncode == 0 and json.loads(r.stdout).get("state", {}).get("bytes")
+
+        used = poll(stream_bytes, 10, "STREAM.INFO of R3S")
+        self.sb.write_accounts(self.TIERS.format(r3_store=str(used - 1)))
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ ORDERS  R3\.max_store 96MiB -> %d$" % (used - 1), self.out(r))
+        self.assertIn("warning: R3.max_store %d is below current usage %d of the account's R3 streams\n"
+                      % (used - 1, used), r.stdout)
+
+    def test_4_connections_are_counted_on_every_server(self):
+        text = self.TIERS.format(r3_store="96MiB") + "    limits:\n      max_connections: %d\n"
+        self.sb.write_accounts(text % 10)
+        self.apply_ok()
+        key = self.keys()["ORDERS"]
+        creds = self.sb.user_creds("ORDERS", "conns")
+        held = [Holder(self.sb, creds, url=srv.url) for srv in (self.sb.servers[0], self.sb.servers[0], self.sb.servers[1])]
+        try:
+            self.assertTrue(all(h.connected for h in held), [h.first for h in held])
+
+            def counted():
+                views = self.server_views(key)
+                return sum((d or {}).get("client_connections", 0) for d in views.values()) == 3
+
+            poll(counted, 10, "3 connections in the servers' INFO", interval=0.2)
+            # Each server counts only its own; the warning adds them up.
+            self.sb.write_accounts(text % 2)
+            r = self.sb.accountd("plan")
+            self.assertRegex(r.stdout, r"(?m)^~ ORDERS  max_connections 10 -> 2$", self.out(r))
+            self.assertIn("warning: max_connections 2 is below the 3 connections the account has now; "
+                          "the servers will close at least 1 of them", r.stdout)
+            self.apply_ok()
+            # Every server that has the account loaded applied the limit. (They shed the excess at
+            # their next exchange of connection counts, up to 30 s later; how, differs by version.)
+            views = self.server_views(key)
+            for name in ("c1", "c2"):
+                self.assertEqual(views[name]["decoded_jwt"]["nats"]["limits"]["conn"], 2, name)
+        finally:
+            for h in held:
+                h.close()
 
 
 if __name__ == "__main__":
