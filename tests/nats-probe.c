@@ -12,6 +12,10 @@
  *   resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT
  *       Add a stream export SUBJECT to the account JWT, re-sign it with the seed
  *       (iat = old iat + 1) and print it: another tool editing the account.
+ *   sign-delete SIGNER_SEED_FILE ACCOUNT_KEY...
+ *       Print the generic JWT, self-signed by the operator (signing) key in the
+ *       seed file, that asks a full resolver ($SYS.REQ.CLAIMS.DELETE) to delete
+ *       those accounts' JWTs: another tool removing accounts.
  *   gen-seed operator|account|user
  *       Print a fresh seed.
  *   pubkey-of-seed SEED_FILE
@@ -284,6 +288,28 @@ static int cmd_resign_add_export(int argc, char **argv) {
         return 0;
 }
 
+static int cmd_sign_delete(int argc, char **argv) {
+        if (argc < 3)
+                return fail("%s", "usage: sign-delete SIGNER_SEED_FILE ACCOUNT_KEY...");
+        struct nkey signer;
+        if (read_seed_file(argv[1], &signer) < 0)
+                return 2;
+        json_t *accounts = json_array();
+        for (int i = 2; i < argc; i++)
+                json_array_append_new(accounts, json_string(argv[i]));
+        /* What nsc sends: sub = iss = an operator key, the keys in nats.accounts. */
+        json_t *claims = json_pack("{s:s, s:{s:o, s:s, s:i}}", "sub", signer.pub, "nats", "accounts", accounts, "type",
+                                   "generic", "version", 2);
+        char *jwt = claims ? jwt_encode(claims, &signer) : NULL;
+        nkey_wipe(&signer);
+        json_decref(claims);
+        if (!jwt)
+                return fail("could not sign the delete request");
+        puts(jwt);
+        free(jwt);
+        return 0;
+}
+
 static int cmd_gen_seed(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -326,12 +352,13 @@ int main(int argc, char **argv) {
                 { "gather", cmd_gather, true },
                 { "publish-acked", cmd_publish_acked, true },
                 { "resign-add-export", cmd_resign_add_export, false },
+                { "sign-delete", cmd_sign_delete, false },
                 { "gen-seed", cmd_gen_seed, false },
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };
         if (argc < 2)
-                return fail("%s", "usage: nats-probe request|gather|publish-acked|resign-add-export|gen-seed|"
-                                    "pubkey-of-seed ...");
+                return fail("%s", "usage: nats-probe request|gather|publish-acked|resign-add-export|sign-delete|"
+                                    "gen-seed|pubkey-of-seed ...");
         for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
                 if (strcmp(argv[1], commands[i].name) != 0)
                         continue;

@@ -281,13 +281,35 @@ class Sandbox:
         return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
     def lookup_jwt(self, key):
-        """The JWT the (first) server's resolver holds for key, or None when it has none."""
+        """The JWT the (first) server's resolver holds for key, or None when it has none:
+        an empty reply (nats-server >= 2.9.17) or none at all (2.9.10)."""
         r = self.request(self.sys_creds, "$SYS.REQ.ACCOUNT.%s.CLAIMS.LOOKUP" % key, "", 1500)
         if r.returncode == 1:
             return None
         if r.returncode != 0:
             raise HarnessError("CLAIMS.LOOKUP %s failed (%d): %s" % (key, r.returncode, r.stderr))
-        return r.stdout.strip()
+        return r.stdout.strip() or None
+
+    def delete_accounts(self, *keys):
+        """CLAIMS.DELETE of these accounts' JWTs, as nsc would send it (needs allow_delete)."""
+        r = self.probe("sign-delete", self.signer, *keys)
+        if r.returncode != 0:
+            raise HarnessError("sign-delete failed (%d): %s" % (r.returncode, r.stderr))
+        replies = self.gather_json("$SYS.REQ.CLAIMS.DELETE", len(self.servers), r.stdout.strip())
+        for rep in replies:
+            if (rep.get("data") or {}).get("code") != 200:
+                raise HarnessError("CLAIMS.DELETE refused: %s" % rep)
+        return replies
+
+    def restart_servers_with(self, old, new):
+        """Replace `old` (once) by `new` in nats-server.conf and start the server anew."""
+        conf = self.read("nats-server.conf")
+        if conf.count(old) != 1:
+            raise HarnessError("%r appears %d times in nats-server.conf" % (old, conf.count(old)))
+        self.stop()
+        self.servers = []
+        self.write("nats-server.conf", conf.replace(old, new))
+        return self.start_server()
 
     def push_jwt(self, key, jwt, n_servers=1):
         """CLAIMS.UPDATE as the system user; every server must answer "jwt updated"."""

@@ -432,6 +432,31 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(self.limits_of("APP").get("streams"), 12)
         self.assertInSync()
 
+    def test_account_deleted_elsewhere_is_created_again_on_next_edit(self):
+        # Another tool deletes APP's JWT from the resolver while the daemon runs.
+        # Its next edit looks APP up: newer servers answer with an empty message
+        # ("not held here"), 2.9.10 not at all. Either way APP is gone, which is
+        # neither a malformed reply nor a lost server: the pass looks at
+        # everything and, with create_missing, makes APP anew.
+        self.sb.restart_servers_with("allow_delete: false", "allow_delete: true")
+        self.start_daemon()
+        old_key = self.key_of("APP")
+        self.sb.delete_accounts(old_key)
+        self.assertIsNone(self.sb.lookup_jwt(old_key), "APP's JWT was deleted")
+        since = self.daemon.mark()
+        self.save(self.example_with(13))
+        i, _, _ = self.daemon.wait_line(r"^APP created\b", since, timeout=5)
+        p = self.daemon.wait_pass_after(i)
+        self.assertEqual(p["failed"], 0, self.daemon.text(since))
+        self.assertNoErrors(since)
+        self.assertFalse(self.daemon.find(r"status: waiting for", since), "the servers were never lost:\n" +
+                         self.daemon.text(since))
+        del self._keys
+        new_key = self.key_of("APP")
+        self.assertNotEqual(new_key, old_key)
+        self.assertEqual(self.limits_of("APP").get("streams"), 13)
+        self.assertInSync()
+
     def request_count_of_one_edit(self, n_accounts):
         """Apply an n-account file, start the daemon, edit APP: the pass that applied it."""
         self.sb.write_accounts(many_accounts(n_accounts))
