@@ -1,4 +1,4 @@
-"""`nats-accountd run` against a real nats-server 2.9.10 (operator mode, standalone).
+"""`nats-accountd run` against a real nats-server (NATS_SERVER; operator mode, standalone).
 
 The daemon runs in the foreground with log_level = debug and plain stderr (no
 JOURNAL_STREAM, no NOTIFY_SOCKET); a reader thread keeps every line with the
@@ -7,7 +7,7 @@ from the server. Every wait has a deadline.
 
 Run by meson (suite 'integration') with NATS_ACCOUNTD and NATS_PROBE set:
     python3 test_daemon.py -v
-nats-server must be on PATH (or NATS_SERVER): without it the tests fail, never skip.
+nats-server must be on PATH (or NATS_SERVER); without any, the program skips (exit 77).
 """
 
 import os
@@ -573,4 +573,4 @@ class DaemonTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()
