@@ -9,6 +9,12 @@
  *       not come in time, or nothing at all came without either.
  *   publish-acked CREDS URL SUBJECT COUNT
  *       COUNT JetStream publishes as requests; exit 1 unless every one is acked.
+ *   record CREDS URL OUT_FILE SUBJECT...
+ *       Subscribe to the subjects (reconnecting for as long as it runs), print
+ *       "ready" once the server has the subscriptions, then append the body of
+ *       every message to OUT_FILE, one per line, until SIGTERM or SIGINT; then
+ *       take in what the server already sent and exit 0. The tests record the
+ *       account JWTs pushed during a test this way.
  *   resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT
  *       Add a stream export SUBJECT to the account JWT, re-sign it with the seed
  *       (iat = old iat + 1) and print it: another tool editing the account.
@@ -23,6 +29,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <nats/nats.h>
@@ -231,6 +239,98 @@ static int cmd_publish_acked(int argc, char **argv) {
         return code;
 }
 
+static volatile sig_atomic_t record_stop;
+
+static void on_stop_signal(int sig) {
+        (void)sig;
+        record_stop = 1;
+}
+
+struct recording {
+        FILE *out;
+        pthread_mutex_t lock;
+        bool write_failed;
+};
+
+static void on_recorded(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure) {
+        struct recording *rec = closure;
+        pthread_mutex_lock(&rec->lock);
+        if (fwrite(natsMsg_GetData(m), 1, (size_t)natsMsg_GetDataLength(m), rec->out) !=
+                    (size_t)natsMsg_GetDataLength(m) ||
+            fputc('\n', rec->out) == EOF || fflush(rec->out) == EOF)
+                rec->write_failed = true;
+        pthread_mutex_unlock(&rec->lock);
+        natsMsg_Destroy(m);
+}
+
+static int cmd_record(int argc, char **argv) {
+        if (argc < 5)
+                return fail("%s", "usage: record CREDS URL OUT_FILE SUBJECT...");
+        struct sigaction sa = { .sa_handler = on_stop_signal };
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+                return fail("sigaction: %s", strerror(errno));
+        struct recording rec = { .out = fopen(argv[3], "a") };
+        if (!rec.out)
+                return fail("%s: %s", argv[3], strerror(errno));
+        pthread_mutex_init(&rec.lock, NULL);
+        natsOptions *opts = NULL;
+        natsConnection *nc = NULL;
+        natsStatus st = natsOptions_Create(&opts);
+        if (st == NATS_OK)
+                st = natsOptions_SetURL(opts, argv[2]);
+        if (st == NATS_OK)
+                st = natsOptions_SetUserCredentialsFromFiles(opts, argv[1], NULL);
+        /* A server a test kills and starts again on its port: come back to it. */
+        if (st == NATS_OK)
+                st = natsOptions_SetMaxReconnect(opts, -1);
+        if (st == NATS_OK)
+                st = natsOptions_SetReconnectWait(opts, 100);
+        if (st == NATS_OK) {
+                int attempt = 0;
+                do
+                        st = natsConnection_Connect(&nc, opts);
+                while (is_auth_failure(st) && ++attempt < CONNECT_ATTEMPTS);
+        }
+        natsOptions_Destroy(opts);
+        int n = argc - 4;
+        natsSubscription **subs = xcalloc((size_t)n, sizeof(*subs));
+        for (int i = 0; st == NATS_OK && i < n; i++)
+                st = natsConnection_Subscribe(&subs[i], nc, argv[4 + i], on_recorded, &rec);
+        for (int i = 0; st == NATS_OK && i < n; i++)
+                st = natsSubscription_SetPendingLimits(subs[i], -1, -1);
+        if (st == NATS_OK)
+                st = natsConnection_Flush(nc);
+        int code = 0;
+        if (st != NATS_OK) {
+                fprintf(stderr, "nats-probe: record from %s: %s (%s)\n", argv[2], natsStatus_GetText(st),
+                        nats_GetLastError(NULL));
+                code = 2;
+        } else {
+                puts("ready");
+                fflush(stdout);
+                while (!record_stop)
+                        nats_Sleep(50);
+                /* Draining unsubscribes, flushes (the server has sent all it had
+                 * for us once the PONG is back) and hands every pending message to
+                 * the callback before it completes. */
+                for (int i = 0; i < n && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED; i++)
+                        if (natsSubscription_Drain(subs[i]) == NATS_OK)
+                                (void)natsSubscription_WaitForDrainCompletion(subs[i], 5000);
+        }
+        for (int i = 0; i < n; i++)
+                natsSubscription_Destroy(subs[i]);
+        free(subs);
+        natsConnection_Destroy(nc);
+        pthread_mutex_lock(&rec.lock);
+        if (rec.write_failed)
+                code = fail("writing %s failed", argv[3]);
+        if (fclose(rec.out) == EOF && !code)
+                code = fail("%s: %s", argv[3], strerror(errno));
+        pthread_mutex_unlock(&rec.lock);
+        return code;
+}
+
 static int read_seed_file(const char *path, struct nkey *k) {
         char *err = NULL;
         if (secret_load_nkey(path, k, &err) < 0) {
@@ -351,13 +451,14 @@ int main(int argc, char **argv) {
                 { "request", cmd_request, true },
                 { "gather", cmd_gather, true },
                 { "publish-acked", cmd_publish_acked, true },
+                { "record", cmd_record, true },
                 { "resign-add-export", cmd_resign_add_export, false },
                 { "sign-delete", cmd_sign_delete, false },
                 { "gen-seed", cmd_gen_seed, false },
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };
         if (argc < 2)
-                return fail("%s", "usage: nats-probe request|gather|publish-acked|resign-add-export|sign-delete|"
+                return fail("%s", "usage: nats-probe request|gather|publish-acked|record|resign-add-export|sign-delete|"
                                     "gen-seed|pubkey-of-seed ...");
         for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
                 if (strcmp(argv[1], commands[i].name) != 0)
