@@ -91,13 +91,16 @@ def server_missing():
     return "nats-server not found (set NATS_SERVER or put it on PATH)"
 
 
-def main():
+def main(needs=()):
     """unittest.main() of a test program; exit 77 (skipped) with the reason when
-    there is no nats-server to test against."""
-    import sys
+    there is no nats-server to test against, or no Go to build the programs in
+    `needs` (names pinned in tools/go-pins.txt, e.g. "nsc")."""
     import unittest
 
     why = server_missing()
+    for name in needs:
+        if not why and not go_program("path", name):
+            why = "%s needs Go to be built (tools/go-tools.sh)" % name
     if why:
         print("SKIP: %s" % why)
         sys.exit(SKIP)
