@@ -2,6 +2,8 @@
  *
  *   request CREDS URL SUBJECT [PAYLOAD] [TIMEOUT_MS]
  *       One request; prints the reply body. Exit 1 on timeout or no responders.
+ *   request-header CREDS URL SUBJECT PAYLOAD NAME:VALUE [TIMEOUT_MS]
+ *       The same with one header on the request.
  *   gather CREDS URL SUBJECT PAYLOAD TIMEOUT_MS [COUNT|until-empty]
  *       One request, every reply on its own line until COUNT replies arrived,
  *       an empty reply ended the stream (until-empty), or the timeout. Prints
@@ -123,6 +125,37 @@ static int cmd_request(int argc, char **argv) {
                 fprintf(stderr, "nats-probe: request %s: %s\n", argv[3], natsStatus_GetText(st));
                 code = (st == NATS_TIMEOUT || st == NATS_NO_RESPONDERS) ? 1 : 2;
         }
+        natsMsg_Destroy(reply);
+        natsConnection_Destroy(nc);
+        return code;
+}
+
+static int cmd_request_header(int argc, char **argv) {
+        if (argc < 6 || argc > 7)
+                return fail("%s", "usage: request-header CREDS URL SUBJECT PAYLOAD NAME:VALUE [TIMEOUT_MS]");
+        int64_t timeout = argc > 6 ? parse_int(argv[6], 1, 600000) : DEFAULT_TIMEOUT_MS;
+        char *colon = strchr(argv[5], ':');
+        if (timeout < 0 || !colon || colon == argv[5])
+                return fail("bad header '%s' or timeout", argv[5]);
+        *colon = 0;
+        natsConnection *nc = NULL;
+        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
+                return 2;
+        natsMsg *msg = NULL, *reply = NULL;
+        natsStatus st = natsMsg_Create(&msg, argv[3], NULL, argv[4], (int)strlen(argv[4]));
+        if (st == NATS_OK)
+                st = natsMsgHeader_Set(msg, argv[5], colon + 1);
+        if (st == NATS_OK)
+                st = natsConnection_RequestMsg(&reply, nc, msg, timeout);
+        int code = 0;
+        if (st == NATS_OK) {
+                fwrite(natsMsg_GetData(reply), 1, (size_t)natsMsg_GetDataLength(reply), stdout);
+                fputc('\n', stdout);
+        } else {
+                fprintf(stderr, "nats-probe: request %s: %s\n", argv[3], natsStatus_GetText(st));
+                code = (st == NATS_TIMEOUT || st == NATS_NO_RESPONDERS) ? 1 : 2;
+        }
+        natsMsg_Destroy(msg);
         natsMsg_Destroy(reply);
         natsConnection_Destroy(nc);
         return code;
@@ -449,6 +482,7 @@ int main(int argc, char **argv) {
                 bool needs_nats;
         } commands[] = {
                 { "request", cmd_request, true },
+                { "request-header", cmd_request_header, true },
                 { "gather", cmd_gather, true },
                 { "publish-acked", cmd_publish_acked, true },
                 { "record", cmd_record, true },
@@ -458,8 +492,8 @@ int main(int argc, char **argv) {
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };
         if (argc < 2)
-                return fail("%s", "usage: nats-probe request|gather|publish-acked|record|resign-add-export|sign-delete|"
-                                    "gen-seed|pubkey-of-seed ...");
+                return fail("%s", "usage: nats-probe request|request-header|gather|publish-acked|record|"
+                                    "resign-add-export|sign-delete|gen-seed|pubkey-of-seed ...");
         for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
                 if (strcmp(argv[1], commands[i].name) != 0)
                         continue;

@@ -317,6 +317,21 @@ class Sandbox:
             rec, self.recorder = self.recorder, None
             rec.stop()
 
+    def unrecorded(self):
+        """A context in which pushes are not recorded for the oracle: for a test
+        that pushes a bad JWT on purpose (and puts a good one back)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def pause():
+            self.stop_recorder()
+            try:
+                yield
+            finally:
+                self.start_recorder()
+
+        return pause()
+
     @property
     def url(self):
         return self.servers[0].url
