@@ -20,6 +20,8 @@
  *   resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT
  *       Add a stream export SUBJECT to the account JWT, re-sign it with the seed
  *       (iat = old iat + 1) and print it: another tool editing the account.
+ *   resign-set SIGNER_SEED_FILE JWT_FILE NATS_KEY JSON
+ *       The same, setting claim nats.NATS_KEY to the JSON value instead.
  *   sign-delete SIGNER_SEED_FILE ACCOUNT_KEY...
  *       Print the generic JWT, self-signed by the operator (signing) key in the
  *       seed file, that asks a full resolver ($SYS.REQ.CLAIMS.DELETE) to delete
@@ -374,18 +376,19 @@ static int read_seed_file(const char *path, struct nkey *k) {
         return 0;
 }
 
-static int cmd_resign_add_export(int argc, char **argv) {
-        if (argc != 4)
-                return fail("%s", "usage: resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT");
+/* Decode the account JWT in jwt_file, let edit() change its "nats" object,
+ * re-sign it with the seed in seed_file (iat = old iat + 1) and print it. */
+static int resign(const char *seed_file, const char *jwt_file, int (*edit)(json_t *nats, char **args),
+                  char **args) {
         struct nkey signer;
-        if (read_seed_file(argv[1], &signer) < 0)
+        if (read_seed_file(seed_file, &signer) < 0)
                 return 2;
         char *text = NULL;
         size_t len = 0;
-        int r = file_read_all(argv[2], JWT_MAX_LEN + 16, &text, &len);
+        int r = file_read_all(jwt_file, JWT_MAX_LEN + 16, &text, &len);
         if (r < 0) {
                 nkey_wipe(&signer);
-                return fail("%s: %s", argv[2], strerror(-r));
+                return fail("%s: %s", jwt_file, strerror(-r));
         }
         json_t *claims = NULL;
         char *err = NULL;
@@ -393,7 +396,7 @@ static int cmd_resign_add_export(int argc, char **argv) {
         free(text);
         if (r < 0) {
                 nkey_wipe(&signer);
-                fprintf(stderr, "nats-probe: %s: %s\n", argv[2], err ? err : strerror(-r));
+                fprintf(stderr, "nats-probe: %s: %s\n", jwt_file, err ? err : strerror(-r));
                 free(err);
                 return 2;
         }
@@ -402,15 +405,13 @@ static int cmd_resign_add_export(int argc, char **argv) {
         if (!json_is_object(nats) || !json_is_integer(iat)) {
                 nkey_wipe(&signer);
                 json_decref(claims);
-                return fail("%s: not an account JWT (no nats object or iat)", argv[2]);
+                return fail("%s: not an account JWT (no nats object or iat)", jwt_file);
         }
-        json_t *exports = json_object_get(nats, "exports");
-        if (!json_is_array(exports)) {
-                exports = json_array();
-                json_object_set_new(nats, "exports", exports);
+        if (edit(nats, args) < 0) {
+                nkey_wipe(&signer);
+                json_decref(claims);
+                return 2;
         }
-        json_array_append_new(exports,
-                              json_pack("{s:s, s:s, s:s}", "name", argv[3], "subject", argv[3], "type", "stream"));
         char *jwt = jwt_encode_at(claims, &signer, json_integer_value(iat) + 1);
         nkey_wipe(&signer);
         json_decref(claims);
@@ -419,6 +420,40 @@ static int cmd_resign_add_export(int argc, char **argv) {
         puts(jwt);
         free(jwt);
         return 0;
+}
+
+static int add_export(json_t *nats, char **args) {
+        const char *subject = args[0];
+        json_t *exports = json_object_get(nats, "exports");
+        if (!json_is_array(exports)) {
+                exports = json_array();
+                json_object_set_new(nats, "exports", exports);
+        }
+        json_array_append_new(exports, json_pack("{s:s, s:s, s:s}", "name", subject, "subject", subject, "type", "stream"));
+        return 0;
+}
+
+static int cmd_resign_add_export(int argc, char **argv) {
+        if (argc != 4)
+                return fail("%s", "usage: resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT");
+        return resign(argv[1], argv[2], add_export, argv + 3);
+}
+
+static int set_claim(json_t *nats, char **args) {
+        json_error_t e;
+        json_t *v = json_loads(args[1], JSON_DECODE_ANY, &e);
+        if (!v) {
+                fail("not JSON: %s", e.text);
+                return -1;
+        }
+        json_object_set_new(nats, args[0], v);
+        return 0;
+}
+
+static int cmd_resign_set(int argc, char **argv) {
+        if (argc != 5)
+                return fail("%s", "usage: resign-set SIGNER_SEED_FILE JWT_FILE NATS_KEY JSON");
+        return resign(argv[1], argv[2], set_claim, argv + 3);
 }
 
 static int cmd_sign_delete(int argc, char **argv) {
@@ -487,13 +522,14 @@ int main(int argc, char **argv) {
                 { "publish-acked", cmd_publish_acked, true },
                 { "record", cmd_record, true },
                 { "resign-add-export", cmd_resign_add_export, false },
+                { "resign-set", cmd_resign_set, false },
                 { "sign-delete", cmd_sign_delete, false },
                 { "gen-seed", cmd_gen_seed, false },
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };
         if (argc < 2)
                 return fail("%s", "usage: nats-probe request|request-header|gather|publish-acked|record|"
-                                    "resign-add-export|sign-delete|gen-seed|pubkey-of-seed ...");
+                                    "resign-add-export|resign-set|sign-delete|gen-seed|pubkey-of-seed ...");
         for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
                 if (strcmp(argv[1], commands[i].name) != 0)
                         continue;

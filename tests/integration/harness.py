@@ -450,15 +450,24 @@ class Sandbox:
                 raise HarnessError("CLAIMS.DELETE refused: %s" % rep)
         return replies
 
-    def restart_servers_with(self, old, new):
-        """Replace `old` (once) by `new` in nats-server.conf and start the server anew."""
+    def restart_servers_with(self, old=None, new=None, while_stopped=None):
+        """Stop the server, replace `old` (once) by `new` in nats-server.conf, call
+        while_stopped(), and start it anew (on another port)."""
         conf = self.read("nats-server.conf")
-        if conf.count(old) != 1:
+        if old is not None and conf.count(old) != 1:
             raise HarnessError("%r appears %d times in nats-server.conf" % (old, conf.count(old)))
         self.stop()
         self.servers = []
-        self.write("nats-server.conf", conf.replace(old, new))
+        if old is not None:
+            self.write("nats-server.conf", conf.replace(old, new))
+        if while_stopped:
+            while_stopped()
         return self.start_server()
+
+    def server_version(self):
+        """(major, minor, patch) of the server, from VARZ."""
+        v = self.gather_json("$SYS.REQ.SERVER.PING.VARZ", 1)[0]["data"]["version"]
+        return tuple(int(x) for x in re.match(r"v?(\d+)\.(\d+)\.(\d+)", v).groups())
 
     def push_jwt(self, key, jwt, n_servers=1):
         """CLAIMS.UPDATE as the system user; every server must answer "jwt updated"."""

@@ -317,6 +317,37 @@ class StandaloneTest(OperatorCase):
             c["nats"]["limits"].pop("disk_storage")
         self.assertEqual(after, foreign_claims)
 
+    def test_mappings_a_newer_server_refuses(self):
+        # nats-io/jwt accepts a mapping with the same destination twice; the
+        # server discards it when it installs the account, and from 2.15.1 on
+        # refuses such a JWT on CLAIMS.UPDATE. A resolver can hold one from
+        # before an upgrade: our push keeps the claims we do not manage, so a
+        # 2.15.1+ server refuses it, and apply must say so, with the server's reason.
+        self.apply_ok()
+        key = self.keys()["APP"]
+        current = self.sb.write("app.jwt", self.sb.lookup_jwt(key) + "\n")
+        mappings = {"app.in": [{"subject": "app.out", "weight": 50}, {"subject": "app.out", "weight": 50}]}
+        r = self.sb.probe("resign-set", self.sb.signer, current, "mappings", json.dumps(mappings))
+        self.assertExit(r, 0, "resign-set")
+        foreign = r.stdout.strip()
+
+        def upgrade_with_it_stored():
+            self.sb.write(os.path.join("jwt", key + ".jwt"), foreign)
+
+        self.sb.restart_servers_with(while_stopped=upgrade_with_it_stored)
+        self.assertEqual(self.sb.lookup_jwt(key), foreign)
+        self.edit_accounts("max_store: 256MiB", "max_store: 1GiB")
+        r = self.sb.accountd("apply")
+        if self.sb.server_version() >= (2, 15, 1):
+            self.assertExit(r, 1, "apply of an account whose mappings the server refuses")
+            self.assertRegex(r.stdout, r"(?m)^! APP\b.*jwt validation failed.*duplicate entry", self.out(r))
+            self.assertEqual(self.sb.lookup_jwt(key), foreign, "nothing changed on the server")
+        else:
+            self.assertExit(r, 0, "apply")
+            after = self.claims_of(key)
+            self.assertEqual(after["nats"]["mappings"], mappings, "the mappings are kept as they were")
+            self.assertEqual(after["nats"]["limits"]["disk_storage"], GiB)
+
     def test_untrusted_signing_key_is_refused(self):
         self.apply_ok()
         key = self.keys()["APP"]

@@ -9,6 +9,9 @@ nats-server sources; docs/COMPATIBILITY.md lists them):
     every version;
   - $SYS.REQ.SERVER.<id>.RELOAD: no responder before 2.10.0;
   - VARZ config_digest: from 2.11.0;
+  - an account JWT with a mapping the server would discard at install (the
+    same destination twice; nats-io/jwt accepts it): stored before 2.15.1,
+    refused on CLAIMS.UPDATE from 2.15.1 on;
   - unchanged everywhere: the shapes of the UPDATE, INFO, JSZ, ACCOUNTZ, VARZ
     and PACK replies and the error texts the daemon reads, and that a full
     resolver stores a JWT signed by a key the operator does not trust.
@@ -145,6 +148,22 @@ class WireTest(unittest.TestCase):
             rep = self.one_reply("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE" % key, original)
             self.assertEqual(rep.get("data", {}).get("message"), "jwt updated", rep)
             self.assertEqual(self.sb.lookup_jwt(key), original)
+
+    def test_mappings_the_server_would_discard(self):
+        key = self.keys["APP"]
+        original = self.sb.lookup_jwt(key)
+        current = self.sb.write("app.jwt", original + "\n")
+        dup = {"app.in": [{"subject": "app.out", "weight": 50}, {"subject": "app.out", "weight": 50}]}
+        r = self.sb.probe("resign-set", self.sb.signer, current, "mappings", json.dumps(dup))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rep = self.one_reply("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE" % key, r.stdout.strip())
+        if self.version >= (2, 15, 1):
+            self.assertEqual(rep.get("error"), {"account": key, "code": 500, "description":
+                             'jwt validation failed - mapping "app.in": duplicate entry for "app.out"'}, rep)
+            self.assertEqual(self.sb.lookup_jwt(key), original)
+        else:
+            self.assertEqual(rep.get("data", {}).get("message"), "jwt updated", rep)
+            self.assertEqual(self.one_reply("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE" % key, original)["data"]["code"], 200)
 
     # account state -----------------------------------------------------------
 
