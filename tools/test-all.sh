@@ -84,7 +84,7 @@ default_version=$( [ -n "$default_server" ] && server_version "$default_server")
 
 if build build; then
         run_tests build testlog
-        versions+=("${default_version:-none} (default${default_server:+, $default_server})")
+        versions+=("${default_version:-none} (default${default_server:+, $default_server}: every suite, and under the sanitizers)")
         newest=${#matrix[@]}
         for entry in "${matrix[@]}"; do
                 newest=$((newest - 1))
