@@ -109,6 +109,17 @@ func isZero(v any) bool {
 // changed: a misspelt key, a claim of the wrong shape. Zero values may be
 // dropped (omitempty); anything else must come back as it went in.
 func unknownClaims(raw, back any, path string, out *[]string) {
+	if ra, ok := raw.([]any); ok {
+		ba, _ := back.([]any)
+		if len(ba) != len(ra) {
+			*out = append(*out, path)
+			return
+		}
+		for i := range ra {
+			unknownClaims(ra[i], ba[i], fmt.Sprintf("%s[%d]", path, i), out)
+		}
+		return
+	}
 	rm, ok := raw.(map[string]any)
 	if !ok {
 		if !reflect.DeepEqual(raw, back) {
