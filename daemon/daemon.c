@@ -451,6 +451,18 @@ static int incremental_pass(struct daemon *d, struct pass_result *res) {
                 free(err);
                 res->connection_failed = true;
         }
+        /* The last pass let go of the JWTs, so one still missing is held by no
+         * server now (deleted by another tool, or a server too slow): look at
+         * everything, as for a name the last sweep did not see. */
+        for (size_t i = 0; r == 0 && i < nkeys; i++) {
+                const struct observed_account *oa = observed_find_key(d->obs, keys[i]);
+                if (!oa || !oa->jwt) {
+                        log_debug("%s: no server sent its JWT; checking every account", keys[i]);
+                        free(keys);
+                        free(sub.v);
+                        return full_pass(d, res);
+                }
+        }
         free(keys);
         if (r == 0) {
                 pending_clear(d);

@@ -27,8 +27,10 @@
  * start within request_timeout and keep going with gaps below it; this only
  * caps a server that trickles forever. */
 #define PACK_MAX_USEC (10u * 60 * 1000000)
-/* An unknown account gets no LOOKUP reply at all, so every lookup of one costs
- * the full deadline: keep it short. A late reply only leaves o as it was. */
+/* A server whose resolver does not hold the JWT answers LOOKUP with an empty
+ * message from 2.9.17 on (nats-server #4151) and not at all before (2.9.10):
+ * there, every lookup of an unknown account costs the full deadline, so keep
+ * it short. A late reply only leaves o as it was. */
 #define LOOKUP_TIMEOUT_USEC (500u * 1000)
 #define TRUSTED_KEYS_MAX 4096
 #define STATE_WINDOW 512
@@ -1050,6 +1052,9 @@ static void lookup_reply(void *userdata, size_t i, const char *data, size_t len)
         struct lookup_ctx *x = userdata;
         struct observed_account a;
         char *why = NULL;
+        /* "This server does not hold it" (>= 2.9.17): counted as its answer. */
+        if (len == 0)
+                return;
         if (observe_parse_account_jwt(x->keys[i], data, len, &a, &why) < 0) {
                 bad_reply(&x->bad, x->subjects[i], why);
                 return;

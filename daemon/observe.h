@@ -85,7 +85,8 @@ int observe_all(struct natsconn *c, struct observed **out, char **err);
 int observe_servers(struct natsconn *c, struct server_info **out, size_t *n, char **err);
 /* Re-read the listed accounts' JWTs (CLAIMS.LOOKUP) into o, replacing or adding entries.
  * Used after an edit touches a few accounts, instead of a whole PACK. A key no
- * server answers for within 500 ms is left as it was in o. Adding entries moves
+ * server sends a JWT for (an empty reply: not held there; or none within
+ * 500 ms) is left as it was in o. Adding entries moves
  * o->accounts: pointers into it are then stale. -EBADMSG when some replies
  * were malformed (the others are applied). */
 int observe_lookup(struct natsconn *c, struct observed *o, const char *const *keys, size_t n, char **err);

@@ -2,6 +2,8 @@
  *
  *   request CREDS URL SUBJECT [PAYLOAD] [TIMEOUT_MS]
  *       One request; prints the reply body. Exit 1 on timeout or no responders.
+ *   request-header CREDS URL SUBJECT PAYLOAD NAME:VALUE [TIMEOUT_MS]
+ *       The same with one header on the request.
  *   gather CREDS URL SUBJECT PAYLOAD TIMEOUT_MS [COUNT|until-empty]
  *       One request, every reply on its own line until COUNT replies arrived,
  *       an empty reply ended the stream (until-empty), or the timeout. Prints
@@ -19,13 +21,25 @@
  *       Publish BYTES bytes and wait for the server's PONG. Exit 0 when the
  *       server took it, 1 when it closed the connection (its error on stderr,
  *       when cnats kept it).
+ *   record CREDS URL OUT_FILE SUBJECT...
+ *       Subscribe to the subjects (reconnecting for as long as it runs), print
+ *       "ready" once the server has the subscriptions, then append the body of
+ *       every message to OUT_FILE, one per line, until SIGTERM or SIGINT; then
+ *       take in what the server already sent and exit 0. The tests record the
+ *       account JWTs pushed during a test this way.
  *   resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT
  *       Add a stream export SUBJECT to the account JWT, re-sign it with the seed
  *       (iat = old iat + 1) and print it: another tool editing the account.
+ *   resign-set SIGNER_SEED_FILE JWT_FILE NATS_KEY JSON
+ *       The same, setting claim nats.NATS_KEY to the JSON value instead.
  *   resign-merge SIGNER_SEED_FILE JWT_FILE JSON
  *       The same, merging the JSON object into the JWT's "nats" claims
  *       (recursively: {"imports":[...]} replaces the imports, {"limits":{"conn":1}}
  *       sets one limit).
+ *   sign-delete SIGNER_SEED_FILE ACCOUNT_KEY...
+ *       Print the generic JWT, self-signed by the operator (signing) key in the
+ *       seed file, that asks a full resolver ($SYS.REQ.CLAIMS.DELETE) to delete
+ *       those accounts' JWTs: another tool removing accounts.
  *   gen-seed operator|account|user
  *       Print a fresh seed.
  *   pubkey-of-seed SEED_FILE
@@ -33,6 +47,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -224,6 +240,37 @@ static int cmd_request(int argc, char **argv) {
         return code;
 }
 
+static int cmd_request_header(int argc, char **argv) {
+        if (argc < 6 || argc > 7)
+                return fail("%s", "usage: request-header CREDS URL SUBJECT PAYLOAD NAME:VALUE [TIMEOUT_MS]");
+        int64_t timeout = argc > 6 ? parse_int(argv[6], 1, 600000) : DEFAULT_TIMEOUT_MS;
+        char *colon = strchr(argv[5], ':');
+        if (timeout < 0 || !colon || colon == argv[5])
+                return fail("bad header '%s' or timeout", argv[5]);
+        *colon = 0;
+        natsConnection *nc = NULL;
+        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
+                return 2;
+        natsMsg *msg = NULL, *reply = NULL;
+        natsStatus st = natsMsg_Create(&msg, argv[3], NULL, argv[4], (int)strlen(argv[4]));
+        if (st == NATS_OK)
+                st = natsMsgHeader_Set(msg, argv[5], colon + 1);
+        if (st == NATS_OK)
+                st = natsConnection_RequestMsg(&reply, nc, msg, timeout);
+        int code = 0;
+        if (st == NATS_OK) {
+                fwrite(natsMsg_GetData(reply), 1, (size_t)natsMsg_GetDataLength(reply), stdout);
+                fputc('\n', stdout);
+        } else {
+                fprintf(stderr, "nats-probe: request %s: %s\n", argv[3], natsStatus_GetText(st));
+                code = (st == NATS_TIMEOUT || st == NATS_NO_RESPONDERS) ? 1 : 2;
+        }
+        natsMsg_Destroy(msg);
+        natsMsg_Destroy(reply);
+        natsConnection_Destroy(nc);
+        return code;
+}
+
 static int cmd_gather(int argc, char **argv) {
         if (argc < 6 || argc > 7)
                 return fail("%s", "usage: gather CREDS URL SUBJECT PAYLOAD TIMEOUT_MS [COUNT|until-empty]");
@@ -335,6 +382,98 @@ static int cmd_publish_acked(int argc, char **argv) {
         return code;
 }
 
+static volatile sig_atomic_t record_stop;
+
+static void on_stop_signal(int sig) {
+        (void)sig;
+        record_stop = 1;
+}
+
+struct recording {
+        FILE *out;
+        pthread_mutex_t lock;
+        bool write_failed;
+};
+
+static void on_recorded(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure) {
+        struct recording *rec = closure;
+        pthread_mutex_lock(&rec->lock);
+        if (fwrite(natsMsg_GetData(m), 1, (size_t)natsMsg_GetDataLength(m), rec->out) !=
+                    (size_t)natsMsg_GetDataLength(m) ||
+            fputc('\n', rec->out) == EOF || fflush(rec->out) == EOF)
+                rec->write_failed = true;
+        pthread_mutex_unlock(&rec->lock);
+        natsMsg_Destroy(m);
+}
+
+static int cmd_record(int argc, char **argv) {
+        if (argc < 5)
+                return fail("%s", "usage: record CREDS URL OUT_FILE SUBJECT...");
+        struct sigaction sa = { .sa_handler = on_stop_signal };
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+                return fail("sigaction: %s", strerror(errno));
+        struct recording rec = { .out = fopen(argv[3], "a") };
+        if (!rec.out)
+                return fail("%s: %s", argv[3], strerror(errno));
+        pthread_mutex_init(&rec.lock, NULL);
+        natsOptions *opts = NULL;
+        natsConnection *nc = NULL;
+        natsStatus st = natsOptions_Create(&opts);
+        if (st == NATS_OK)
+                st = natsOptions_SetURL(opts, argv[2]);
+        if (st == NATS_OK)
+                st = natsOptions_SetUserCredentialsFromFiles(opts, argv[1], NULL);
+        /* A server a test kills and starts again on its port: come back to it. */
+        if (st == NATS_OK)
+                st = natsOptions_SetMaxReconnect(opts, -1);
+        if (st == NATS_OK)
+                st = natsOptions_SetReconnectWait(opts, 100);
+        if (st == NATS_OK) {
+                int attempt = 0;
+                do
+                        st = natsConnection_Connect(&nc, opts);
+                while (is_auth_failure(st) && ++attempt < CONNECT_ATTEMPTS);
+        }
+        natsOptions_Destroy(opts);
+        int n = argc - 4;
+        natsSubscription **subs = xcalloc((size_t)n, sizeof(*subs));
+        for (int i = 0; st == NATS_OK && i < n; i++)
+                st = natsConnection_Subscribe(&subs[i], nc, argv[4 + i], on_recorded, &rec);
+        for (int i = 0; st == NATS_OK && i < n; i++)
+                st = natsSubscription_SetPendingLimits(subs[i], -1, -1);
+        if (st == NATS_OK)
+                st = natsConnection_Flush(nc);
+        int code = 0;
+        if (st != NATS_OK) {
+                fprintf(stderr, "nats-probe: record from %s: %s (%s)\n", argv[2], natsStatus_GetText(st),
+                        nats_GetLastError(NULL));
+                code = 2;
+        } else {
+                puts("ready");
+                fflush(stdout);
+                while (!record_stop)
+                        nats_Sleep(50);
+                /* Draining unsubscribes, flushes (the server has sent all it had
+                 * for us once the PONG is back) and hands every pending message to
+                 * the callback before it completes. */
+                for (int i = 0; i < n && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED; i++)
+                        if (natsSubscription_Drain(subs[i]) == NATS_OK)
+                                (void)natsSubscription_WaitForDrainCompletion(subs[i], 5000);
+        }
+        for (int i = 0; i < n; i++)
+                natsSubscription_Destroy(subs[i]);
+        free(subs);
+        natsConnection_Destroy(nc);
+        pthread_mutex_lock(&rec.lock);
+        if (rec.write_failed)
+                code = fail("writing %s failed", argv[3]);
+        if (fclose(rec.out) == EOF && !code)
+                code = fail("%s: %s", argv[3], strerror(errno));
+        pthread_mutex_unlock(&rec.lock);
+        return code;
+}
+
 static int read_seed_file(const char *path, struct nkey *k) {
         char *err = NULL;
         if (secret_load_nkey(path, k, &err) < 0) {
@@ -345,12 +484,12 @@ static int read_seed_file(const char *path, struct nkey *k) {
         return 0;
 }
 
-/* Another tool editing the account: the JWT in jwt_file with edit applied to
- * its "nats" claims, re-signed by the seed in signer_file with iat + 1, on stdout. */
-static int resign(const char *signer_file, const char *jwt_file, int (*edit)(json_t *nats, const char *arg),
-                  const char *arg) {
+/* Decode the account JWT in jwt_file, let edit() change its "nats" object,
+ * re-sign it with the seed in seed_file (iat = old iat + 1) and print it. */
+static int resign(const char *seed_file, const char *jwt_file, int (*edit)(json_t *nats, char **args),
+                  char **args) {
         struct nkey signer;
-        if (read_seed_file(signer_file, &signer) < 0)
+        if (read_seed_file(seed_file, &signer) < 0)
                 return 2;
         char *text = NULL;
         size_t len = 0;
@@ -376,7 +515,7 @@ static int resign(const char *signer_file, const char *jwt_file, int (*edit)(jso
                 json_decref(claims);
                 return fail("%s: not an account JWT (no nats object or iat)", jwt_file);
         }
-        if (edit(nats, arg) < 0) {
+        if (edit(nats, args) < 0) {
                 nkey_wipe(&signer);
                 json_decref(claims);
                 return 2;
@@ -391,7 +530,8 @@ static int resign(const char *signer_file, const char *jwt_file, int (*edit)(jso
         return 0;
 }
 
-static int add_export(json_t *nats, const char *subject) {
+static int add_export(json_t *nats, char **args) {
+        const char *subject = args[0];
         json_t *exports = json_object_get(nats, "exports");
         if (!json_is_array(exports)) {
                 exports = json_array();
@@ -401,9 +541,9 @@ static int add_export(json_t *nats, const char *subject) {
         return 0;
 }
 
-static int merge_json(json_t *nats, const char *text) {
+static int merge_json(json_t *nats, char **args) {
         json_error_t jerr;
-        json_t *patch = json_loads(text, 0, &jerr);
+        json_t *patch = json_loads(args[0], 0, &jerr);
         if (!json_is_object(patch)) {
                 json_decref(patch);
                 return fail("not a JSON object: %s", patch ? "another type" : jerr.text);
@@ -413,16 +553,55 @@ static int merge_json(json_t *nats, const char *text) {
         return 0;
 }
 
-static int cmd_resign_add_export(int argc, char **argv) {
-        if (argc != 4)
-                return fail("%s", "usage: resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT");
-        return resign(argv[1], argv[2], add_export, argv[3]);
-}
-
 static int cmd_resign_merge(int argc, char **argv) {
         if (argc != 4)
                 return fail("%s", "usage: resign-merge SIGNER_SEED_FILE JWT_FILE JSON");
-        return resign(argv[1], argv[2], merge_json, argv[3]);
+        return resign(argv[1], argv[2], merge_json, argv + 3);
+}
+
+static int cmd_resign_add_export(int argc, char **argv) {
+        if (argc != 4)
+                return fail("%s", "usage: resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT");
+        return resign(argv[1], argv[2], add_export, argv + 3);
+}
+
+static int set_claim(json_t *nats, char **args) {
+        json_error_t e;
+        json_t *v = json_loads(args[1], JSON_DECODE_ANY, &e);
+        if (!v) {
+                fail("not JSON: %s", e.text);
+                return -1;
+        }
+        json_object_set_new(nats, args[0], v);
+        return 0;
+}
+
+static int cmd_resign_set(int argc, char **argv) {
+        if (argc != 5)
+                return fail("%s", "usage: resign-set SIGNER_SEED_FILE JWT_FILE NATS_KEY JSON");
+        return resign(argv[1], argv[2], set_claim, argv + 3);
+}
+
+static int cmd_sign_delete(int argc, char **argv) {
+        if (argc < 3)
+                return fail("%s", "usage: sign-delete SIGNER_SEED_FILE ACCOUNT_KEY...");
+        struct nkey signer;
+        if (read_seed_file(argv[1], &signer) < 0)
+                return 2;
+        json_t *accounts = json_array();
+        for (int i = 2; i < argc; i++)
+                json_array_append_new(accounts, json_string(argv[i]));
+        /* What nsc sends: sub = iss = an operator key, the keys in nats.accounts. */
+        json_t *claims = json_pack("{s:s, s:{s:o, s:s, s:i}}", "sub", signer.pub, "nats", "accounts", accounts, "type",
+                                   "generic", "version", 2);
+        char *jwt = claims ? jwt_encode(claims, &signer) : NULL;
+        nkey_wipe(&signer);
+        json_decref(claims);
+        if (!jwt)
+                return fail("could not sign the delete request");
+        puts(jwt);
+        free(jwt);
+        return 0;
 }
 
 static int cmd_gen_seed(int argc, char **argv) {
@@ -464,18 +643,22 @@ int main(int argc, char **argv) {
                 bool needs_nats;
         } commands[] = {
                 { "request", cmd_request, true },
+                { "request-header", cmd_request_header, true },
                 { "gather", cmd_gather, true },
                 { "publish-acked", cmd_publish_acked, true },
                 { "hold", cmd_hold, true },
                 { "publish", cmd_publish, true },
+                { "record", cmd_record, true },
                 { "resign-add-export", cmd_resign_add_export, false },
                 { "resign-merge", cmd_resign_merge, false },
+                { "resign-set", cmd_resign_set, false },
+                { "sign-delete", cmd_sign_delete, false },
                 { "gen-seed", cmd_gen_seed, false },
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };
         if (argc < 2)
-                return fail("%s", "usage: nats-probe request|gather|publish-acked|hold|publish|resign-add-export|"
-                                    "resign-merge|gen-seed|pubkey-of-seed ...");
+                return fail("%s", "usage: nats-probe request|request-header|gather|publish-acked|hold|publish|record|"
+                                    "resign-add-export|resign-merge|resign-set|sign-delete|gen-seed|pubkey-of-seed ...");
         for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
                 if (strcmp(argv[1], commands[i].name) != 0)
                         continue;

@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite: a normal build, a build under AddressSanitizer and
-# UndefinedBehaviorSanitizer, and a short run of each fuzz target.
-# Ends with one line "N passed, N failed"; exits non-zero when anything failed.
+# The whole test suite:
+#   - a normal build: every test (unit, cli, integration, system) against the
+#     default nats-server (Debian's, on PATH);
+#   - the integration tests again against each nats-server of the matrix in
+#     tools/go-pins.txt (built with Go by tools/go-tools.sh, with the nats CLI,
+#     nsc and tests/jwtcheck), and the system tests against the newest of them;
+#     without Go this part is skipped with one line, which is not a failure;
+#   - a build under AddressSanitizer and UndefinedBehaviorSanitizer: every test
+#     against the default server;
+#   - a short run of each fuzz target.
+# Prints the server versions it ran against, then the skipped count, and ends
+# with one line "N passed, N failed"; exits non-zero when anything failed.
 set -u
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh || exit 1
@@ -9,9 +18,10 @@ bash tools/install-deps.sh || exit 1
 passed=0
 failed=0
 skipped=0
+versions=()
 
-count_meson() {
-        local log=$1/meson-logs/testlog.json
+count_meson() { # LOGFILE
+        local log=$1
         [ -f "$log" ] || { failed=$((failed + 1)); return; }
         local p f s
         p=$(grep -cE '"result": "(OK|EXPECTEDFAIL)"' "$log")
@@ -20,23 +30,84 @@ count_meson() {
         passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 }
 
-suite() { # DIR MESON-OPTIONS...
+build() { # DIR MESON-OPTIONS...
         local dir=$1
         shift
         if [ ! -d "$dir" ]; then
-                meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; failed=$((failed + 1)); return; }
+                meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
         fi
-        if ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
-                tail -50 "$dir.build.log"
-                failed=$((failed + 1))
-                return
-        fi
-        meson test -C "$dir" --print-errorlogs --num-processes 2 --timeout-multiplier "${TIMEOUT_MULTIPLIER:-1}" || true
-        count_meson "$dir"
+        ninja -C "$dir" >"$dir.build.log" 2>&1 || { tail -50 "$dir.build.log"; return 1; }
 }
 
-suite build
-TIMEOUT_MULTIPLIER=3 suite build-sanitize -Db_sanitize=address,undefined -Db_lundef=false
+# run_tests DIR NAME [MESON-TEST-ARGS...]: one meson run, counted from its own
+# log (each run would overwrite meson-logs/testlog.json).
+run_tests() {
+        local dir=$1 name=$2
+        shift 2
+        rm -f "$dir/meson-logs/$name.json"
+        echo "== $dir: $name"
+        meson test -C "$dir" --logbase "$name" --print-errorlogs --num-processes 2 \
+                --timeout-multiplier "${TIMEOUT_MULTIPLIER:-1}" "$@" || true
+        count_meson "$dir/meson-logs/$name.json"
+}
+
+server_version() { # BINARY
+        "$1" --version 2>/dev/null | sed -n 's/^nats-server: v\{0,1\}//p'
+}
+
+# The Go part, built before any test runs (a first build takes minutes).
+matrix=() # "VERSION PATH", oldest first
+go_log=$(mktemp)
+go_out=$(bash tools/go-tools.sh 2>"$go_log")
+go_rc=$?
+if [ "$go_rc" = 77 ]; then
+        cat "$go_log" # its one line: no Go, so no matrix and no Go oracles
+elif [ "$go_rc" != 0 ] || ! jwtcheck=$(bash tools/go-tools.sh local tests/jwtcheck 2>>"$go_log"); then
+        tail -30 "$go_log"
+        echo "go-tools: building the Go test programs failed; the nats-server matrix is not run"
+        failed=$((failed + 1))
+else
+        while read -r name version path; do
+                case $name in
+                nats-server) matrix+=("${version#v} $path") ;;
+                nats) export NATS_CLI=$path ;;
+                nsc) export NSC=$path ;;
+                esac
+        done <<<"$go_out"
+        export JWTCHECK=$jwtcheck
+        mapfile -t matrix < <(printf '%s\n' "${matrix[@]}" | sort -V)
+fi
+rm -f "$go_log"
+
+default_server=${NATS_SERVER:-$(command -v nats-server || true)}
+default_version=$( [ -n "$default_server" ] && server_version "$default_server")
+
+if build build; then
+        run_tests build testlog
+        versions+=("${default_version:-none} (default${default_server:+, $default_server}: every suite, and under the sanitizers)")
+        newest=${#matrix[@]}
+        for entry in "${matrix[@]}"; do
+                newest=$((newest - 1))
+                version=${entry%% *}
+                path=${entry#* }
+                NATS_SERVER=$path run_tests build "testlog-nats-$version" --suite integration
+                if [ "$newest" = 0 ]; then
+                        # The unit under systemd; the system suite's other tests do not use a server.
+                        NATS_SERVER=$path run_tests build "testlog-nats-$version-systemd" systemd
+                        versions+=("$version (integration, systemd)")
+                else
+                        versions+=("$version (integration)")
+                fi
+        done
+else
+        failed=$((failed + 1))
+fi
+
+if build build-sanitize -Db_sanitize=address,undefined -Db_lundef=false; then
+        TIMEOUT_MULTIPLIER=3 run_tests build-sanitize testlog
+else
+        failed=$((failed + 1))
+fi
 
 # Fuzzing smoke run: each target for a few seconds, from the examples.
 if CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Dman=disabled -Db_lundef=false >build-fuzz.setup.log 2>&1 &&
@@ -61,5 +132,10 @@ else
         failed=$((failed + 1))
 fi
 
-echo "$passed passed, $failed failed, $skipped skipped"
+echo "nats-server versions tested against:"
+for v in "${versions[@]}"; do
+        echo "  $v"
+done
+echo "$skipped skipped"
+echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -5,18 +5,27 @@ nats-server(s) started from it. Everything listens on 127.0.0.1 with ports the
 servers pick themselves (read back from their ports files); nothing ever
 touches port 4222 or another address.
 
+Every account JWT pushed while a sandbox runs (CLAIMS.UPDATE, seen by a
+`nats-probe record` subscriber) and every .creds `user-creds` printed is
+checked at cleanup by tests/jwtcheck, built on the NATS maintainers'
+nats-io/jwt library: a wrong claim or a bad signature fails the test. Without
+Go that check is skipped with one line on stderr.
+
 Environment: NATS_ACCOUNTD and NATS_PROBE (set by meson), NATS_SERVER
-(optional; default: nats-server on PATH), KEEP_SANDBOX=1 keeps the folders.
+(optional; default: nats-server on PATH), JWTCHECK (optional; default: built
+by tools/go-tools.sh), KEEP_SANDBOX=1 keeps the folders.
 """
 
 import base64
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -44,6 +53,58 @@ def tools():
         "probe": _exe("NATS_PROBE"),
         "server": _exe("NATS_SERVER", "nats-server"),
     }
+
+
+SKIP = 77  # meson's (and automake's) "skipped"
+SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GO_TOOLS = os.path.join(SRCDIR, "tools", "go-tools.sh")
+_go_programs = {}
+
+
+def go_program(*args):
+    """The path tools/go-tools.sh prints for args (`local tests/jwtcheck`, `path nsc`),
+    or None without Go (exit 77; the reason goes to stderr once). $JWTCHECK, $NSC
+    and $NATS_CLI name prebuilt ones. A failing build raises."""
+    env_name = {"tests/jwtcheck": "JWTCHECK", "nsc": "NSC", "nats": "NATS_CLI"}.get(args[-1])
+    if env_name and os.environ.get(env_name):
+        return _exe(env_name)
+    if args not in _go_programs:
+        r = subprocess.run(["bash", GO_TOOLS] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=1800)
+        if r.returncode == SKIP:
+            sys.stderr.write(r.stderr)
+            _go_programs[args] = None
+        elif r.returncode != 0 or not r.stdout.strip():
+            raise HarnessError("tools/go-tools.sh %s failed (%d):\n%s" % (" ".join(args), r.returncode, r.stderr))
+        else:
+            _go_programs[args] = r.stdout.strip().splitlines()[-1]
+    return _go_programs[args]
+
+
+def server_missing():
+    """Why these tests cannot run here (no nats-server at all), or None.
+
+    A NATS_SERVER that names no executable is a broken matrix entry, not a
+    machine without a server: that fails (in Sandbox) rather than skip."""
+    if os.environ.get("NATS_SERVER") or shutil.which("nats-server"):
+        return None
+    return "nats-server not found (set NATS_SERVER or put it on PATH)"
+
+
+def main(needs=()):
+    """unittest.main() of a test program; exit 77 (skipped) with the reason when
+    there is no nats-server to test against, or no Go to build the programs in
+    `needs` (names pinned in tools/go-pins.txt, e.g. "nsc")."""
+    import unittest
+
+    why = server_missing()
+    for name in needs:
+        if not why and not go_program("path", name):
+            why = "%s needs Go to be built (tools/go-tools.sh)" % name
+    if why:
+        print("SKIP: %s" % why)
+        sys.exit(SKIP)
+    unittest.main(module="__main__")
 
 
 def run(args, timeout=60, input_text=None):
@@ -155,6 +216,35 @@ class NatsServer:
         self._log.close()
 
 
+class Recorder:
+    """`nats-probe record`: every account JWT pushed while it runs, one per line in path."""
+
+    SUBJECTS = ("$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE", "$SYS.REQ.CLAIMS.UPDATE")
+
+    def __init__(self, probe, creds, url, path, timeout=15):
+        self.proc = subprocess.Popen([probe, "record", creds, url, path] + list(self.SUBJECTS),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else b""
+        if line.strip() != b"ready":
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=5)
+            raise HarnessError("nats-probe record did not start: %s" % err.decode(errors="replace"))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate(timeout=5)
+            raise HarnessError("nats-probe record ignored SIGTERM")
+        if self.proc.returncode != 0:
+            raise HarnessError("nats-probe record exited %d: %s" % (self.proc.returncode, err.decode(errors="replace")))
+
+
 class Sandbox:
     """`nats-accountd init` output in a temporary folder, and helpers around it."""
 
@@ -173,6 +263,10 @@ class Sandbox:
         self.sys_creds = self.path("sys.creds")
         self.signer = self.path("operator-signer.nk")
         self.accounts_file = self.path("accounts.yaml")
+        self.operator_jwt = self.path("operator.jwt")
+        self.recorder = None
+        self.pushed = os.path.join(self.root, "pushed.jwts")
+        self.creds_written = []
 
     # files -----------------------------------------------------------------
 
@@ -210,7 +304,33 @@ class Sandbox:
         srv.start()
         self.set_setting("servers", srv.url)
         self.wait_system_api(1)
+        self.start_recorder()
         return srv
+
+    def start_recorder(self):
+        """Record every push from now on (once per sandbox; a new one after a restart on another port)."""
+        self.stop_recorder()
+        self.recorder = Recorder(self.t["probe"], self.sys_creds, self.url, self.pushed)
+
+    def stop_recorder(self):
+        if self.recorder:
+            rec, self.recorder = self.recorder, None
+            rec.stop()
+
+    def unrecorded(self):
+        """A context in which pushes are not recorded for the oracle: for a test
+        that pushes a bad JWT on purpose (and puts a good one back)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def pause():
+            self.stop_recorder()
+            try:
+                yield
+            finally:
+                self.start_recorder()
+
+        return pause()
 
     @property
     def url(self):
@@ -230,11 +350,38 @@ class Sandbox:
             s.stop()
 
     def cleanup(self):
-        self.stop()
-        if os.environ.get("KEEP_SANDBOX"):
-            print("sandbox kept in", self.root)
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
+        """Stop everything and remove the folder; then raise when the oracle found a problem."""
+        problems = None
+        try:
+            self.stop_recorder()
+            problems = self.check_jwts()
+        finally:
+            if self.recorder:
+                self.recorder.proc.kill()
+            self.stop()
+            if os.environ.get("KEEP_SANDBOX") or problems:
+                print("sandbox kept in", self.root)
+            else:
+                shutil.rmtree(self.root, ignore_errors=True)
+        if problems:
+            raise HarnessError("nats-io/jwt (tests/jwtcheck) rejects what was pushed or printed:\n" + problems)
+
+    def check_jwts(self):
+        """tests/jwtcheck over the pushed JWTs, the resolvers' folders and the printed .creds:
+        None when all is well (or without Go), else its report."""
+        jwtcheck = go_program("local", "tests/jwtcheck")
+        if not jwtcheck or not os.path.exists(self.operator_jwt):
+            return None
+        args = [jwtcheck, "-operator", self.operator_jwt]
+        if os.path.exists(self.pushed):
+            args += ["-jwts", self.pushed]
+        for d, _, _ in os.walk(self.dir):
+            if os.path.basename(d) == "jwt":
+                args += ["-dir", d]
+        for c in self.creds_written:
+            args += ["-creds", c]
+        r = run(args, timeout=120)
+        return None if r.returncode == 0 else (r.stdout + r.stderr)
 
     def server_logs(self):
         return "\n".join("--- %s\n%s" % (s.conf, s.log_tail()) for s in self.servers)
@@ -263,7 +410,9 @@ class Sandbox:
         r = self.accountd("user-creds", account, user)
         if r.returncode != 0:
             raise HarnessError("user-creds %s %s failed (%d): %s" % (account, user, r.returncode, r.stderr))
-        return self.write("%s-%s.creds" % (account, user), r.stdout, 0o600)
+        path = self.write("%s-%s.creds" % (account, user), r.stdout, 0o600)
+        self.creds_written.append(path)
+        return path
 
     def request(self, creds, subject, payload="", timeout_ms=2000, url=None):
         return self.probe("request", creds, url or self.url, subject, payload, timeout_ms)
@@ -281,13 +430,44 @@ class Sandbox:
         return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
     def lookup_jwt(self, key):
-        """The JWT the (first) server's resolver holds for key, or None when it has none."""
+        """The JWT the (first) server's resolver holds for key, or None when it has none:
+        an empty reply (nats-server >= 2.9.17) or none at all (2.9.10)."""
         r = self.request(self.sys_creds, "$SYS.REQ.ACCOUNT.%s.CLAIMS.LOOKUP" % key, "", 1500)
         if r.returncode == 1:
             return None
         if r.returncode != 0:
             raise HarnessError("CLAIMS.LOOKUP %s failed (%d): %s" % (key, r.returncode, r.stderr))
-        return r.stdout.strip()
+        return r.stdout.strip() or None
+
+    def delete_accounts(self, *keys):
+        """CLAIMS.DELETE of these accounts' JWTs, as nsc would send it (needs allow_delete)."""
+        r = self.probe("sign-delete", self.signer, *keys)
+        if r.returncode != 0:
+            raise HarnessError("sign-delete failed (%d): %s" % (r.returncode, r.stderr))
+        replies = self.gather_json("$SYS.REQ.CLAIMS.DELETE", len(self.servers), r.stdout.strip())
+        for rep in replies:
+            if (rep.get("data") or {}).get("code") != 200:
+                raise HarnessError("CLAIMS.DELETE refused: %s" % rep)
+        return replies
+
+    def restart_servers_with(self, old=None, new=None, while_stopped=None):
+        """Stop the server, replace `old` (once) by `new` in nats-server.conf, call
+        while_stopped(), and start it anew (on another port)."""
+        conf = self.read("nats-server.conf")
+        if old is not None and conf.count(old) != 1:
+            raise HarnessError("%r appears %d times in nats-server.conf" % (old, conf.count(old)))
+        self.stop()
+        self.servers = []
+        if old is not None:
+            self.write("nats-server.conf", conf.replace(old, new))
+        if while_stopped:
+            while_stopped()
+        return self.start_server()
+
+    def server_version(self):
+        """(major, minor, patch) of the server, from VARZ."""
+        v = self.gather_json("$SYS.REQ.SERVER.PING.VARZ", 1)[0]["data"]["version"]
+        return tuple(int(x) for x in re.match(r"v?(\d+)\.(\d+)\.(\d+)", v).groups())
 
     def push_jwt(self, key, jwt, n_servers=1):
         """CLAIMS.UPDATE as the system user; every server must answer "jwt updated"."""
@@ -356,6 +536,7 @@ class Cluster(Sandbox):
                 routes.append(srv.cluster_url.replace("nats://", "nats-route://", 1))
         self.set_setting("servers", ", ".join(s.url for s in self.servers))
         self.wait_system_api(self.size, timeout=30)
+        self.start_recorder()
 
         def meta_leader():
             try:

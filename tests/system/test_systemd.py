@@ -86,10 +86,13 @@ def accounts_yaml(app_streams, app_store="256MiB", orders_store="128MiB", extra_
 
 
 def find_server():
-    server = os.environ.get("NATS_SERVER") or shutil.which("nats-server")
-    if not server or not os.access(server, os.X_OK):
-        return None
-    return os.path.abspath(server)
+    """nats-server's path; None when there is none. A NATS_SERVER that names no
+    executable is a broken matrix entry: that fails, it does not skip."""
+    server = os.environ.get("NATS_SERVER")
+    if server and not os.access(server, os.X_OK):
+        raise SystemExit("NATS_SERVER=%s is not an executable file" % server)
+    server = server or shutil.which("nats-server")
+    return os.path.abspath(server) if server else None
 
 
 class Env:
