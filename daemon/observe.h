@@ -19,6 +19,10 @@ struct server_account_state {
         int64_t update_time_iat; /* iat of the JWT the server applied (decoded_jwt.iat), 0 unknown */
         bool have_usage;        /* JSZ answered */
         int64_t memory, storage; /* JSZ usage in bytes */
+        /* JSZ reserved_memory / reserved_storage: the max_mem / max_file the
+         * server applies to the account (-1 unlimited; 0 when tiered). */
+        bool have_reserved;
+        int64_t reserved_memory, reserved_storage;
         char *error;            /* INFO/JSZ error text other than "does not exist", else NULL */
 };
 
@@ -50,6 +54,9 @@ struct server_info {
         /* No routes, gateways or leaf nodes configured: no other server can
          * hear what is sent to this one. */
         bool alone;
+        /* VARZ config_load_time: when the server last read its config file
+         * (start or reload), in nanoseconds since the epoch; 0 when not sent. */
+        int64_t config_load_ns;
 };
 
 struct observed {

@@ -34,3 +34,8 @@ int dir_sync(const char *dir);
 /* dirname / join; results are allocated. */
 char *path_dirname(const char *path);
 char *path_join(const char *dir, const char *name);
+/* Lexical clean-up as Go's filepath.Clean ("a//b/./c/.." -> "a/b"). */
+char *path_clean(const char *path);
+/* to as a path relative to the folder from_dir (both absolute), e.g.
+ * ("/etc/nats", "/etc/nats/accounts.d/APP.conf") -> "accounts.d/APP.conf". */
+char *path_relative(const char *from_dir, const char *to);
