@@ -14,7 +14,7 @@
 #define SUBJ_PACK "$SYS.REQ.CLAIMS.PACK"
 #define SUBJ_ACCOUNTZ "$SYS.REQ.SERVER.PING.ACCOUNTZ"
 #define SUBJ_ACCOUNT_FMT "$SYS.REQ.ACCOUNT.%s.%s"
-/* Room for "$SYS.REQ.ACCOUNT.<56>.CLAIMS.LOOKUP" and a NUL. */
+/* Room for "$SYS.REQ.ACCOUNT.<56>.CLAIMS.LOOKUP" or ".<64-character name>.INFO" and a NUL. */
 #define ACCOUNT_SUBJ_MAX 96
 
 /* VARZ is answered once per server, and how many servers there are is what we
@@ -955,8 +955,9 @@ static const char **account_subjects(struct observed_account *const *accts, cons
         for (size_t s = 0; s < n_suffixes; s++)
                 for (size_t i = 0; i < n; i++) {
                         char *p = buf + (s * n + i) * ACCOUNT_SUBJ_MAX;
-                        snprintf(p, ACCOUNT_SUBJ_MAX, SUBJ_ACCOUNT_FMT, accts ? accts[i]->key : keys[i],
-                                 suffixes[s]);
+                        /* Config-mode accounts have no key: the system API takes their name. */
+                        const char *id = accts ? (accts[i]->key[0] ? accts[i]->key : accts[i]->name) : keys[i];
+                        snprintf(p, ACCOUNT_SUBJ_MAX, SUBJ_ACCOUNT_FMT, id, suffixes[s]);
                         subjects[s * n + i] = p;
                 }
         *buf_out = buf;
@@ -1129,6 +1130,9 @@ static void state_reply(void *userdata, size_t index, const char *data, size_t l
                 s->st.have_usage = st.have_usage;
                 s->st.memory = st.memory;
                 s->st.storage = st.storage;
+                s->st.have_reserved = st.have_reserved;
+                s->st.reserved_memory = st.reserved_memory;
+                s->st.reserved_storage = st.reserved_storage;
                 free(s->jsz_error);
                 s->jsz_error = st.error;
         } else {
@@ -1158,6 +1162,9 @@ static void usage_merge(struct observed_account *oa, const struct state_slot *sl
         st->have_usage = slot->st.have_usage;
         st->memory = slot->st.memory;
         st->storage = slot->st.storage;
+        st->have_reserved = slot->st.have_reserved;
+        st->reserved_memory = slot->st.reserved_memory;
+        st->reserved_storage = slot->st.reserved_storage;
         if (slot->jsz_error) {
                 char *e = st->error ? xasprintf("%s; %s", st->error, slot->jsz_error) : xstrdup(slot->jsz_error);
                 free(st->error);
@@ -1300,7 +1307,8 @@ static void set_not_loaded(const struct observed *o, struct observed_account *oa
 int observe_accounts_state(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                            bool want_usage, char **err) {
         struct loaded_accounts *sets = NULL;
-        if (n <= ACCOUNTZ_ABOVE || !o->n_servers || loaded_everywhere(c, o, &sets) < 0)
+        /* ACCOUNTZ lists keys; accounts without one (config mode) are all loaded anyway. */
+        if (n <= ACCOUNTZ_ABOVE || !o->n_servers || !accts[0]->key[0] || loaded_everywhere(c, o, &sets) < 0)
                 return accounts_state_run(c, o, accts, n, true, want_usage, err);
         struct observed_account **ask = xcalloc(n, sizeof(*ask));
         size_t k = 0;
