@@ -54,6 +54,10 @@ struct config_backend {
         size_t n_confs;
         char **missing; /* servers of confs (by server_name) that did not answer VARZ */
         size_t n_missing;
+        /* Accounts changed while a server was away: pending until it is back
+         * and applies them (a daemon's retries watch for it). */
+        char **unverified;
+        size_t n_unverified;
         /* The last plan's view: its entries point into obs; accts is parallel to obs->accounts. */
         struct observed *obs;
         struct cfg_account *accts;
@@ -93,6 +97,28 @@ static void confs_free(struct config_backend *b) {
         free(b->missing);
         b->missing = NULL;
         b->n_missing = 0;
+}
+
+static ptrdiff_t unverified_find(const struct config_backend *b, const char *name) {
+        for (size_t i = 0; i < b->n_unverified; i++)
+                if (strcmp(b->unverified[i], name) == 0)
+                        return (ptrdiff_t)i;
+        return -1;
+}
+
+static void unverified_add(struct config_backend *b, const char *name) {
+        if (unverified_find(b, name) >= 0)
+                return;
+        b->unverified = xreallocarray(b->unverified, b->n_unverified + 1, sizeof(*b->unverified));
+        b->unverified[b->n_unverified++] = xstrdup(name);
+}
+
+static void unverified_remove(struct config_backend *b, const char *name) {
+        ptrdiff_t i = unverified_find(b, name);
+        if (i < 0)
+                return;
+        free(b->unverified[i]);
+        b->unverified[i] = b->unverified[--b->n_unverified];
 }
 
 static char *canonical_dir(const char *dir) {
@@ -352,6 +378,13 @@ static void review(struct config_backend *b, struct plan *p) {
                         redo = true;
                 } else if (!ca->exists && e->decl->js != JS_UNMANAGED) {
                         redo = true;
+                } else if (ca->parsed && ca->frag.js.mode == JS_UNMANAGED && e->decl->js != JS_UNMANAGED) {
+                        /* The servers may match by chance (or by a hand-written
+                         * block): the fragment is to say it all the same. */
+                        if (e->action == PLAN_UNCHANGED)
+                                plan_entry_add_warning(e, "%s does not hold its jetstream yet: it is written",
+                                                       ca->path);
+                        redo = true;
                 }
                 for (size_t s = 0; s < oa->n_servers && e->action != PLAN_ERROR; s++) {
                         const struct server_account_state *st = &oa->servers[s];
@@ -396,6 +429,16 @@ static void review(struct config_backend *b, struct plan *p) {
                         continue;
                 if (redo && e->action == PLAN_UNCHANGED)
                         e->action = PLAN_UPDATE;
+                if (unverified_find(b, e->decl->name) >= 0) {
+                        if (b->n_missing && e->action == PLAN_UNCHANGED) {
+                                plan_entry_set_error(e, "pending on server %s: it did not answer when the change was "
+                                                        "made, and does not answer yet",
+                                                     b->missing[0]);
+                                continue;
+                        }
+                        if (!b->n_missing && e->action == PLAN_UNCHANGED)
+                                unverified_remove(b, e->decl->name);
+                }
                 if (plan_action_changes(e->action))
                         for (size_t m = 0; m < b->n_missing; m++)
                                 plan_entry_add_warning(e, "server %s does not answer: it applies the change when it "
@@ -473,6 +516,18 @@ static int cfg_plan(struct backend *bb, struct natsconn *c, const struct account
 }
 
 /* ---- apply ---- */
+
+/* The declaration as its fragment is to say it. An account declared without
+ * `jetstream` leaves JetStream as it is: a jetstream block its fragment holds
+ * stays, since dropping it would change what the server applies. */
+static struct account_decl fragment_decl(const struct account_decl *decl, const struct cfg_account *ca) {
+        struct account_decl d = *decl;
+        if (d.js == JS_UNMANAGED && ca->parsed && ca->frag.js.mode != JS_UNMANAGED) {
+                d.js = ca->frag.js.mode;
+                d.limits = ca->frag.js.limits;
+        }
+        return d;
+}
 
 struct change {
         struct plan_entry *e;
@@ -579,6 +634,7 @@ static int verify(struct config_backend *b, struct natsconn *c, const struct rel
                         fail_change(ch, xasprintf("pending on server %s: it does not answer (it reads the fragment "
                                                   "when it starts)",
                                                   b->missing[m]));
+                        unverified_add(b, ch->e->decl->name);
                 }
         }
         return 0;
@@ -671,7 +727,8 @@ static int cfg_apply(struct backend *bb, struct natsconn *c, struct plan *p, app
                         continue;
                 struct change tmp = { .e = e, .ca = ca }, *ch = changes ? &v[n++] : &tmp;
                 *ch = tmp;
-                ch->want = fragment_render(e->decl, b->s->accounts_file);
+                struct account_decl fd = fragment_decl(e->decl, ca);
+                ch->want = fragment_render(&fd, b->s->accounts_file);
                 bool same = ca->text && ca->len == strlen(ch->want) && memcmp(ca->text, ch->want, ca->len) == 0;
                 if (!same && write_fragment(ch, ch->want)) {
                         wrote = true;
@@ -740,6 +797,9 @@ static void cfg_free(struct backend *bb) {
         struct config_backend *b = cfg(bb);
         forget_plan(b);
         confs_free(b);
+        for (size_t i = 0; i < b->n_unverified; i++)
+                free(b->unverified[i]);
+        free(b->unverified);
         free(b->fragments_dir);
         free(b);
 }

@@ -273,9 +273,18 @@ static int cmd_run(const struct cli *cli) {
 static int cmd_init(const struct cli *cli) {
         const char *dir = NULL;
         int port = 4222;
+        bool config = false;
         for (int i = 1; i < cli->argc; i++) {
                 const char *arg = cli->argv[i];
-                if (strcmp(arg, "--port") == 0 || strncmp(arg, "--port=", 7) == 0) {
+                if (strcmp(arg, "--mode") == 0 || strncmp(arg, "--mode=", 7) == 0) {
+                        const char *v = arg[6] == '=' ? arg + 7 : (i + 1 < cli->argc ? cli->argv[++i] : NULL);
+                        if (v && strcmp(v, "config") == 0)
+                                config = true;
+                        else if (v && strcmp(v, "operator") == 0)
+                                config = false;
+                        else
+                                return usage_error("init: --mode takes operator or config (got '%s')", v ? v : "");
+                } else if (strcmp(arg, "--port") == 0 || strncmp(arg, "--port=", 7) == 0) {
                         const char *v = arg[6] == '=' ? arg + 7 : (i + 1 < cli->argc ? cli->argv[++i] : NULL);
                         char *end = NULL;
                         long n = v ? strtol(v, &end, 10) : 0;
@@ -294,7 +303,7 @@ static int cmd_init(const struct cli *cli) {
         if (!dir)
                 return usage_error("%s", "init: missing DIR");
         char *err = NULL;
-        int r = init_sandbox(dir, port, &err);
+        int r = config ? init_sandbox_config(dir, port, &err) : init_sandbox(dir, port, &err);
         if (r < 0) {
                 fprintf(stderr, "nats-accountd: init: %s\n", err);
                 free(err);

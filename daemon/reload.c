@@ -187,8 +187,12 @@ static void fail_all(struct reload_server *v, size_t n, const char *why) {
                 set_error(&v[i], xstrdup(why));
 }
 
+/* SIGHUP to every pid file's process. Which PID is which server is not
+ * known: when none could be signalled every server fails at once, else the
+ * problems wait beside the servers that do not reload (a stopped server's
+ * stale pid file is no reason to fail the others). */
 static void signal_reloads(const struct settings *s, struct serverconf *const *confs, size_t n_confs,
-                           struct reload_server *v, size_t n) {
+                           struct reload_server *v, size_t n, char **problems) {
         char *why = NULL;
         char **files = pid_files(s, confs, n_confs, &why);
         if (!files) {
@@ -196,9 +200,14 @@ static void signal_reloads(const struct settings *s, struct serverconf *const *c
                 free(why);
                 return;
         }
+        size_t sent = 0;
         for (char **f = files; *f; f++) {
                 pid_t pid = 0;
-                if (read_pid(*f, &pid, &why) == 0 && kill(pid, SIGHUP) < 0) {
+                if (read_pid(*f, &pid, &why) == 0) {
+                        if (kill(pid, SIGHUP) == 0) {
+                                sent++;
+                                continue;
+                        }
                         int e = errno;
                         why = e == EPERM ? xasprintf("not allowed to send SIGHUP to nats-server (PID %d from %s): it "
                                                      "runs as another user; use reload = request (nats-server >= "
@@ -207,11 +216,16 @@ static void signal_reloads(const struct settings *s, struct serverconf *const *c
                                          : xasprintf("cannot send SIGHUP to PID %d from %s: %s", (int)pid, *f,
                                                      strerror(e));
                 }
-                if (why) {
-                        fail_all(v, n, why);
-                        free(why);
-                        why = NULL;
-                }
+                char *all = *problems ? xasprintf("%s; %s", *problems, why) : xstrdup(why);
+                free(*problems);
+                *problems = all;
+                free(why);
+                why = NULL;
+        }
+        if (sent == 0 && *problems) {
+                fail_all(v, n, *problems);
+                free(*problems);
+                *problems = NULL;
         }
         for (char **f = files; *f; f++)
                 free(*f);
@@ -300,7 +314,7 @@ int reload_servers(struct natsconn *c, const struct settings *s, enum reload_rou
                 free(v[i].error);
                 v[i].error = NULL;
         }
-        char *why = NULL;
+        char *why = NULL, *problems = NULL;
         uint64_t wait = SIGNAL_WAIT_USEC;
         switch (route) {
         case RELOAD_AUTO: /* picked before */
@@ -311,7 +325,7 @@ int reload_servers(struct natsconn *c, const struct settings *s, enum reload_rou
                 break;
         }
         case RELOAD_SIGNAL:
-                signal_reloads(s, confs, n_confs, v, n);
+                signal_reloads(s, confs, n_confs, v, n, &problems);
                 break;
         case RELOAD_EXTERNAL:
                 wait = EXTERNAL_WAIT_USEC;
@@ -326,8 +340,10 @@ int reload_servers(struct natsconn *c, const struct settings *s, enum reload_rou
         uint64_t start = mono_usec(), nudged = start;
         for (;;) {
                 int r = poll_servers(c, v, n, since_ns, err);
-                if (r < 0)
+                if (r < 0) {
+                        free(problems);
                         return r;
+                }
                 uint64_t now = mono_usec();
                 if (all_done(v, n) || now - start >= wait)
                         break;
@@ -347,9 +363,13 @@ int reload_servers(struct natsconn *c, const struct settings *s, enum reload_rou
         for (size_t i = 0; i < n; i++)
                 if (!v[i].reloaded && !v[i].error)
                         v[i].error = xasprintf(
-                                "did not reload within %.0fs (its config_load_time did not move)%s", (double)wait / 1e6,
+                                "did not reload within %.0fs (its config_load_time did not move)%s%s",
+                                (double)wait / 1e6,
                                 route == RELOAD_EXTERNAL ? ": is nats-accountd-reload.path enabled?"
+                                : problems               ? ": "
                                 : route == RELOAD_SIGNAL ? ": see its log for the reason"
-                                                         : "");
+                                                         : "",
+                                problems ? problems : "");
+        free(problems);
         return 0;
 }
