@@ -54,6 +54,13 @@ class ConfigSandbox(harness.Sandbox):
         self.version = server_version(self.t["server"])
         self.log_path = os.path.join(self.root, "server.log")
 
+    # An embedded server is not one of self.servers: its URL is set here.
+    external_url = None
+
+    @property
+    def url(self):
+        return self.external_url or self.servers[0].url
+
     @property
     def has_reload_request(self):
         return self.version >= (2, 10, 0)
