@@ -26,7 +26,8 @@ struct backend_ops {
          * -ENOENT, -EACCES, -EINVAL (exit codes 66, 77, 78). */
         int (*configure)(struct backend *b, const struct settings *s, char **err);
         /* Offline checks of a against the deployment's own files, for
-         * `check`: notes go to f. 0, or 1 when something will fail. */
+         * `check`: notes and errors go to f. 0, or the exit code (sysexits)
+         * of what will fail. */
         int (*check)(struct backend *b, const struct accounts *a, FILE *f);
         /* Observe and diff: a plan for a's accounts. whole: everything is
          * looked at anew and a is the whole file; else a holds the few

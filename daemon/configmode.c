@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -220,10 +221,35 @@ static void check_includes(struct config_backend *b, const char *name, struct cf
 static int cfg_check(struct backend *bb, const struct accounts *a, FILE *f) {
         struct config_backend *b = cfg(bb);
         char *err = NULL;
-        if (load_confs(b, &err) < 0) {
+        int r = load_confs(b, &err);
+        if (r < 0) {
                 fprintf(f, "nats-accountd: %s\n", err);
                 free(err);
-                return 1;
+                return r == -ENOENT ? EX_NOINPUT : EX_NOPERM;
+        }
+        /* The signal route reads a pid file per server (auto may take it too,
+         * but only knows which route once it has asked the servers). */
+        if (b->s->reload == RELOAD_SIGNAL) {
+                char *why = NULL;
+                char **files = reload_pid_files(b->s, b->confs, b->n_confs, &why);
+                int code = 0;
+                if (!files) {
+                        fprintf(f, "nats-accountd: %s\n", why);
+                        free(why);
+                        return EX_CONFIG;
+                }
+                for (char **p = files; *p; p++) {
+                        if (!code && access(*p, R_OK) < 0) {
+                                fprintf(f, "nats-accountd: pid file %s: %s (reload = signal reads it; is nats-server "
+                                           "running with pid_file set?)\n",
+                                        *p, strerror(errno));
+                                code = errno == ENOENT ? EX_NOINPUT : EX_NOPERM;
+                        }
+                        free(*p);
+                }
+                free(files);
+                if (code)
+                        return code;
         }
         for (size_t i = 0; i < b->n_confs; i++)
                 if (b->confs[i]->error)

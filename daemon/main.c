@@ -326,6 +326,11 @@ static int cmd_user_creds(const struct cli *cli) {
         int code = load_settings(cli, &s);
         if (code)
                 return code;
+        if (s->mode == ACCOUNTS_CONFIG) {
+                settings_free(s);
+                return usage_error("%s", "user-creds: operator mode only; in config mode an account's users are "
+                                         "written in nats-server.conf");
+        }
         struct nkey acct, user;
         char *err = NULL;
         int r = statedir_load(s->state_dir, cli->argv[1], &acct, &err);

@@ -154,8 +154,7 @@ static int read_pid(const char *path, pid_t *pid, char **why) {
         return 0;
 }
 
-/* settings' pid_file list, else each server config's own pid_file. */
-static char **pid_files(const struct settings *s, struct serverconf *const *confs, size_t n_confs, char **why) {
+char **reload_pid_files(const struct settings *s, struct serverconf *const *confs, size_t n_confs, char **why) {
         char **v = xcalloc(n_confs + s->n_pid_files + 1, sizeof(*v));
         size_t k = 0;
         if (s->n_pid_files) {
@@ -194,7 +193,7 @@ static void fail_all(struct reload_server *v, size_t n, const char *why) {
 static void signal_reloads(const struct settings *s, struct serverconf *const *confs, size_t n_confs,
                            struct reload_server *v, size_t n, char **problems) {
         char *why = NULL;
-        char **files = pid_files(s, confs, n_confs, &why);
+        char **files = reload_pid_files(s, confs, n_confs, &why);
         if (!files) {
                 fail_all(v, n, why);
                 free(why);

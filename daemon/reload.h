@@ -48,5 +48,9 @@ int reload_servers(struct natsconn *c, const struct settings *s, enum reload_rou
                    struct serverconf *const *confs, size_t n_confs, struct reload_server *v, size_t n,
                    int64_t since_ns, char **err);
 void reload_servers_clear(struct reload_server *v, size_t n);
+/* The pid files the signal route reads: [config] pid_file, else each server
+ * config's pid_file (relative to its folder). NULL-terminated, allocated;
+ * NULL (with *why) when a server config sets none. */
+char **reload_pid_files(const struct settings *s, struct serverconf *const *confs, size_t n_confs, char **why);
 /* Now on CLOCK_REALTIME in ns: the clock nats-server's config_load_time uses. */
 int64_t reload_now_ns(void);

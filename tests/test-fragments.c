@@ -77,8 +77,17 @@ static void test_round_trip(void **state) {
                 char *why = NULL;
                 assert_int_equal(fragment_parse(t, strlen(t), &st, &why), 0);
                 assert_int_equal(st.js.mode, d->js);
-                if (d->js == JS_ENABLED)
-                        assert_memory_equal(&st.js.limits, &d->limits, sizeof(d->limits));
+                if (d->js == JS_ENABLED) {
+                        /* Field by field: the struct has padding. */
+                        assert_int_equal(st.js.limits.max_memory, d->limits.max_memory);
+                        assert_int_equal(st.js.limits.max_store, d->limits.max_store);
+                        assert_int_equal(st.js.limits.max_streams, d->limits.max_streams);
+                        assert_int_equal(st.js.limits.max_consumers, d->limits.max_consumers);
+                        assert_int_equal(st.js.limits.max_ack_pending, d->limits.max_ack_pending);
+                        assert_int_equal(st.js.limits.memory_max_stream_bytes, d->limits.memory_max_stream_bytes);
+                        assert_int_equal(st.js.limits.store_max_stream_bytes, d->limits.store_max_stream_bytes);
+                        assert_int_equal(st.js.limits.max_bytes_required, d->limits.max_bytes_required);
+                }
                 struct fragment_state want;
                 fragment_state_from_decl(d, &want);
                 assert_int_equal(want.js.mode, st.js.mode);
@@ -121,11 +130,39 @@ static void test_parse_rejects(void **state) {
         free(p);
 }
 
+/* config/accounts.d/APP.conf is what nats-accountd writes for APP of config/accounts.yaml. */
+static void test_example_file(void **state) {
+        const char *src = getenv("SRCDIR");
+        if (!src)
+                skip();
+        struct accounts *a = load("accounts:\n"
+                                  "  APP:\n"
+                                  "    jetstream:\n"
+                                  "      max_memory: 1GiB\n"
+                                  "      max_store: 5GiB\n"
+                                  "      max_streams: 100\n"
+                                  "      max_consumers: 1000\n"
+                                  "      max_ack_pending: 10000\n"
+                                  "      memory_max_stream_bytes: 256MiB\n"
+                                  "      store_max_stream_bytes: 1GiB\n"
+                                  "      max_bytes_required: true\n");
+        char *path = xasprintf("%s/config/accounts.d/APP.conf", src), *text = NULL;
+        size_t len = 0;
+        assert_int_equal(file_read_all(path, FRAGMENT_MAX_SIZE, &text, &len), 0);
+        char *want = fragment_render(accounts_find(a, "APP"), "/etc/nats-accountd/accounts.yaml");
+        assert_string_equal(text, want);
+        free(want);
+        free(text);
+        free(path);
+        accounts_free(a);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_render_exact),
                 cmocka_unit_test(test_round_trip),
                 cmocka_unit_test(test_parse_rejects),
+                cmocka_unit_test(test_example_file),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

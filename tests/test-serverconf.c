@@ -285,6 +285,35 @@ static void test_load_follows_includes(void **state) {
         free(frag);
 }
 
+/* config/nats-server.conf, the example of the man page, reads as it says. */
+static void test_example_file(void **state) {
+        const char *src = getenv("SRCDIR");
+        if (!src)
+                skip();
+        char *path = xasprintf("%s/config/nats-server.conf", src), *frags = xasprintf("%s/config/accounts.d", src);
+        char *canon = realpath(frags, NULL);
+        assert_non_null(canon);
+        char *app = path_join(canon, "APP.conf"), *orders = path_join(canon, "ORDERS.conf");
+        struct serverconf *c = NULL;
+        char *err = NULL;
+        assert_int_equal(serverconf_load(path, canon, &c, &err), 0);
+        assert_null(c->error);
+        assert_string_equal(c->server_name, "n1");
+        struct include_check ic;
+        serverconf_check_include(c, "APP", app, &ic);
+        assert_int_equal(ic.state, INCLUDE_OK);
+        include_check_clear(&ic);
+        serverconf_check_include(c, "ORDERS", orders, &ic);
+        assert_int_equal(ic.state, INCLUDE_OK);
+        include_check_clear(&ic);
+        serverconf_free(c);
+        free(app);
+        free(orders);
+        free(canon);
+        free(frags);
+        free(path);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_paths),
@@ -293,6 +322,7 @@ int main(void) {
                 cmocka_unit_test(test_syntax),
                 cmocka_unit_test(test_errors),
                 cmocka_unit_test(test_load_follows_includes),
+                cmocka_unit_test(test_example_file),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
