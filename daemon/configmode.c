@@ -11,6 +11,7 @@
  * is put back, and tried again one account per reload: then every other
  * account of the pass is applied, and the one that cannot be is named. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@ struct cfg_account {
         bool exists;
         char *text; /* the fragment as read; NULL when missing or unreadable */
         size_t len;
+        struct timespec mtime;       /* when it was written */
+        struct timespec block_mtime; /* when the file holding its block last changed */
         char *read_error;
         bool parsed; /* text is in the form nats-accountd writes */
         struct fragment_state frag;
@@ -179,13 +182,19 @@ static void check_includes(struct config_backend *b, const char *name, struct cf
                 serverconf_check_include(b->confs[i], name, frag, &ic);
                 char *problem = NULL;
                 switch (ic.state) {
-                case INCLUDE_OK:
+                case INCLUDE_OK: {
                         ca->included = true;
+                        struct stat st;
+                        if (stat(ic.file, &st) == 0 && (st.st_mtim.tv_sec > ca->block_mtime.tv_sec ||
+                                                        (st.st_mtim.tv_sec == ca->block_mtime.tv_sec &&
+                                                         st.st_mtim.tv_nsec > ca->block_mtime.tv_nsec)))
+                                ca->block_mtime = st.st_mtim;
                         if (ic.shadowed_line && !ca->include_note)
                                 ca->include_note = xasprintf("%s:%d: the hand-written jetstream of %s is overridden "
                                                              "by its fragment; remove it",
                                                              ic.shadowed_file, ic.shadowed_line, name);
                         break;
+                }
                 case INCLUDE_MISSING:
                         problem = xasprintf("%s:%d: the block of account %s does not include its fragment; add the "
                                             "line: %s",
@@ -283,6 +292,9 @@ static void read_fragment(struct config_backend *b, const char *name, struct cfg
                 ca->text = NULL;
                 return;
         }
+        struct stat st;
+        if (stat(ca->path, &st) == 0)
+                ca->mtime = st.st_mtim;
         char *why = NULL;
         if (fragment_parse(ca->text, ca->len, &ca->frag, &why) == 0)
                 ca->parsed = true;
@@ -412,6 +424,23 @@ static void review(struct config_backend *b, struct plan *p) {
                                                        ca->path);
                         redo = true;
                 }
+                /* The fragment, or the block that includes it, changed after a
+                 * server last read its config (a pass cut short, an include
+                 * line just added): that server has not read it yet. */
+                int64_t written = (int64_t)ca->mtime.tv_sec * 1000000000 + ca->mtime.tv_nsec;
+                int64_t block = (int64_t)ca->block_mtime.tv_sec * 1000000000 + ca->block_mtime.tv_nsec;
+                if (block > written)
+                        written = block;
+                for (size_t s = 0; ca->exists && s < b->obs->n_servers; s++)
+                        if (b->obs->servers[s].config_load_ns && b->obs->servers[s].config_load_ns < written) {
+                                if (e->action == PLAN_UNCHANGED)
+                                        plan_entry_add_warning(e, "server %s has not read its config since %s's "
+                                                                  "fragment or block changed: it is reloaded",
+                                                               server_label(b->obs, b->obs->servers[s].id),
+                                                               e->decl->name);
+                                redo = true;
+                                break;
+                        }
                 for (size_t s = 0; s < oa->n_servers && e->action != PLAN_ERROR; s++) {
                         const struct server_account_state *st = &oa->servers[s];
                         if (st->error) {
@@ -678,6 +707,9 @@ static void step_back(struct change *ch) {
         if (file_write_atomic_nosync(ch->ca->path, ch->ca->text, ch->ca->len, FRAGMENT_MODE) == 0) {
                 ch->reverted = true;
                 ch->written = false;
+                /* Its old time too: the servers read this text before, no reload is due for it. */
+                struct timespec times[2] = { { .tv_nsec = UTIME_OMIT }, ch->ca->mtime };
+                (void)utimensat(AT_FDCWD, ch->ca->path, times, 0);
         }
 }
 

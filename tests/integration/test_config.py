@@ -219,8 +219,8 @@ class StandaloneTest(ConfigCase):
         sb.edit_server_conf("# seed in ORDERS-user.nk\n", '# seed in ORDERS-user.nk\n    include "accounts.d/ORDERS.conf"\n')
         sb.edit_server_conf("  LEGACY {\n", '  NEW { include "accounts.d/NEW.conf" }\n  LEGACY {\n')
         r = sb.accountd("plan")
-        self.assertRegex(r.stdout, r"(?m)^~ NEW\b.*\n    warning: server \S+ does not know account NEW yet: its config "
-                                   r"is reloaded$")
+        self.assertRegex(r.stdout, r"(?m)^~ NEW$")
+        self.assertRegex(r.stdout, r"(?m)^    warning: server \S+ does not know account NEW yet: its config is reloaded$")
         self.apply_ok()
         self.assertEqual(sb.reserved("ORDERS"), (32 * MiB, 128 * MiB))
         self.assertEqual(sb.reserved("NEW"), (2**64 - 1, 2**64 - 1))
@@ -366,6 +366,51 @@ class StandaloneTest(ConfigCase):
             d.wait(10)
             log.close()
         self.assertEqual(d.returncode, 0)
+
+
+    def test_10_move_from_hand_written_jetstream_without_a_gap(self):
+        """The README's steps: the account keeps JetStream, its limits and its streams throughout."""
+        sb = self.sb
+        hand = "    jetstream { max_mem: 67108864, max_file: 268435456, max_streams: 10, max_consumers: 100 }\n"
+        sb.edit_server_conf('    include "accounts.d/APP.conf"   # written by nats-accountd\n', hand)
+        os.kill(sb.servers[0].proc.pid, 1)
+        user = sb.user("APP")
+        poll(lambda: sb.js_info_of("APP"), 10, "APP's hand-written JetStream in force")
+        created = sb.request_json(user, "$JS.API.STREAM.CREATE.KEEP",
+                                  json.dumps({"name": "KEEP", "subjects": ["keep.>"], "storage": "file"}))
+        self.assertNotIn("error", created, created)
+        self.assertExit(sb.probe("publish-acked", user, sb.url, "keep.x", 3), 0, "3 acked publishes")
+
+        def unchanged():
+            lim = js_limits(sb.js_info_of("APP") or {})
+            self.assertEqual((lim.get("max_memory"), lim.get("max_storage"), lim.get("max_streams")),
+                             (64 * MiB, 256 * MiB, 10), "APP's JetStream changed on the way")
+            r = sb.request(user, "$JS.API.STREAM.INFO.KEEP")
+            self.assertEqual(json.loads(r.stdout)["state"]["messages"], 3)
+
+        # 1. Declared with the limits it has (the sandbox's accounts file does).
+        # 2. apply writes the fragment and names the line to add.
+        r = sb.accountd("apply")
+        self.assertExit(r, 1, "apply before the include")
+        self.assertIn('add the line: include "accounts.d/APP.conf"', r.stdout)
+        self.assertIn("max_mem: 67108864", sb.fragment("APP"))
+        unchanged()
+        # 3. The line after the hand-written block.
+        sb.edit_server_conf(hand, hand + '    include "accounts.d/APP.conf"\n')
+        r = sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ APP$")
+        self.assertIn("the hand-written jetstream of APP is overridden by its fragment; remove it", r.stdout)
+        self.assertRegex(r.stdout, r"server \S+ has not read its config since APP's fragment or block changed: it is reloaded")
+        # 4. apply: the fragment in force, nothing changed for the account.
+        self.apply_ok()
+        unchanged()
+        self.assertInSync()
+        # 5. The hand-written block goes; the next reload changes nothing.
+        sb.edit_server_conf(hand, "")
+        os.kill(sb.servers[0].proc.pid, 1)
+        time.sleep(0.5)
+        unchanged()
+        self.assertInSync()
 
 
 class ClusterTest(ConfigCase):
