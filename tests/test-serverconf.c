@@ -252,7 +252,7 @@ static void test_load_follows_includes(void **state) {
         serverconf_free(c);
 
         /* A missing include of another file stops reading, with its place. */
-        write_tmp(dir, "shared/app.conf", "APP {\n  include \"nope.conf\"\n}\n");
+        free(write_tmp(dir, "shared/app.conf", "APP {\n  include \"nope.conf\"\n}\n"));
         assert_int_equal(serverconf_load(conf, canon_dir, &c, &err), 0);
         assert_non_null(c->error);
         char *want = xasprintf("%s:2: include \"nope.conf\": No such file or directory", app);
@@ -261,7 +261,7 @@ static void test_load_follows_includes(void **state) {
         serverconf_free(c);
 
         /* An include loop ends at the depth bound. */
-        write_tmp(dir, "shared/app.conf", "include \"app.conf\"\n");
+        free(write_tmp(dir, "shared/app.conf", "include \"app.conf\"\n"));
         assert_int_equal(serverconf_load(conf, canon_dir, &c, &err), 0);
         assert_non_null(c->error);
         assert_non_null(strstr(c->error, "includes nested deeper than"));
