@@ -47,6 +47,7 @@ struct cfg_account {
         char *include_error; /* a server's block does not include it, or overrides it */
         char *include_note;  /* a hand-written jetstream the fragment overrides */
         bool write_anyway;   /* not applied yet, but the fragment must exist before its include is added */
+        bool reload_due;     /* a server does not apply what the fragment says: reload even if it is unchanged */
 };
 
 struct config_backend {
@@ -482,13 +483,17 @@ static void review(struct config_backend *b, struct plan *p) {
                 }
                 if (e->action == PLAN_ERROR)
                         continue;
+                ca->reload_due = redo;
                 if (redo && e->action == PLAN_UNCHANGED)
                         e->action = PLAN_UPDATE;
                 if (unverified_find(b, e->decl->name) >= 0) {
+                        /* Still to be seen on a server that was away: a pass
+                         * that fails (and is retried) until it answers. */
                         if (b->n_missing && e->action == PLAN_UNCHANGED) {
-                                plan_entry_set_error(e, "pending on server %s: it did not answer when the change was "
-                                                        "made, and does not answer yet",
-                                                     b->missing[0]);
+                                plan_entry_add_warning(e, "server %s did not answer when the change was made, and "
+                                                          "does not answer yet",
+                                                       b->missing[0]);
+                                e->action = PLAN_UPDATE;
                                 continue;
                         }
                         if (!b->n_missing && e->action == PLAN_UNCHANGED)
@@ -792,7 +797,7 @@ static int cfg_apply(struct backend *bb, struct natsconn *c, struct plan *p, app
                         wrote = true;
                         ch->written = true;
                 }
-                if (changes && !ch->failure && ca->included)
+                if (changes && !ch->failure && ca->included && (ch->written || ca->reload_due))
                         in_reload++;
                 if (!changes) {
                         free(tmp.want);
@@ -804,18 +809,23 @@ static int cfg_apply(struct backend *bb, struct natsconn *c, struct plan *p, app
         if (wrote && !sync_dir(b, list, n))
                 in_reload = 0;
 
-        /* 2. Reload every server and see what each applies. */
+        /* 2. Reload every server and see what each applies. Without a
+         * reload (nothing they apply changed), the servers' config is the
+         * current one: what each applies is checked all the same. */
+        if (!in_reload)
+                for (size_t i = 0; i < ns; i++)
+                        rs[i].reloaded = true;
+        if (in_reload && (r = reload_all(b, c, rs, err)) < 0)
+                goto report;
+        size_t open = 0;
+        for (size_t i = 0; i < n; i++)
+                if (!v[i].failure)
+                        list[open++] = &v[i];
+        if ((r = verify(b, c, rs, list, open, err)) < 0)
+                goto report;
         if (in_reload) {
-                if ((r = reload_all(b, c, rs, err)) < 0)
-                        goto report;
-                size_t k = 0;
-                for (size_t i = 0; i < n; i++)
-                        if (!v[i].failure)
-                                list[k++] = &v[i];
-                if ((r = verify(b, c, rs, list, k, err)) < 0)
-                        goto report;
                 /* 3. What did not take, one account per reload. */
-                k = 0;
+                size_t k = 0;
                 bool partly = false;
                 for (size_t i = 0; i < n; i++)
                         if (did_not_take(&v[i])) {

@@ -186,6 +186,38 @@ static void fail_all(struct reload_server *v, size_t n, const char *why) {
                 set_error(&v[i], xstrdup(why));
 }
 
+/* A pid file outlives a killed server, and its PID may belong to another
+ * process by now: SIGHUP (whose default action is to end a process) goes
+ * only to one that is a nats-server by its name, or that was started with
+ * one of the servers' config files. */
+static bool pid_is_server(pid_t pid, struct serverconf *const *confs, size_t n_confs, char **why) {
+        char path[64], *text = NULL;
+        size_t len = 0;
+        snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+        if (file_read_all(path, 256, &text, &len) < 0) {
+                /* Hidden (another user's, under ProtectProc=invisible): kill()
+                 * will be refused and says so; gone: nothing to signal. */
+                if (kill(pid, 0) < 0 && errno == EPERM)
+                        return true;
+                *why = xasprintf("no process %d (a stale pid file?)", (int)pid);
+                return false;
+        }
+        bool ok = str_startswith(text, "nats-server");
+        free(text);
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        if (!ok && file_read_all(path, 64 * 1024, &text, &len) == 0) {
+                for (const char *arg = text; !ok && arg < text + len; arg += strlen(arg) + 1)
+                        for (size_t i = 0; !ok && i < n_confs; i++)
+                                ok = strcmp(arg, confs[i]->path) == 0;
+                free(text);
+        }
+        if (!ok)
+                *why = xasprintf("process %d is not a nats-server (its name is not nats-server and no server "
+                                 "config is on its command line): a stale pid file?",
+                                 (int)pid);
+        return ok;
+}
+
 /* SIGHUP to every pid file's process. Which PID is which server is not
  * known: when none could be signalled every server fails at once, else the
  * problems wait beside the servers that do not reload (a stopped server's
@@ -202,7 +234,11 @@ static void signal_reloads(const struct settings *s, struct serverconf *const *c
         size_t sent = 0;
         for (char **f = files; *f; f++) {
                 pid_t pid = 0;
-                if (read_pid(*f, &pid, &why) == 0) {
+                char *not_server = NULL;
+                if (read_pid(*f, &pid, &why) == 0 && !pid_is_server(pid, confs, n_confs, &not_server)) {
+                        why = xasprintf("pid file %s: %s", *f, not_server);
+                        free(not_server);
+                } else if (!why) {
                         if (kill(pid, SIGHUP) == 0) {
                                 sent++;
                                 continue;

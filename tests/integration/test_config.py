@@ -296,11 +296,24 @@ class StandaloneTest(ConfigCase):
     def test_7_reload_routes(self):
         sb = self.sb
         pid = sb.servers[0].proc.pid
-        # signal works on every version (same user).
-        sb.set_setting("reload", "signal")
-        sb.write_accounts(APP.format(store="300MiB", streams=10))
-        self.apply_ok()
-        self.assertEqual(sb.reserved("APP")[1], 300 * MiB)
+        # signal works on every version (same user); a stale pid file whose PID is another
+        # process by now gets no signal.
+        import subprocess
+        other = subprocess.Popen(["sleep", "60"])
+        try:
+            sb.write("stale.pid", "%d\n" % other.pid)
+            text = sb.read("nats-accountd.conf").replace("reload = auto", "reload = signal\npid_file = %s, %s"
+                                                         % (sb.path("nats-server.pid"), sb.path("stale.pid")))
+            sb.write("nats-accountd.conf", text)
+            sb.write_accounts(APP.format(store="300MiB", streams=10))
+            self.apply_ok()
+            self.assertEqual(sb.reserved("APP")[1], 300 * MiB)
+            self.assertIsNone(other.poll(), "the process of the stale pid file got SIGHUP")
+        finally:
+            other.kill()
+            other.wait()
+        text = sb.read("nats-accountd.conf")
+        sb.write("nats-accountd.conf", re.sub(r"(?m)^pid_file = .*\n", "", text))
         # external: something watching accounts.d/.reload reloads the server.
         sb.set_setting("reload", "external")
         sb.write_accounts(APP.format(store="310MiB", streams=10))
@@ -461,6 +474,40 @@ class ClusterTest(ConfigCase):
         self.assertEqual(sb.reserved("APP", url=sb.servers[2].url), (64 * MiB, 384 * MiB))
         self.assertInSync()
         self.apply_ok()
+
+
+    def test_3_daemon_keeps_a_pending_server_and_catches_up(self):
+        import subprocess
+        sb = self.sb
+        sb.set_setting("log_level", "debug")
+        path = os.path.join(sb.root, "daemon-cluster.log")
+        log = open(path, "wb")
+        d = subprocess.Popen([sb.t["accountd"], "-c", sb.conf, "run"], stdout=log, stderr=subprocess.STDOUT)
+
+        def text():
+            with open(path) as f:
+                return f.read()
+
+        try:
+            poll(lambda: "status: in sync: 3 accounts" in text(), 20, "the daemon in sync")
+            sb.servers[1].stop()
+            sb.write_accounts(APP.format(store="448MiB", streams=10))
+            poll(lambda: "APP: pending on server c2: it does not answer" in text(), 20, "APP pending on c2")
+            up = [s for s in sb.servers if s.running()]
+            self.assertEqual([sb.reserved("APP", url=s.url) for s in up], [(64 * MiB, 448 * MiB)] * 2)
+            # Retried with backoff while c2 is away: still pending, never "in sync".
+            mark = len(text())
+            poll(lambda: "APP: pending on server c2: it does not answer" in text()[mark:], 20, "a retry, still pending")
+            self.assertNotIn("status: in sync", text()[mark:])
+            sb.restart(2)
+            sb.wait_system_api(3, timeout=30)
+            poll(lambda: "status: in sync: 3 accounts" in text()[mark:], 90, "in sync once c2 is back")
+            self.assertEqual(sb.reserved("APP", url=sb.servers[1].url), (64 * MiB, 448 * MiB))
+            self.assertIsNone(d.poll())
+        finally:
+            d.terminate()
+            d.wait(10)
+            log.close()
 
 
 if __name__ == "__main__":
