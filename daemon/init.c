@@ -64,7 +64,9 @@ static int write_seed(const char *dir, const char *name, const char *what, const
         return r;
 }
 
-int init_sandbox(const char *dir_arg, int port, char **err) {
+/* The sandbox's folder, made if missing, as an absolute path; -EEXIST when
+ * one of the files a sandbox is made of is there already. */
+static int sandbox_dir(const char *dir_arg, const char *const *ours, size_t n, char **out, char **err) {
         int r = make_dir(dir_arg, 0755, err);
         if (r < 0)
                 return r;
@@ -74,9 +76,7 @@ int init_sandbox(const char *dir_arg, int port, char **err) {
                 *err = xasprintf("cannot resolve %s: %s", dir_arg, strerror(-r));
                 return r;
         }
-        static const char *const ours[] = { "nats-accountd.conf", "nats-server.conf", "operator.jwt", "sys.creds",
-                                            "operator-signer.nk", "accounts.yaml" };
-        for (size_t i = 0; i < ARRAY_SIZE(ours); i++) {
+        for (size_t i = 0; i < n; i++) {
                 char *p = path_join(dir, ours[i]);
                 bool exists = access(p, F_OK) == 0;
                 free(p);
@@ -86,6 +86,17 @@ int init_sandbox(const char *dir_arg, int port, char **err) {
                         return -EEXIST;
                 }
         }
+        *out = dir;
+        return 0;
+}
+
+int init_sandbox(const char *dir_arg, int port, char **err) {
+        static const char *const ours[] = { "nats-accountd.conf", "nats-server.conf", "operator.jwt", "sys.creds",
+                                            "operator-signer.nk", "accounts.yaml" };
+        char *dir = NULL;
+        int r = sandbox_dir(dir_arg, ours, ARRAY_SIZE(ours), &dir, err);
+        if (r < 0)
+                return r;
 
         struct nkey op, signer, sys, sys_user;
         nkey_generate(NKEY_OPERATOR, &op);
@@ -222,27 +233,12 @@ static const char config_accounts_example[] =
 static const char *const config_accounts[] = { "APP", "ORDERS", "LEGACY" };
 
 int init_sandbox_config(const char *dir_arg, int port, char **err) {
-        int r = make_dir(dir_arg, 0755, err);
-        if (r < 0)
-                return r;
-        char *dir = realpath(dir_arg, NULL);
-        if (!dir) {
-                r = -errno;
-                *err = xasprintf("cannot resolve %s: %s", dir_arg, strerror(-r));
-                return r;
-        }
         static const char *const ours[] = { "nats-accountd.conf", "nats-server.conf", "accountd.nk", "accounts.yaml",
                                             "accounts.d" };
-        for (size_t i = 0; i < ARRAY_SIZE(ours); i++) {
-                char *p = path_join(dir, ours[i]);
-                bool exists = access(p, F_OK) == 0;
-                free(p);
-                if (exists) {
-                        *err = xasprintf("%s/%s already exists; refusing to overwrite a sandbox", dir, ours[i]);
-                        free(dir);
-                        return -EEXIST;
-                }
-        }
+        char *dir = NULL;
+        int r = sandbox_dir(dir_arg, ours, ARRAY_SIZE(ours), &dir, err);
+        if (r < 0)
+                return r;
         struct nkey daemon_user, users[ARRAY_SIZE(config_accounts)];
         nkey_generate(NKEY_USER, &daemon_user);
         for (size_t i = 0; i < ARRAY_SIZE(config_accounts); i++)

@@ -242,14 +242,21 @@ char *secret_find_jwt(const char *text) {
         return NULL;
 }
 
-int secret_load_nkey(const char *path, struct nkey *out, char **err) {
-        char *text = NULL, *why = NULL;
-        size_t len = 0;
-        int r = secret_read(path, &text, &len, &why);
-        if (r < 0) {
+/* secret_read with its failure as one message naming the file. */
+static int read_explained(const char *path, char **text, size_t *len, char **err) {
+        char *why = NULL;
+        int r = secret_read(path, text, len, &why);
+        if (r < 0)
                 *err = why ? why : xasprintf("%s: %s", path, strerror(-r));
+        return r;
+}
+
+int secret_load_nkey(const char *path, struct nkey *out, char **err) {
+        char *text = NULL;
+        size_t len = 0;
+        int r = read_explained(path, &text, &len, err);
+        if (r < 0)
                 return r;
-        }
         char *seed = secret_find_seed(text);
         secret_free(text, len);
         const char *problem = "no nkey seed found in it";
@@ -264,13 +271,11 @@ int secret_load_nkey(const char *path, struct nkey *out, char **err) {
 }
 
 int secret_load_credentials(const char *path, struct nkey *user_key, bool *is_creds, char **err) {
-        char *text = NULL, *why = NULL;
+        char *text = NULL;
         size_t len = 0;
-        int r = secret_read(path, &text, &len, &why);
-        if (r < 0) {
-                *err = why ? why : xasprintf("%s: %s", path, strerror(-r));
+        int r = read_explained(path, &text, &len, err);
+        if (r < 0)
                 return r;
-        }
         char *jwt = secret_find_jwt(text);
         char *seed = secret_find_seed(text);
         secret_free(text, len);
@@ -292,13 +297,11 @@ int secret_load_credentials(const char *path, struct nkey *user_key, bool *is_cr
 }
 
 int secret_load_password(const char *path, char **out, char **err) {
-        char *text = NULL, *why = NULL;
+        char *text = NULL;
         size_t len = 0;
-        int r = secret_read(path, &text, &len, &why);
-        if (r < 0) {
-                *err = why ? why : xasprintf("%s: %s", path, strerror(-r));
+        int r = read_explained(path, &text, &len, err);
+        if (r < 0)
                 return r;
-        }
         /* One line; the newline an editor or `echo` adds is not part of it. */
         size_t n = strcspn(text, "\r\n");
         const char *rest = text + n;

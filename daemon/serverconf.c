@@ -108,31 +108,15 @@ static void skip_filler(struct scan *sc, bool separators) {
         }
 }
 
-/* A quoted string without escapes (keys, single quotes, include paths): the
- * text between the quotes. */
-static int read_quoted(struct scan *sc, char quote, char **out) {
+/* A quoted string: the text between the quotes. In a double-quoted value a
+ * backslash escapes a character; keys, single quotes and include paths have
+ * no escapes. */
+static int read_quoted_ex(struct scan *sc, char quote, bool escapes, char **out) {
         int line = sc->line;
         advance(sc);
         const char *start = sc->p;
-        while (!at_end(sc) && *sc->p != quote)
-                advance(sc);
-        if (at_end(sc)) {
-                sc->line = line;
-                return fail(sc, "a string opened here is not closed");
-        }
-        if (out)
-                *out = xstrndup(start, (size_t)(sc->p - start));
-        advance(sc);
-        return 0;
-}
-
-/* A double-quoted value: backslash escapes a character. */
-static int read_dq_value(struct scan *sc, char **out) {
-        int line = sc->line;
-        advance(sc);
-        const char *start = sc->p;
-        while (!at_end(sc) && *sc->p != '"') {
-                if (*sc->p == '\\' && sc->p + 1 < sc->end)
+        while (!at_end(sc) && *sc->p != quote) {
+                if (escapes && *sc->p == '\\' && sc->p + 1 < sc->end)
                         advance(sc);
                 advance(sc);
         }
@@ -144,6 +128,10 @@ static int read_dq_value(struct scan *sc, char **out) {
                 *out = xstrndup(start, (size_t)(sc->p - start));
         advance(sc);
         return 0;
+}
+
+static int read_quoted(struct scan *sc, char quote, char **out) {
+        return read_quoted_ex(sc, quote, false, out);
 }
 
 static bool ends_bare_value(char c) {
@@ -215,7 +203,7 @@ static int parse_value(struct scan *sc, struct ctx ctx, char **scalar) {
                 r = parse_array(sc);
                 break;
         case '"':
-                r = read_dq_value(sc, scalar);
+                r = read_quoted_ex(sc, '"', true, scalar);
                 break;
         case '\'':
                 r = read_quoted(sc, '\'', scalar);

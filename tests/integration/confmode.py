@@ -11,16 +11,12 @@ and one per example account (<ACCOUNT>-user.nk). Everything listens on
 import json
 import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import tempfile
 import threading
-import time
 
 import harness
-from harness import LOOPBACK, HarnessError, NatsServer, poll, run
+from harness import LOOPBACK, HarnessError, NatsServer, run
 
 MiB = 1024 * 1024
 
@@ -170,36 +166,8 @@ class ConfigCluster(ConfigSandbox):
             self.node_confs.append((node, text))
         self.set_setting("server_config", ", ".join(os.path.join(n, "nats-server.conf") for n, _ in self.node_confs))
 
-    def start_cluster(self):
-        self._held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._held.bind((LOOPBACK, 0))
-        routes = ["nats-route://%s:%d" % (LOOPBACK, self._held.getsockname()[1])]
-        for i, (node, text) in enumerate(self.node_confs, start=1):
-            conf = os.path.join(node, "nats-server.conf")
-            with open(conf, "w") as f:
-                f.write(text)
-                f.write("cluster {\n  name: C\n  listen: %s:-1\n  routes: [%s]\n}\n" % (LOOPBACK, ", ".join(routes)))
-            srv = NatsServer(self.t["server"], conf, node, os.path.join(self.root, "c%d.log" % i))
-            self.servers.append(srv)
-            srv.start()
-            if i == 1:
-                routes = [srv.cluster_url.replace("nats://", "nats-route://", 1)]
-            elif i < self.size:
-                routes.append(srv.cluster_url.replace("nats://", "nats-route://", 1))
-        self.set_setting("servers", ", ".join(s.url for s in self.servers))
-        self.wait_system_api(self.size, timeout=30)
-        self.wait_meta_leader(self.size)
-
-    def wait_meta_leader(self, n):
-        def meta_leader():
-            try:
-                replies = self.gather_json("$SYS.REQ.SERVER.PING.JSZ", n, timeout_ms=1000)
-            except HarnessError:
-                return None
-            leaders = {((r.get("data") or {}).get("meta_cluster") or {}).get("leader") for r in replies}
-            return len(leaders) == 1 and None not in leaders and "" not in leaders
-
-        poll(meta_leader, 30, "a JetStream meta leader all %d servers agree on" % n, interval=0.2)
+    # Node configs are written and started exactly as operator mode's cluster does.
+    start_cluster = harness.Cluster.start_cluster
 
     def restart(self, i):
         """Start node i (1-based) again after a stop, on a port it picks."""

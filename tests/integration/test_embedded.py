@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import unittest
 
 sys.dont_write_bytecode = True
