@@ -607,8 +607,10 @@ static void fail_change(struct change *ch, char *why) {
                 ch->failure = why;
 }
 
+/* A temporary file, fsync, rename; the folder's fsync follows (sync_dir). A
+ * few files each synced cost less than syncfs of a busy file system. */
 static bool write_fragment(struct change *ch, const char *text) {
-        int r = file_write_atomic_nosync(ch->ca->path, text, strlen(text), FRAGMENT_MODE);
+        int r = file_write_atomic(ch->ca->path, text, strlen(text), FRAGMENT_MODE);
         if (r < 0) {
                 fail_change(ch, xasprintf("cannot write %s: %s", ch->ca->path, strerror(-r)));
                 return false;
@@ -618,7 +620,7 @@ static bool write_fragment(struct change *ch, const char *text) {
 
 /* The folder's entries on disk: a rename is durable only then. */
 static bool sync_dir(struct config_backend *b, struct change *const *v, size_t n) {
-        int r = dir_sync(b->fragments_dir);
+        int r = dir_fsync(b->fragments_dir);
         for (size_t i = 0; r < 0 && i < n; i++)
                 fail_change(v[i], xasprintf("cannot sync %s: %s", b->fragments_dir, strerror(-r)));
         return r == 0;
@@ -709,7 +711,7 @@ static bool did_not_take(const struct change *ch) {
 static void step_back(struct change *ch) {
         if (!ch->written || !ch->ca->text)
                 return; /* a new fragment: no server applied one before */
-        if (file_write_atomic_nosync(ch->ca->path, ch->ca->text, ch->ca->len, FRAGMENT_MODE) == 0) {
+        if (file_write_atomic(ch->ca->path, ch->ca->text, ch->ca->len, FRAGMENT_MODE) == 0) {
                 ch->reverted = true;
                 ch->written = false;
                 /* Its old time too: the servers read this text before, no reload is due for it. */

@@ -22,7 +22,9 @@
 /* A path unit that was busy with the previous reload misses a change made
  * meanwhile: the marker is written again after this long without a reload. */
 #define EXTERNAL_NUDGE_USEC (2 * USEC_PER_SEC)
-#define POLL_USEC (50u * 1000)
+/* A reload takes a few milliseconds: ask soon, then less often. */
+#define POLL_FIRST_USEC (2u * 1000)
+#define POLL_MAX_USEC (50u * 1000)
 #define PID_FILE_MAX 64
 
 int64_t reload_now_ns(void) {
@@ -372,7 +374,7 @@ int reload_servers(struct natsconn *c, const struct settings *s, enum reload_rou
         }
         if (wait < natsconn_request_timeout(c))
                 wait = natsconn_request_timeout(c);
-        uint64_t start = mono_usec(), nudged = start;
+        uint64_t start = mono_usec(), nudged = start, pause = POLL_FIRST_USEC;
         for (;;) {
                 int r = poll_servers(c, v, n, since_ns, err);
                 if (r < 0) {
@@ -392,8 +394,9 @@ int reload_servers(struct natsconn *c, const struct settings *s, enum reload_rou
                 }
                 /* nats-server announces no reload: its config_load_time is
                  * asked again, at a short interval, within the bound above. */
-                struct timespec ts = { 0, POLL_USEC * 1000 };
+                struct timespec ts = { 0, (long)pause * 1000 };
                 nanosleep(&ts, NULL);
+                pause = pause * 2 < POLL_MAX_USEC ? pause * 2 : POLL_MAX_USEC;
         }
         for (size_t i = 0; i < n; i++)
                 if (!v[i].reloaded && !v[i].error)

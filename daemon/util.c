@@ -195,6 +195,15 @@ int dir_sync(const char *dir) {
         return r;
 }
 
+int dir_fsync(const char *dir) {
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        int r = fsync(fd) < 0 ? -errno : 0;
+        close(fd);
+        return r;
+}
+
 char *path_dirname(const char *path) {
         const char *slash = strrchr(path, '/');
         if (!slash)

@@ -31,6 +31,9 @@ int file_write_atomic_nosync(const char *path, const void *data, size_t len, uns
 /* Everything written on dir's file system, and dir's own entries, on disk
  * (syncfs + fsync of the folder). 0 or negative errno. */
 int dir_sync(const char *dir);
+/* Only dir's own entries on disk (fsync of the folder): after a few
+ * file_write_atomic, whose files are each synced already. */
+int dir_fsync(const char *dir);
 /* dirname / join; results are allocated. */
 char *path_dirname(const char *path);
 char *path_join(const char *dir, const char *name);
