@@ -61,8 +61,9 @@ struct config_backend {
         size_t n_missing;
         /* Accounts changed while a server was away: pending until it is back
          * and applies them (a daemon's retries watch for it). */
-        char **unverified;
+        char **unverified; /* sorted when `sorted` */
         size_t n_unverified;
+        bool sorted;
         /* The last plan's view: its entries point into obs; accts is parallel to obs->accounts. */
         struct observed *obs;
         struct cfg_account *accts;
@@ -104,26 +105,47 @@ static void confs_free(struct config_backend *b) {
         b->n_missing = 0;
 }
 
-static ptrdiff_t unverified_find(const struct config_backend *b, const char *name) {
-        for (size_t i = 0; i < b->n_unverified; i++)
-                if (strcmp(b->unverified[i], name) == 0)
-                        return (ptrdiff_t)i;
-        return -1;
+/* Many accounts may change while a server is away: the set is appended to,
+ * then sorted once per plan, and its lookups are binary searches. */
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static void unverified_add(struct config_backend *b, const char *name) {
-        if (unverified_find(b, name) >= 0)
-                return;
         b->unverified = xreallocarray(b->unverified, b->n_unverified + 1, sizeof(*b->unverified));
         b->unverified[b->n_unverified++] = xstrdup(name);
+        b->sorted = false;
 }
 
-static void unverified_remove(struct config_backend *b, const char *name) {
-        ptrdiff_t i = unverified_find(b, name);
-        if (i < 0)
+static void unverified_sort(struct config_backend *b) {
+        if (b->sorted)
                 return;
-        free(b->unverified[i]);
-        b->unverified[i] = b->unverified[--b->n_unverified];
+        qsort(b->unverified, b->n_unverified, sizeof(*b->unverified), cmp_str);
+        size_t w = 0;
+        for (size_t r = 0; r < b->n_unverified; r++) {
+                if (w && strcmp(b->unverified[w - 1], b->unverified[r]) == 0)
+                        free(b->unverified[r]);
+                else
+                        b->unverified[w++] = b->unverified[r];
+        }
+        b->n_unverified = w;
+        b->sorted = true;
+}
+
+static char **unverified_find(const struct config_backend *b, const char *name) {
+        return b->n_unverified ? bsearch(&name, b->unverified, b->n_unverified, sizeof(*b->unverified), cmp_str) : NULL;
+}
+
+/* Drop the names a review found seen everywhere. */
+static void unverified_drop(struct config_backend *b, const bool *drop) {
+        size_t w = 0;
+        for (size_t r = 0; r < b->n_unverified; r++) {
+                if (drop[r])
+                        free(b->unverified[r]);
+                else
+                        b->unverified[w++] = b->unverified[r];
+        }
+        b->n_unverified = w;
 }
 
 static char *canonical_dir(const char *dir) {
@@ -394,6 +416,8 @@ static char *block_to_add(const struct config_backend *b, const char *name, cons
 /* What the shared diff cannot know: the include lines, the fragment files,
  * and the limits each server applies. */
 static void review(struct config_backend *b, struct plan *p) {
+        unverified_sort(b);
+        bool *drop = xcalloc(b->n_unverified + 1, sizeof(*drop));
         for (size_t i = 0; i < p->n; i++) {
                 struct plan_entry *e = &p->v[i];
                 struct cfg_account *ca = &b->accts[i];
@@ -486,7 +510,8 @@ static void review(struct config_backend *b, struct plan *p) {
                 ca->reload_due = redo;
                 if (redo && e->action == PLAN_UNCHANGED)
                         e->action = PLAN_UPDATE;
-                if (unverified_find(b, e->decl->name) >= 0) {
+                char **seen = unverified_find(b, e->decl->name);
+                if (seen) {
                         /* Still to be seen on a server that was away: a pass
                          * that fails (and is retried) until it answers. */
                         if (b->n_missing && e->action == PLAN_UNCHANGED) {
@@ -497,7 +522,7 @@ static void review(struct config_backend *b, struct plan *p) {
                                 continue;
                         }
                         if (!b->n_missing && e->action == PLAN_UNCHANGED)
-                                unverified_remove(b, e->decl->name);
+                                drop[seen - b->unverified] = true; /* seen on every server now */
                 }
                 if (plan_action_changes(e->action))
                         for (size_t m = 0; m < b->n_missing; m++)
@@ -505,6 +530,8 @@ static void review(struct config_backend *b, struct plan *p) {
                                                           "starts or reloads",
                                                        b->missing[m]);
         }
+        unverified_drop(b, drop);
+        free(drop);
 }
 
 /* Servers named in the config files that VARZ did not hear from. */
