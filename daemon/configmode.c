@@ -67,6 +67,9 @@ struct config_backend {
         /* The last plan's view: its entries point into obs; accts is parallel to obs->accounts. */
         struct observed *obs;
         struct cfg_account *accts;
+        /* The time of the last server config file looked at: many accounts share one. */
+        const char *stat_file;
+        struct timespec stat_mtime;
 };
 
 static struct config_backend *cfg(struct backend *b) {
@@ -186,6 +189,7 @@ static int cfg_configure(struct backend *bb, const struct settings *s, char **er
  * include check "unknown". */
 static int load_confs(struct config_backend *b, char **err) {
         confs_free(b);
+        b->stat_file = NULL;
         b->confs = xcalloc(b->s->n_server_configs + 1, sizeof(*b->confs));
         for (size_t i = 0; i < b->s->n_server_configs; i++) {
                 int r = serverconf_load(b->s->server_configs[i], b->fragments_dir, &b->confs[b->n_confs], err);
@@ -208,10 +212,16 @@ static void check_includes(struct config_backend *b, const char *name, struct cf
                 case INCLUDE_OK: {
                         ca->included = true;
                         struct stat st;
-                        if (stat(ic.file, &st) == 0 && (st.st_mtim.tv_sec > ca->block_mtime.tv_sec ||
-                                                        (st.st_mtim.tv_sec == ca->block_mtime.tv_sec &&
-                                                         st.st_mtim.tv_nsec > ca->block_mtime.tv_nsec)))
-                                ca->block_mtime = st.st_mtim;
+                        if (ic.file != b->stat_file) {
+                                b->stat_file = ic.file;
+                                memset(&b->stat_mtime, 0, sizeof(b->stat_mtime));
+                                if (stat(ic.file, &st) == 0)
+                                        b->stat_mtime = st.st_mtim;
+                        }
+                        if (b->stat_mtime.tv_sec > ca->block_mtime.tv_sec ||
+                            (b->stat_mtime.tv_sec == ca->block_mtime.tv_sec &&
+                             b->stat_mtime.tv_nsec > ca->block_mtime.tv_nsec))
+                                ca->block_mtime = b->stat_mtime;
                         if (ic.shadowed_line && !ca->include_note)
                                 ca->include_note = xasprintf("%s:%d: the hand-written jetstream of %s is overridden "
                                                              "by its fragment; remove it",
@@ -233,6 +243,9 @@ static void check_includes(struct config_backend *b, const char *name, struct cf
                                             name, name, ic.line_to_add);
                         break;
                 case INCLUDE_UNKNOWN:
+                        /* Maybe included: a change is reloaded, and what the
+                         * servers then apply tells. */
+                        ca->included = true;
                         if (notes)
                                 fprintf(notes, "note: %s: cannot tell whether account %s includes its fragment%s%s\n",
                                         b->confs[i]->path, name, b->confs[i]->error ? ": " : "",
