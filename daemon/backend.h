@@ -45,6 +45,11 @@ struct backend_ops {
                      char **err);
         /* Between passes: keep only what the next one needs. */
         void (*rest)(struct backend *b);
+        /* Files besides the accounts file whose edit calls for a whole pass
+         * (config mode: the servers' config files, where an include line is
+         * added), NULL-terminated; NULL when there are none. Valid until the
+         * next configure. */
+        char *const *(*watch_files)(struct backend *b);
         void (*free)(struct backend *b);
 };
 

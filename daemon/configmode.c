@@ -48,6 +48,7 @@ struct cfg_account {
         char *include_note;  /* a hand-written jetstream the fragment overrides */
         bool write_anyway;   /* not applied yet, but the fragment must exist before its include is added */
         bool reload_due;     /* a server does not apply what the fragment says: reload even if it is unchanged */
+        bool unread;         /* it, or the block including it, changed since some server last read its config */
 };
 
 struct config_backend {
@@ -338,6 +339,20 @@ static void read_fragment(struct config_backend *b, const char *name, struct cfg
                 ca->parse_error = why;
 }
 
+/* The fragment, or the block that includes it, changed after a server last
+ * read its config (a pass cut short, an include line just added): that
+ * server does not apply what the fragment says, whatever it says. */
+static bool unread_by_a_server(const struct observed *o, const struct cfg_account *ca) {
+        int64_t written = (int64_t)ca->mtime.tv_sec * 1000000000 + ca->mtime.tv_nsec;
+        int64_t block = (int64_t)ca->block_mtime.tv_sec * 1000000000 + ca->block_mtime.tv_nsec;
+        if (block > written)
+                written = block;
+        for (size_t s = 0; ca->exists && s < o->n_servers; s++)
+                if (o->servers[s].config_load_ns && o->servers[s].config_load_ns < written)
+                        return true;
+        return false;
+}
+
 /* What the servers apply, as far as the system account shows it: JetStream
  * on or off, and the max_mem / max_file (JSZ reserved_*). Used where no
  * fragment of ours says what was written (a hand-written jetstream block). */
@@ -366,6 +381,23 @@ static bool same_limit(int64_t want, int64_t reserved) {
         if (want < 0 || reserved < 0)
                 return want < 0 && reserved < 0;
         return want == reserved || (int64_t)(double)want == reserved;
+}
+
+/* Every server that answered shows st: JetStream on or off as st, and its
+ * max_memory / max_store where it tells them. */
+static bool servers_show(const struct observed_account *oa, const struct js_state *st) {
+        bool on = js_state_enabled(st);
+        for (size_t i = 0; i < oa->n_servers; i++) {
+                const struct server_account_state *s = &oa->servers[i];
+                if (s->error)
+                        continue;
+                if (!s->loaded || s->jetstream_enabled != on)
+                        return false;
+                if (on && s->have_reserved && (!same_limit(st->limits.max_memory, s->reserved_memory) ||
+                                               !same_limit(st->limits.max_store, s->reserved_storage)))
+                        return false;
+        }
+        return true;
 }
 
 static const char *server_label(const struct observed *o, const char *id) {
@@ -462,23 +494,13 @@ static void review(struct config_backend *b, struct plan *p) {
                                                        ca->path);
                         redo = true;
                 }
-                /* The fragment, or the block that includes it, changed after a
-                 * server last read its config (a pass cut short, an include
-                 * line just added): that server has not read it yet. */
-                int64_t written = (int64_t)ca->mtime.tv_sec * 1000000000 + ca->mtime.tv_nsec;
-                int64_t block = (int64_t)ca->block_mtime.tv_sec * 1000000000 + ca->block_mtime.tv_nsec;
-                if (block > written)
-                        written = block;
-                for (size_t s = 0; ca->exists && s < b->obs->n_servers; s++)
-                        if (b->obs->servers[s].config_load_ns && b->obs->servers[s].config_load_ns < written) {
-                                if (e->action == PLAN_UNCHANGED)
-                                        plan_entry_add_warning(e, "server %s has not read its config since %s's "
-                                                                  "fragment or block changed: it is reloaded",
-                                                               server_label(b->obs, b->obs->servers[s].id),
-                                                               e->decl->name);
-                                redo = true;
-                                break;
-                        }
+                if (ca->unread) {
+                        if (e->action == PLAN_UNCHANGED)
+                                plan_entry_add_warning(e, "a server has not read its config since %s's fragment or "
+                                                          "block changed: it is reloaded",
+                                                       e->decl->name);
+                        redo = true;
+                }
                 for (size_t s = 0; s < oa->n_servers && e->action != PLAN_ERROR; s++) {
                         const struct server_account_state *st = &oa->servers[s];
                         if (st->error) {
@@ -599,9 +621,13 @@ static int cfg_plan(struct backend *bb, struct natsconn *c, const struct account
         free(ptrs);
         if (r < 0)
                 return r;
+        /* What is in force: the fragment where the servers show what it says
+         * (they expose only part of it), else what they show of themselves. */
         for (size_t i = 0; i < a->n; i++) {
-                const struct cfg_account *ca = &b->accts[i];
-                if (ca->parsed && ca->frag.js.mode != JS_UNMANAGED)
+                struct cfg_account *ca = &b->accts[i];
+                ca->unread = unread_by_a_server(o, ca);
+                if (ca->parsed && ca->frag.js.mode != JS_UNMANAGED && ca->included && !ca->include_error &&
+                    servers_show(&o->accounts[i], &ca->frag.js))
                         o->accounts[i].js = ca->frag.js;
                 else
                         js_from_servers(&o->accounts[i], &o->accounts[i].js);
@@ -899,6 +925,10 @@ report:
         return r;
 }
 
+static char *const *cfg_watch_files(struct backend *bb) {
+        return cfg(bb)->s->server_configs;
+}
+
 static void cfg_rest(struct backend *bb) {
         forget_plan(cfg(bb));
 }
@@ -921,6 +951,7 @@ static const struct backend_ops config_ops = {
         .plan = cfg_plan,
         .apply = cfg_apply,
         .rest = cfg_rest,
+        .watch_files = cfg_watch_files,
         .free = cfg_free,
 };
 

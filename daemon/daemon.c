@@ -54,6 +54,8 @@ struct daemon {
 
         sd_event_source *pass_src, *resync_src, *retry_src, *inotify_src, *event_src;
         char *watch_dir, *watch_name;
+        struct file_watch **file_watches; /* the backend's other files */
+        size_t n_file_watches;
 
         /* What the next pass has to do. */
         bool need_full, file_changed, reload_settings, reloading;
@@ -242,6 +244,7 @@ static void reload_accounts(struct daemon *d) {
 }
 
 static int setup_watch(struct daemon *d);
+static void setup_file_watches(struct daemon *d);
 
 static bool same_text(const char *a, const char *b) {
         return a == b || (a && b && strcmp(a, b) == 0);
@@ -286,6 +289,7 @@ static void reload_settings(struct daemon *d) {
         log_set_max_priority((int)s->log_level);
         settings_free(d->settings);
         d->settings = s;
+        setup_file_watches(d);
         if (moved) {
                 log_notice("accounts file is now %s", s->accounts_file);
                 int r = setup_watch(d);
@@ -594,6 +598,57 @@ static int setup_watch(struct daemon *d) {
                                     on_inotify, d);
 }
 
+/* A file the backend reads besides the accounts file (config mode: a
+ * server's config, where an include line gets added): its edit brings a
+ * whole pass at once rather than at the next resync. */
+struct file_watch {
+        struct daemon *d;
+        char *dir, *name;
+        sd_event_source *src;
+};
+
+static int on_file_watch(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        struct file_watch *w = userdata;
+        if (!ev->len || strcmp(ev->name, w->name) != 0)
+                return 0;
+        log_debug("%s/%s changed: a whole pass follows", w->dir, w->name);
+        w->d->need_full = true;
+        schedule_pass(w->d);
+        return 0;
+}
+
+static void clear_file_watches(struct daemon *d) {
+        for (size_t i = 0; i < d->n_file_watches; i++) {
+                struct file_watch *w = d->file_watches[i];
+                sd_event_source_unref(w->src);
+                free(w->dir);
+                free(w->name);
+                free(w);
+        }
+        free(d->file_watches);
+        d->file_watches = NULL;
+        d->n_file_watches = 0;
+}
+
+static void setup_file_watches(struct daemon *d) {
+        clear_file_watches(d);
+        char *const *files = d->backend->ops->watch_files ? d->backend->ops->watch_files(d->backend) : NULL;
+        for (size_t i = 0; files && files[i]; i++) {
+                struct file_watch *w = xcalloc(1, sizeof(*w));
+                const char *slash = strrchr(files[i], '/');
+                w->d = d;
+                w->dir = path_dirname(files[i]);
+                w->name = xstrdup(slash ? slash + 1 : files[i]);
+                int r = sd_event_add_inotify(d->ev, &w->src, w->dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR,
+                                             on_file_watch, w);
+                if (r < 0)
+                        log_warning("cannot watch %s: %s; its edits are seen at the next resync", files[i],
+                                    strerror(-r));
+                d->file_watches = xreallocarray(d->file_watches, d->n_file_watches + 1, sizeof(*d->file_watches));
+                d->file_watches[d->n_file_watches++] = w;
+        }
+}
+
 /* One version of a file: a rename brings a new inode, a write a new mtime. */
 static bool same_file_version(const struct stat *a, const struct stat *b) {
         return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
@@ -606,6 +661,7 @@ static void daemon_free(struct daemon *d) {
         sd_event_source_unref(d->retry_src);
         sd_event_source_unref(d->inotify_src);
         sd_event_source_unref(d->event_src);
+        clear_file_watches(d);
         sd_event_unref(d->ev);
         natsconn_close(d->nc);
         if (d->event_fd >= 0)
@@ -681,6 +737,7 @@ int daemon_run(const char *config_path) {
                 daemon_free(&d);
                 return EX_OSERR;
         }
+        setup_file_watches(&d);
         if (!read_known || stat(d.settings->accounts_file, &watched_st) < 0 ||
             !same_file_version(&read_st, &watched_st))
                 d.file_changed = true;
