@@ -259,8 +259,6 @@ static void check_includes(struct config_backend *b, const char *name, struct cf
                         free(problem);
                 include_check_clear(&ic);
         }
-        /* The fragment must exist before a server reads an include of it. */
-        ca->write_anyway = ca->include_error != NULL;
         free(frag);
 }
 
@@ -475,6 +473,8 @@ static void review(struct config_backend *b, struct plan *p) {
                 }
                 if (ca->include_error) {
                         plan_entry_set_error(e, "%s", ca->include_error);
+                        /* The fragment must exist before a server reads an include of it. */
+                        ca->write_anyway = true;
                         continue;
                 }
                 if (ca->include_note)

@@ -170,8 +170,10 @@ static void plan_one(struct plan_entry *e, const struct observed *obs, const str
 
         e->obs = oa;
         snprintf(e->key, sizeof(e->key), "%s", oa->key);
+        /* Servers name the system account by its key, or (config mode, no keys) by its name. */
+        const char *id = oa->key[0] ? oa->key : oa->name;
         for (size_t i = 0; i < obs->n_servers; i++)
-                if (obs->servers[i].system_account && strcmp(obs->servers[i].system_account, oa->key) == 0) {
+                if (obs->servers[i].system_account && id && strcmp(obs->servers[i].system_account, id) == 0) {
                         plan_entry_set_error(e, "%s is the system account; its limits are not managed", d->name);
                         return;
                 }

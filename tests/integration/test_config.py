@@ -455,6 +455,16 @@ class StandaloneTest(ConfigCase):
             log.close()
 
 
+    def test_12_the_system_account_is_not_managed(self):
+        sb = self.sb
+        sb.write_accounts(APP.format(store="256MiB", streams=10) + "  SYS:\n    jetstream: enabled\n")
+        r = sb.accountd("plan")
+        self.assertExit(r, 1, "plan with SYS declared")
+        self.assertRegex(r.stdout, r"(?m)^! SYS  SYS is the system account; its limits are not managed$")
+        r = sb.accountd("apply")
+        self.assertFalse(os.path.exists(sb.path("accounts.d", "SYS.conf")), "no fragment for the system account")
+
+
 class ClusterTest(ConfigCase):
     """Three servers on one host sharing one fragments folder; ordered, one cluster for all."""
 
