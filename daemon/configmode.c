@@ -542,7 +542,9 @@ static void review(struct config_backend *b, struct plan *p) {
                 }
                 if (e->action == PLAN_ERROR)
                         continue;
-                ca->reload_due = redo;
+                /* A fragment that already says what is wanted still needs a
+                 * reload where the servers do not show it. */
+                ca->reload_due = redo || (e->decl->js != JS_UNMANAGED && !servers_show(oa, &e->want));
                 if (redo && e->action == PLAN_UNCHANGED)
                         e->action = PLAN_UPDATE;
                 char **seen = unverified_find(b, e->decl->name);
@@ -868,6 +870,11 @@ static int cfg_apply(struct backend *bb, struct natsconn *c, struct plan *p, app
                 if (changes && !ch->failure && ca->included && (ch->written || ca->reload_due))
                         in_reload++;
                 if (!changes) {
+                        if (tmp.failure) {
+                                char *both = xasprintf("%s; %s", e->error, tmp.failure);
+                                plan_entry_set_error(e, "%s", both);
+                                free(both);
+                        }
                         free(tmp.want);
                         free(tmp.failure);
                 }

@@ -465,6 +465,23 @@ class StandaloneTest(ConfigCase):
         self.assertFalse(os.path.exists(sb.path("accounts.d", "SYS.conf")), "no fragment for the system account")
 
 
+    def test_13_a_fragment_the_servers_do_not_apply_brings_a_reload(self):
+        """The fragment already says 300MiB (and looks read: older than the server's last load), the
+        server applies 256MiB: apply has nothing to write, and reloads all the same."""
+        sb = self.sb
+        self.apply_ok()
+        frag = sb.fragment("APP")
+        sb.write(os.path.join("accounts.d", "APP.conf"), frag.replace("max_file: 268435456", "max_file: 314572800"))
+        past = time.time() - 3600
+        os.utime(sb.path("accounts.d", "APP.conf"), (past, past))
+        sb.write_accounts(APP.format(store="300MiB", streams=10))
+        r = sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^~ APP  max_store 256MiB -> 300MiB\b")
+        self.apply_ok()
+        self.assertEqual(sb.reserved("APP"), (64 * MiB, 300 * MiB))
+        self.assertInSync()
+
+
 class ClusterTest(ConfigCase):
     """Three servers on one host sharing one fragments folder; ordered, one cluster for all."""
 
