@@ -274,11 +274,13 @@ static void plan_one(struct plan_entry *e, const char *file, const struct observ
         e->obs = oa;
         snprintf(e->key, sizeof(e->key), "%s", oa->key);
         /* Only the servers know which account is the system account (VARZ
-         * system_account), so this is the place to refuse it, with the file's
-         * location: a limit there could lock out the very user nats-accountd
-         * connects as, and nothing else of it is ours to manage either. */
+         * system_account: its key, or in config mode, without keys, its name),
+         * so this is the place to refuse it, with the file's location: a limit
+         * there could lock out the very user nats-accountd connects as, and
+         * nothing else of it is ours to manage either. */
+        const char *id = oa->key[0] ? oa->key : oa->name;
         for (size_t i = 0; i < obs->n_servers; i++)
-                if (obs->servers[i].system_account && strcmp(obs->servers[i].system_account, oa->key) == 0) {
+                if (obs->servers[i].system_account && id && strcmp(obs->servers[i].system_account, id) == 0) {
                         const struct server_info *srv = &obs->servers[i];
                         plan_entry_set_error(e,
                                              "%s:%d:%d: %s is the system account (system_account of server %s); "
