@@ -19,6 +19,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "acctlimits.h"
 #include "backend.h"
 #include "fragments.h"
 #include "observe.h"
@@ -351,6 +352,21 @@ static bool unread_by_a_server(const struct observed *o, const struct cfg_accoun
         return false;
 }
 
+/* The account limits in force. The servers do not show a config account's
+ * limits to the system account: they are what the fragment says once the
+ * servers read it (unread_by_a_server makes them read it), else nats-server's
+ * default for an account without a limits block, unlimited. The
+ * operator-only limits do not exist here and read as unlimited too. */
+static void acct_from_fragment(const struct cfg_account *ca, struct acct_state *out) {
+        struct acct_limits l;
+        acct_limits_unlimited(&l);
+        if (ca->parsed && ca->frag.acct_managed && ca->included && !ca->include_error)
+                l = ca->frag.acct;
+        memset(out, 0, sizeof(*out));
+        for (size_t i = 0; i < acct_fields_count; i++)
+                out->value[i] = acct_limits_get(&l, &acct_fields[i]);
+}
+
 /* What the servers apply, as far as the system account shows it: JetStream
  * on or off, and the max_mem / max_file (JSZ reserved_*). Used where no
  * fragment of ours says what was written (a hand-written jetstream block). */
@@ -484,7 +500,7 @@ static void review(struct config_backend *b, struct plan *p) {
                         plan_entry_add_warning(e, "%s is not as nats-accountd writes it (%s): it is replaced", ca->path,
                                                ca->parse_error);
                         redo = true;
-                } else if (!ca->exists && e->decl->js != JS_UNMANAGED) {
+                } else if (!ca->exists && (e->decl->js != JS_UNMANAGED || e->decl->acct_managed)) {
                         redo = true;
                 } else if (ca->parsed && ca->frag.js.mode == JS_UNMANAGED && e->decl->js != JS_UNMANAGED) {
                         /* The servers may match by chance (or by a hand-written
@@ -492,6 +508,11 @@ static void review(struct config_backend *b, struct plan *p) {
                         if (e->action == PLAN_UNCHANGED)
                                 plan_entry_add_warning(e, "%s does not hold its jetstream yet: it is written",
                                                        ca->path);
+                        redo = true;
+                }
+                if (ca->parsed && !ca->frag.acct_managed && e->decl->acct_managed) {
+                        if (e->action == PLAN_UNCHANGED)
+                                plan_entry_add_warning(e, "%s does not hold its limits yet: it is written", ca->path);
                         redo = true;
                 }
                 if (ca->unread) {
@@ -633,11 +654,25 @@ static int cfg_plan(struct backend *bb, struct natsconn *c, const struct account
                         o->accounts[i].js = ca->frag.js;
                 else
                         js_from_servers(&o->accounts[i], &o->accounts[i].js);
+                acct_from_fragment(ca, &o->accounts[i].acct);
         }
         /* Tiers and account creation do not exist here: the accounts file's
          * parser refuses tiers, the settings warn about create_missing. */
         struct plan_options opt = { .create_missing = false };
         struct plan *p = plan_compute(a, o, &opt);
+        /* A lower max_subscriptions: CONNZ says which connections it closes. */
+        struct observed_account **lowered = xcalloc(p->n ? p->n : 1, sizeof(*lowered));
+        size_t k = plan_subs_lowered(p, lowered);
+        r = k ? observe_accounts_subs(c, o, lowered, k, err) : 0;
+        free(lowered);
+        if (r < 0) {
+                plan_free(p);
+                return r;
+        }
+        if (k) {
+                plan_free(p);
+                p = plan_compute(a, o, &opt);
+        }
         review(b, p);
         *out = p;
         return 0;
@@ -653,6 +688,10 @@ static struct account_decl fragment_decl(const struct account_decl *decl, const 
         if (d.js == JS_UNMANAGED && ca->parsed && ca->frag.js.mode != JS_UNMANAGED) {
                 d.js = ca->frag.js.mode;
                 d.limits = ca->frag.js.limits;
+        }
+        if (!d.acct_managed && ca->parsed && ca->frag.acct_managed) {
+                d.acct_managed = true;
+                d.acct = ca->frag.acct;
         }
         return d;
 }

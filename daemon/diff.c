@@ -86,6 +86,22 @@ bool plan_entry_lowers(const struct plan_entry *e, const char *field) {
         return c && c->new_value >= 0 && (c->old_value < 0 || c->new_value < c->old_value);
 }
 
+size_t plan_subs_lowered(const struct plan *p, struct observed_account **out) {
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                const struct plan_entry *e = &p->v[i];
+                if (!e->obs || !plan_entry_lowers(e, "max_subscriptions"))
+                        continue;
+                bool connected = false;
+                for (size_t s = 0; s < e->obs->n_servers; s++)
+                        connected |= e->obs->servers[s].connections + e->obs->servers[s].leafnodes > 0;
+                if (connected)
+                        out[k++] = e->obs;
+        }
+        return k;
+}
+
+
 static bool tier_set_differs(const struct js_state *cur, const struct js_state *want) {
         if (cur->mode != JS_TIERED || want->mode != JS_TIERED)
                 return false;

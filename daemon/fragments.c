@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acctlimits.h"
 #include "util.h"
 
 #define ITEMS_MAX 32
@@ -157,8 +158,60 @@ static void absent_jetstream(struct fragment_state *out) {
         js_set(out, JS_UNMANAGED, NULL);
 }
 
+/* ---- limits ---- */
+
+static void render_limits(const struct account_decl *decl, FILE *f) {
+        if (!decl->acct_managed)
+                return;
+        char *block = acct_limits_config_block(&decl->acct);
+        fputs(block, f);
+        free(block);
+}
+
+static int read_limits(struct fragment_state *out, const char *word, const struct fragment_item *items, size_t n,
+                       char **why) {
+        if (word) {
+                *why = xasprintf("limits: expected a block, got \"%.32s\"", word);
+                return -EBADMSG;
+        }
+        bool seen[ACCT_FIELDS] = { false };
+        acct_limits_unlimited(&out->acct);
+        for (size_t k = 0; k < n; k++) {
+                size_t i = 0;
+                while (i < acct_fields_count && (acct_fields[i].operator_only || !item_is(&items[k], acct_fields[i].name)))
+                        i++;
+                if (i == acct_fields_count || seen[i]) {
+                        *why = xasprintf("line %d: %s `%.*s` in the limits block", items[k].line,
+                                         i == acct_fields_count ? "unexpected" : "a second", (int)items[k].name_len,
+                                         items[k].name);
+                        return -EBADMSG;
+                }
+                seen[i] = true;
+                int64_t v;
+                if (!parse_int(items[k].value, items[k].value_len, &v) || v > INT32_MAX) {
+                        *why = xasprintf("line %d: %s: expected an integer of at most 2147483647 (-1 for unlimited)",
+                                         items[k].line, acct_fields[i].name);
+                        return -EBADMSG;
+                }
+                acct_limits_set(&out->acct, &acct_fields[i], v);
+        }
+        for (size_t i = 0; i < acct_fields_count; i++)
+                if (!acct_fields[i].operator_only && !seen[i]) {
+                        *why = xasprintf("the limits block has no %s", acct_fields[i].name);
+                        return -EBADMSG;
+                }
+        out->acct_managed = true;
+        return 0;
+}
+
+static void absent_limits(struct fragment_state *out) {
+        out->acct_managed = false;
+        acct_limits_unlimited(&out->acct);
+}
+
 static const struct fragment_block blocks[] = {
         { "jetstream", render_jetstream, read_jetstream, absent_jetstream },
+        { "limits", render_limits, read_limits, absent_limits },
 };
 
 /* ---- the file ---- */

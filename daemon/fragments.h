@@ -1,8 +1,7 @@
 /* Config mode's fragments: the one file per managed account that nats-accountd
  * owns, <fragments_dir>/<ACCOUNT>.conf, included inside that account's block
  * of nats-server.conf. It holds only what the accounts file manages for the
- * account, one block per managed key (jetstream; the table in fragments.c
- * takes more), with sizes as exact byte integers: nats-server reads "64M" as
+ * account, one block per managed key (jetstream, limits), with sizes as exact byte integers: nats-server reads "64M" as
  * 64,000,000. Never a secret. */
 #pragma once
 #include <stdbool.h>
@@ -18,6 +17,10 @@
  * reads as unmanaged (js.mode JS_UNMANAGED). */
 struct fragment_state {
         struct js_state js;
+        /* The `limits {}` block: connections, subscriptions, payload, leaf
+         * nodes (the operator-only fields read as unlimited). */
+        bool acct_managed;
+        struct acct_limits acct;
 };
 
 /* <fragments_dir>/<account>.conf (allocated). */

@@ -96,6 +96,46 @@ static void test_round_trip(void **state) {
         accounts_free(a);
 }
 
+static void test_limits_block(void **state) {
+        struct accounts *a = load("accounts:\n"
+                                  "  APP:\n"
+                                  "    jetstream: disabled\n"
+                                  "    limits: { max_connections: 100, max_payload: 1MiB }\n"
+                                  "  NONE:\n"
+                                  "    limits: {}\n");
+        char *t = fragment_render(accounts_find(a, "APP"), "accounts.yaml");
+        assert_non_null(strstr(t, "jetstream: disabled\n"
+                                  "limits {\n"
+                                  "  max_connections: 100\n"
+                                  "  max_subscriptions: -1\n"
+                                  "  max_payload: 1048576\n"
+                                  "  max_leafnodes: -1\n"
+                                  "}\n"));
+        assert_null(strstr(t, "max_data"));
+        struct fragment_state st;
+        char *why = NULL;
+        assert_int_equal(fragment_parse(t, strlen(t), &st, &why), 0);
+        assert_true(st.acct_managed);
+        assert_int_equal(st.acct.max_connections, 100);
+        assert_int_equal(st.acct.max_subscriptions, -1);
+        assert_int_equal(st.acct.max_payload, 1048576);
+        assert_int_equal(st.acct.max_leafnodes, -1);
+        assert_int_equal(st.acct.max_data, -1);
+        assert_int_equal(st.js.mode, JS_DISABLED);
+        free(t);
+        /* `limits: {}`: every limit unlimited, written out. */
+        t = fragment_render(accounts_find(a, "NONE"), "accounts.yaml");
+        assert_int_equal(fragment_parse(t, strlen(t), &st, &why), 0);
+        assert_true(st.acct_managed);
+        assert_int_equal(st.acct.max_connections, -1);
+        assert_int_equal(st.js.mode, JS_UNMANAGED);
+        free(t);
+        /* No limits key: no block, the limits are not managed. */
+        assert_int_equal(fragment_parse("jetstream: disabled\n", 20, &st, &why), 0);
+        assert_false(st.acct_managed);
+        accounts_free(a);
+}
+
 static void test_parse_rejects(void **state) {
         static const struct {
                 const char *text;
@@ -111,6 +151,13 @@ static void test_parse_rejects(void **state) {
                 { "jetstream: disabled\njetstream: disabled\n", "line 2: a second jetstream block" },
                 { "users = []\n", "line 1: unexpected `users = []`" },
                 { "jetstream {\n  max_mem: -2\n}\n", "line 2: max_mem: expected an integer (-1 for unlimited)" },
+                { "limits: none\n", "limits: expected a block, got \"none\"" },
+                { "limits {\n  max_connections: 1\n}\n", "the limits block has no max_subscriptions" },
+                { "limits {\n  max_data: 1\n}\n", "line 2: unexpected `max_data` in the limits block" },
+                { "limits {\n  max_connections: 1\n  max_connections: 1\n}\n",
+                  "line 3: a second `max_connections` in the limits block" },
+                { "limits {\n  max_connections: 2147483648\n}\n",
+                  "line 2: max_connections: expected an integer of at most 2147483647 (-1 for unlimited)" },
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 struct fragment_state st;
@@ -161,6 +208,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_render_exact),
                 cmocka_unit_test(test_round_trip),
+                cmocka_unit_test(test_limits_block),
                 cmocka_unit_test(test_parse_rejects),
                 cmocka_unit_test(test_example_file),
         };

@@ -482,6 +482,70 @@ class StandaloneTest(ConfigCase):
         self.assertInSync()
 
 
+    def test_14_account_limits_hot(self):
+        """The fragment's limits {} block: a third connection refused at max_connections 2 and let
+        in after raising it, max_payload enforced, the server never restarted."""
+        sb = self.sb
+        text = APP.format(store="256MiB", streams=10).replace(
+            "      max_consumers: 100\n", "      max_consumers: 100\n    limits:\n      max_connections: 2\n"
+                                        "      max_payload: 1KiB\n", 1)
+        sb.write_accounts(text)
+        r = sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^\^ APP  .*max_connections unlimited -> 2, max_payload unlimited -> 1KiB$",
+                         self.out(r))
+        self.apply_ok()
+        frag = sb.fragment("APP")
+        # Exact integers, -1 for the omitted ones; no operator-only limit in a config file.
+        self.assertIn("limits {\n  max_connections: 2\n  max_subscriptions: -1\n  max_payload: 1024\n"
+                      "  max_leafnodes: -1\n}\n", frag)
+        self.assertNotIn("max_data", frag)
+        self.assertInSync()
+        pid = sb.servers[0].proc.pid
+        user = sb.user("APP")
+        self.assertExit(sb.probe("publish", user, sb.url, "p.ok", 1024), 0, "a message of max_payload")
+        self.assertExit(sb.probe("publish", user, sb.url, "p.big", 1025), 1, "a message above max_payload")
+        holders = []
+        try:
+            holders += [harness.Holder(sb, user), harness.Holder(sb, user)]
+            self.assertTrue(all(h.connected for h in holders), [h.first for h in holders])
+            third = harness.Holder(sb, user)
+            holders.append(third)
+            self.assertFalse(third.connected, "a third connection with max_connections 2")
+            self.assertIn("maximum account active connections exceeded", third.error)
+
+            sb.write_accounts(text.replace("max_connections: 2\n", "max_connections: 3\n"))
+            r = sb.accountd("plan")
+            self.assertRegex(r.stdout, r"(?m)^~ APP  max_connections 2 -> 3$", self.out(r))
+            self.apply_ok()
+            self.assertIn("  max_connections: 3\n", sb.fragment("APP"))
+            third = poll(lambda: (lambda h: holders.append(h) or (h if h.connected else None))(harness.Holder(sb, user)),
+                         10, "a third connection after raising the limit")
+            self.assertTrue(third.connected)
+            self.assertInSync()
+
+            # Lowering below the connections there now is warned before it is applied.
+            sb.write_accounts(text.replace("max_connections: 2\n", "max_connections: 1\n"))
+            r = sb.accountd("plan")
+            self.assertRegex(r.stdout, r"(?m)^    warning: max_connections 1 is below the 3 connections the account has "
+                                       r"now; the servers will close at least 2 of them$", self.out(r))
+        finally:
+            for h in holders:
+                h.close()
+        self.assertEqual(sb.servers[0].proc.pid, pid, "no restart")
+
+        # Dropping the limits key leaves the limits as they are (the block stays).
+        sb.write_accounts(APP.format(store="256MiB", streams=10))
+        self.assertInSync()
+        self.assertIn("  max_connections: 3\n", sb.fragment("APP"))
+
+    def test_15_operator_only_limits_are_refused_with_their_location(self):
+        sb = self.sb
+        sb.write_accounts("accounts:\n  APP:\n    limits: { max_imports: 3 }\n")
+        r = sb.accountd("plan")
+        self.assertExit(r, 65, "plan with max_imports in config mode")
+        self.assertRegex(r.stderr, r"accounts.yaml:3:15: APP.limits.max_imports: .*needs operator mode")
+
+
 class ClusterTest(ConfigCase):
     """Three servers on one host sharing one fragments folder; ordered, one cluster for all."""
 
