@@ -22,6 +22,7 @@
 #include "log.h"
 #include "natsconn.h"
 #include "observe.h"
+#include "preflight.h"
 #include "report.h"
 #include "secrets.h"
 #include "settings.h"
@@ -252,7 +253,7 @@ static void reload_settings(struct daemon *d) {
         diag_list_clear(&dl);
         struct nkey k;
         char *err = NULL;
-        if (signer_load(s, &k, &err) < 0) {
+        if (preflight_secrets(s, &k, &err) < 0) {
                 log_error("%s; keeping the running settings", err);
                 free(err);
                 settings_free(s);
@@ -696,11 +697,11 @@ int daemon_run(const char *config_path) {
                 return exit_code_for(r, EX_DATAERR);
         }
         char *err = NULL;
-        if ((r = signer_load(d.settings, &d.signer, &err)) < 0) {
+        if ((r = preflight_secrets(d.settings, &d.signer, &err)) < 0) {
                 log_error("%s", err);
                 free(err);
                 daemon_free(&d);
-                return exit_code_for(r, EX_CONFIG);
+                return preflight_exit_code(r);
         }
 
         sigset_t mask;

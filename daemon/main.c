@@ -17,6 +17,7 @@
 #include "jwt.h"
 #include "natsconn.h"
 #include "observe.h"
+#include "preflight.h"
 #include "report.h"
 #include "secrets.h"
 #include "settings.h"
@@ -79,26 +80,21 @@ static int report_load(int r, struct diag_list *d, int invalid_code) {
         }
 }
 
-/* Settings, then the permissions of every secret they name. */
+/* Settings, then every secret they name (preflight.h). */
 static int load_settings(const struct cli *cli, struct settings **out) {
         struct diag_list d = { 0 };
         int r = settings_load(cli->config, out, &d);
         int code = report_load(r, &d, EX_CONFIG);
         if (code)
                 return code;
-        const char *secrets[] = { (*out)->credentials, (*out)->signing_key, (*out)->tls_key };
-        for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
-                if (!secrets[i])
-                        continue;
-                char *why = NULL;
-                r = secret_check(secrets[i], &why);
-                if (r < 0) {
-                        fprintf(stderr, "nats-accountd: %s\n", why ? why : strerror(-r));
-                        free(why);
-                        settings_free(*out);
-                        *out = NULL;
-                        return r == -ENOENT ? EX_NOINPUT : EX_NOPERM;
-                }
+        char *err = NULL;
+        r = preflight_secrets(*out, NULL, &err);
+        if (r < 0) {
+                fprintf(stderr, "nats-accountd: %s\n", err);
+                free(err);
+                settings_free(*out);
+                *out = NULL;
+                return preflight_exit_code(r);
         }
         return 0;
 }
@@ -115,36 +111,9 @@ static int load_signer(const struct settings *s, struct nkey *out) {
         if (r < 0) {
                 fprintf(stderr, "nats-accountd: %s\n", err);
                 free(err);
-                return r == -ENOENT ? EX_NOINPUT : r == -EACCES ? EX_NOPERM : EX_CONFIG;
+                return preflight_exit_code(r);
         }
         return 0;
-}
-
-/* The system user's .creds must hold a user JWT and a user seed. */
-static int check_credentials(const struct settings *s) {
-        if (!s->credentials)
-                return 0;
-        char *text = NULL, *why = NULL;
-        size_t len = 0;
-        int r = secret_read(s->credentials, &text, &len, &why);
-        if (r < 0) {
-                fprintf(stderr, "nats-accountd: %s\n", why ? why : strerror(-r));
-                free(why);
-                return r == -ENOENT ? EX_NOINPUT : EX_NOPERM;
-        }
-        char *jwt = secret_find_jwt(text);
-        char *seed = secret_find_seed(text);
-        secret_free(text, len);
-        int code = 0;
-        if (!jwt || !seed || seed[0] != 'S' || seed[1] != 'U') {
-                fprintf(stderr, "nats-accountd: credentials %s: not a user .creds file (expected a user JWT and a user seed)\n",
-                        s->credentials);
-                code = EX_CONFIG;
-        }
-        free(jwt);
-        if (seed)
-                secret_free(seed, strlen(seed));
-        return code;
 }
 
 static int cmd_check(const struct cli *cli) {
@@ -155,8 +124,8 @@ static int cmd_check(const struct cli *cli) {
         if (code)
                 return code;
         struct nkey signer = { 0 };
-        if (s->mode == ACCOUNTS_OPERATOR && (code = load_signer(s, &signer)) == 0)
-                code = check_credentials(s);
+        if (s->mode == ACCOUNTS_OPERATOR)
+                code = load_signer(s, &signer);
         nkey_wipe(&signer);
         struct accounts *a = NULL;
         if (code == 0)

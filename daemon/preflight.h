@@ -1,0 +1,16 @@
+/* The checks every command makes of its settings' secret files before it
+ * starts, one path for check, plan, apply, run (at start and on reload) and
+ * user-creds: a command never gets further with a secret that group or others
+ * can read. */
+#pragma once
+#include "nkeys.h"
+#include "settings.h"
+
+/* The permissions of every secret the settings name (credentials, tls_key,
+ * signing_key), then the contents of the credentials (a user JWT and a user
+ * seed); with signer, also the signing key, loaded into *signer (operator
+ * mode). 0, or -ENOENT (a file is missing), -EACCES (readable by group or
+ * others), -EINVAL (unusable contents), always with *err. */
+int preflight_secrets(const struct settings *s, struct nkey *signer, char **err);
+/* The sysexits code of a preflight_secrets() failure: 66, 77 or 78. */
+int preflight_exit_code(int r);
