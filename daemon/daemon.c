@@ -55,6 +55,13 @@ struct daemon {
 
         sd_event_source *pass_src, *resync_src, *retry_src, *inotify_src, *event_src;
         char *watch_dir, *watch_name;
+        /* The folder of the file the path resolves to, when a symlink leads
+         * out of watch_dir (an edit there changes nothing in watch_dir). */
+        sd_event_source *target_src;
+        struct stat target_dir_st;
+        /* The version of the accounts file last read (symlinks followed). */
+        struct stat file_st;
+        bool file_st_known;
 
         /* What the next pass has to do. */
         bool need_full, file_changed, reload_settings, reloading;
@@ -185,11 +192,16 @@ static void log_diags(const struct diag_list *dl, const char *what) {
         log_error("%s", what);
 }
 
+static void watch_target(struct daemon *d);
+
 /* Parse a new accounts file; on success swap it in and queue the accounts it changed. */
 static void reload_accounts(struct daemon *d) {
         struct diag_list dl = { 0 };
         struct accounts *a = NULL;
         struct accounts_delta delta;
+        /* Before reading: a save while it is read then shows as another version. */
+        d->file_st_known = stat(d->settings->accounts_file, &d->file_st) == 0;
+        watch_target(d);
         int r = accounts_load_update(d->settings->accounts_file, d->settings->mode, d->accounts, &a, &delta, &dl);
         if (r < 0) {
                 if (r == -ENOENT) {
@@ -564,10 +576,51 @@ static int on_resync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* One version of a file: a rename brings a new inode, a write a new mtime. */
+static bool same_file_version(const struct stat *a, const struct stat *b) {
+        return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+               a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Some other entry of a watched folder changed: a symlink on the way to the
+ * file may have been swapped (Kubernetes ConfigMaps rename "..data", deploy
+ * tools repoint a release link), or the file it leads to edited in place. */
+static void check_file_version(struct daemon *d) {
+        struct stat st;
+        if (stat(d->settings->accounts_file, &st) < 0 || (d->file_st_known && same_file_version(&st, &d->file_st)))
+                return;
+        d->file_changed = true;
+        schedule_pass(d);
+}
+
+/* The kernel dropped events: any of them may have been an edit. */
+static bool inotify_overflowed(struct daemon *d, const struct inotify_event *ev) {
+        if (!(ev->mask & IN_Q_OVERFLOW))
+                return false;
+        if (!d->file_changed || !d->need_full)
+                log_warning("file events were lost (inotify queue overflow); re-reading %s and checking every account",
+                            d->settings->accounts_file);
+        d->file_changed = true;
+        d->need_full = true;
+        schedule_pass(d);
+        return true;
+}
+
+static int on_target_inotify(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        struct daemon *d = userdata;
+        if (!inotify_overflowed(d, ev))
+                check_file_version(d);
+        return 0;
+}
+
 static int on_inotify(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
         struct daemon *d = userdata;
-        if (!ev->len || strcmp(ev->name, d->watch_name) != 0)
+        if (inotify_overflowed(d, ev))
                 return 0;
+        if (!ev->len || strcmp(ev->name, d->watch_name) != 0) {
+                check_file_version(d);
+                return 0;
+        }
         if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
                 struct log_field f[] = { { "CONFIG_FILE", d->settings->accounts_file } };
                 log_event(LOG_WARNING, NULL, f, 1, "%s was removed; the last good file stays in force",
@@ -628,15 +681,41 @@ static int setup_watch(struct daemon *d) {
         d->watch_dir = path_dirname(d->settings->accounts_file);
         const char *slash = strrchr(d->settings->accounts_file, '/');
         d->watch_name = xstrdup(slash ? slash + 1 : d->settings->accounts_file);
-        return sd_event_add_inotify(d->ev, &d->inotify_src, d->watch_dir,
-                                    IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ONLYDIR,
-                                    on_inotify, d);
+        int r = sd_event_add_inotify(d->ev, &d->inotify_src, d->watch_dir,
+                                     IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ONLYDIR,
+                                     on_inotify, d);
+        if (r >= 0)
+                watch_target(d);
+        return r;
 }
 
-/* One version of a file: a rename brings a new inode, a write a new mtime. */
-static bool same_file_version(const struct stat *a, const struct stat *b) {
-        return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-               a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+/* Where the path leads now, when that is another folder than watch_dir:
+ * watched too, and moved along when a symlink is repointed. */
+static void watch_target(struct daemon *d) {
+        if (!d->ev || !d->watch_dir)
+                return;
+        char *real = realpath(d->settings->accounts_file, NULL);
+        char *dir = real ? path_dirname(real) : NULL;
+        struct stat dir_st, watch_st;
+        bool elsewhere = dir && stat(dir, &dir_st) == 0 && stat(d->watch_dir, &watch_st) == 0 &&
+                         (dir_st.st_dev != watch_st.st_dev || dir_st.st_ino != watch_st.st_ino);
+        if (!elsewhere) {
+                d->target_src = sd_event_source_unref(d->target_src);
+        } else if (!d->target_src || dir_st.st_dev != d->target_dir_st.st_dev ||
+                   dir_st.st_ino != d->target_dir_st.st_ino) {
+                d->target_src = sd_event_source_unref(d->target_src);
+                int r = sd_event_add_inotify(d->ev, &d->target_src, dir,
+                                             IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE |
+                                                     IN_ONLYDIR,
+                                             on_target_inotify, d);
+                if (r < 0)
+                        log_warning("cannot watch %s, where %s leads: %s; edits there are picked up on reload only",
+                                    dir, d->settings->accounts_file, strerror(-r));
+                else
+                        d->target_dir_st = dir_st;
+        }
+        free(dir);
+        free(real);
 }
 
 static void daemon_free(struct daemon *d) {
@@ -644,6 +723,7 @@ static void daemon_free(struct daemon *d) {
         sd_event_source_unref(d->resync_src);
         sd_event_source_unref(d->retry_src);
         sd_event_source_unref(d->inotify_src);
+        sd_event_source_unref(d->target_src);
         sd_event_source_unref(d->event_src);
         sd_event_unref(d->ev);
         natsconn_close(d->nc);
@@ -685,8 +765,8 @@ int daemon_run(const char *config_path) {
         }
         /* The folder is watched only after the file is read: a save in between
          * sends no event, so what was read is compared with what is there then. */
-        struct stat read_st, watched_st;
-        bool read_known = stat(d.settings->accounts_file, &read_st) == 0;
+        struct stat watched_st;
+        d.file_st_known = stat(d.settings->accounts_file, &d.file_st) == 0;
         struct accounts_delta delta;
         r = accounts_load_update(d.settings->accounts_file, d.settings->mode, NULL, &d.accounts, &delta, &dl);
         accounts_delta_clear(&delta);
@@ -725,8 +805,8 @@ int daemon_run(const char *config_path) {
                 daemon_free(&d);
                 return EX_OSERR;
         }
-        if (!read_known || stat(d.settings->accounts_file, &watched_st) < 0 ||
-            !same_file_version(&read_st, &watched_st))
+        if (!d.file_st_known || stat(d.settings->accounts_file, &watched_st) < 0 ||
+            !same_file_version(&d.file_st, &watched_st))
                 d.file_changed = true;
         if (d.settings->resync_interval_usec)
                 arm_timer(&d, &d.resync_src, d.settings->resync_interval_usec, on_resync_timer);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sysexits.h>
 
 #include "accounts.h"
@@ -338,6 +339,9 @@ int main(int argc, char **argv) {
                 { "version", no_argument, NULL, 'V' },
                 { 0 },
         };
+        /* The process holds the operator's signing key and account seeds: no
+         * core dump and no ptrace by another process of the same user. */
+        (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         struct cli cli = { .config = SETTINGS_DEFAULT_PATH };
         int c;
         opterr = 0;

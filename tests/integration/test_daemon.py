@@ -536,6 +536,78 @@ class DaemonTest(unittest.TestCase):
         self.daemon.wait_line(r"^APP updated: max_streams 10 -> 40$", since, timeout=15)
         self.assertInSync()
 
+    def test_fifo_at_the_path_never_blocks(self):
+        self.start_daemon()
+        self.key_of("APP")
+        since = self.daemon.mark()
+        fifo = self.sb.path("accounts.fifo")
+        os.mkfifo(fifo, 0o644)
+        os.rename(fifo, self.sb.accounts_file)
+        # Opening a FIFO for reading waits for a writer: the daemon must refuse
+        # it instead, and keep the last good file in force.
+        self.daemon.wait_line(r"^error: %s: cannot read: not a regular file" % re.escape(self.sb.accounts_file),
+                              since, timeout=5)
+        self.daemon.wait_line(r"^error: accounts file rejected; keeping the last good file in force$", since, timeout=5)
+        mark = self.daemon.mark()
+        self.save(self.example_with(13))
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 13$", mark, timeout=5)
+        self.assertEqual(self.daemon.stop(timeout=5), 0)
+
+    def test_symlink_swapped_like_a_configmap_is_followed(self):
+        # Kubernetes' layout: accounts.yaml -> ..data/accounts.yaml, ..data -> ..<version>;
+        # an update writes ..<new version>, then renames a new ..data link over the old one.
+        def version(name, text):
+            os.mkdir(self.sb.path(name))
+            with open(self.sb.path(name, "accounts.yaml"), "w") as f:
+                f.write(text)
+
+        def point_data_at(name):
+            tmp = self.sb.path("..data_tmp")
+            os.symlink(name, tmp)
+            os.rename(tmp, self.sb.path("..data"))
+
+        version("..v1", self.example)
+        point_data_at("..v1")
+        os.unlink(self.sb.accounts_file)
+        os.symlink("..data/accounts.yaml", self.sb.accounts_file)
+        self.start_daemon()
+        self.key_of("APP")
+
+        since = self.daemon.mark()
+        version("..v2", self.example_with(21))
+        point_data_at("..v2")
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 21$", since, timeout=5)
+
+        # The file the link leads to, edited in place (another folder than the link's).
+        since = self.daemon.mark()
+        save_atomic(self.sb.path("..v2", "accounts.yaml"), self.example_with(22))
+        self.daemon.wait_line(r"^APP updated: max_streams 21 -> 22$", since, timeout=5)
+        self.assertEqual(self.limits_of("APP").get("streams"), 22)
+        self.assertNoErrors()
+
+    def test_lost_file_events_bring_a_full_pass(self):
+        self.start_daemon()
+        self.key_of("APP")
+        with open("/proc/sys/fs/inotify/max_queued_events") as f:
+            max_events = int(f.read())
+        since = self.daemon.mark()
+        # While the daemon is stopped, more events than its inotify queue holds
+        # (two names in turn: the kernel merges repeats of the last event), then
+        # the edit, whose event is dropped with the overflow.
+        self.daemon.signal(signal.SIGSTOP)
+        try:
+            names = [self.sb.path("noise-a"), self.sb.path("noise-b")]
+            for i in range(max_events + 100):
+                with open(names[i % 2], "w") as f:
+                    f.write("x")
+            self.save(self.example_with(31))
+        finally:
+            self.daemon.signal(signal.SIGCONT)
+        self.daemon.wait_line(r"^warning: file events were lost \(inotify queue overflow\)", since, timeout=10)
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 31$", since, timeout=10)
+        i, _, _ = self.daemon.wait_line(r"^debug: pass \d+ started \(full\)", since, timeout=5)
+        self.assertTrue(self.daemon.running())
+
     def test_sigterm_exits_zero_promptly(self):
         self.start_daemon()
         since = self.daemon.mark()
