@@ -242,6 +242,7 @@ static void reload_accounts(struct daemon *d) {
 }
 
 static int setup_watch(struct daemon *d);
+static void arm_resync(struct daemon *d);
 
 static bool same_text(const char *a, const char *b) {
         return a == b || (a && b && strcmp(a, b) == 0);
@@ -263,6 +264,14 @@ static void reload_settings(struct daemon *d) {
                 return;
         }
         diag_list_clear(&dl);
+        if (s->mode != d->settings->mode) {
+                log_error("%s: mode cannot change on reload (%s -> %s); restart the service to switch; keeping the "
+                          "running settings",
+                          s->path, d->settings->mode == ACCOUNTS_OPERATOR ? "operator" : "config",
+                          s->mode == ACCOUNTS_OPERATOR ? "operator" : "config");
+                settings_free(s);
+                return;
+        }
         struct nkey k;
         char *err = NULL;
         if (preflight_secrets(s, &k, &err) < 0) {
@@ -271,17 +280,19 @@ static void reload_settings(struct daemon *d) {
                 settings_free(s);
                 return;
         }
-        nkey_wipe(&d->signer);
-        d->signer = k;
+        nkey_move(&d->signer, &k);
         if (connection_settings_differ(d->settings, s) && d->nc) {
                 log_info("connection settings changed: reconnecting");
                 natsconn_close(d->nc);
                 d->nc = NULL;
         }
         bool moved = !same_text(d->settings->accounts_file, s->accounts_file);
+        bool resync_changed = d->settings->resync_interval_usec != s->resync_interval_usec;
         log_set_max_priority((int)s->log_level);
         settings_free(d->settings);
         d->settings = s;
+        if (resync_changed)
+                arm_resync(d);
         if (moved) {
                 log_notice("accounts file is now %s", s->accounts_file);
                 int r = setup_watch(d);
@@ -571,9 +582,16 @@ static int on_resync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
         d->need_full = true;
         schedule_pass(d);
+        arm_resync(d);
+        return 0;
+}
+
+/* The next resync one interval from now; none when the interval is 0. */
+static void arm_resync(struct daemon *d) {
         if (d->settings->resync_interval_usec)
                 arm_timer(d, &d->resync_src, d->settings->resync_interval_usec, on_resync_timer);
-        return 0;
+        else if (d->resync_src)
+                sd_event_source_set_enabled(d->resync_src, SD_EVENT_OFF);
 }
 
 /* One version of a file: a rename brings a new inode, a write a new mtime. */
@@ -808,8 +826,7 @@ int daemon_run(const char *config_path) {
         if (!d.file_st_known || stat(d.settings->accounts_file, &watched_st) < 0 ||
             !same_file_version(&d.file_st, &watched_st))
                 d.file_changed = true;
-        if (d.settings->resync_interval_usec)
-                arm_timer(&d, &d.resync_src, d.settings->resync_interval_usec, on_resync_timer);
+        arm_resync(&d);
         log_info("nats-accountd %s: %zu accounts from %s, servers %s", VERSION, d.accounts->n,
                  d.settings->accounts_file, d.settings->servers);
         status(&d, "starting");

@@ -608,6 +608,56 @@ class DaemonTest(unittest.TestCase):
         i, _, _ = self.daemon.wait_line(r"^debug: pass \d+ started \(full\)", since, timeout=5)
         self.assertTrue(self.daemon.running())
 
+    def test_reload_applies_a_new_resync_interval_at_once(self):
+        self.sb.set_setting("resync_interval", "0")
+        self.start_daemon()
+        since = self.daemon.mark()
+        time.sleep(1.5)
+        self.assertEqual(self.daemon.passes(since), [], "no resync with resync_interval = 0")
+
+        self.sb.set_setting("resync_interval", "1s")
+        self.daemon.signal(signal.SIGHUP)
+        i, _, _ = self.daemon.wait_line(r"^reloading on SIGHUP$", since, timeout=5)
+        reload_pass = self.daemon.wait_pass_after(i)
+        # Two more full passes from the timer alone, about a second apart.
+        j, _, _ = self.daemon.wait_line(r"^debug: pass %d started \(full\)$" % (reload_pass["n"] + 1), i, timeout=5)
+        self.daemon.wait_line(r"^debug: pass %d started \(full\)$" % (reload_pass["n"] + 2), j, timeout=5)
+
+        self.sb.set_setting("resync_interval", "0")
+        mark = self.daemon.mark()
+        self.daemon.signal(signal.SIGHUP)
+        i, _, _ = self.daemon.wait_line(r"^reloading on SIGHUP$", mark, timeout=5)
+        self.daemon.wait_pass_after(i)
+        self.daemon.wait_quiet(i, quiet=0.3)
+        quiet_from = self.daemon.mark()
+        time.sleep(2.5)
+        self.assertEqual(self.daemon.passes(quiet_from), [], "resync_interval = 0 again stops the timer:\n" +
+                         self.daemon.text(mark))
+        self.assertNoErrors()
+
+    def test_reload_refuses_a_mode_change_and_bad_secrets(self):
+        self.start_daemon()
+        self.key_of("APP")
+        since = self.daemon.mark()
+        self.sb.set_setting("mode", "config")
+        self.daemon.signal(signal.SIGHUP)
+        self.daemon.wait_line(r"^error: .*nats-accountd\.conf: mode cannot change on reload \(operator -> config\); "
+                              r"restart the service to switch; keeping the running settings$", since, timeout=5)
+        self.sb.set_setting("mode", "operator")
+
+        mark = self.daemon.mark()
+        os.chmod(self.sb.sys_creds, 0o644)
+        self.daemon.signal(signal.SIGHUP)
+        self.daemon.wait_line(r"^error: .*sys\.creds is readable by group or others .*; keeping the running settings$",
+                              mark, timeout=5)
+        os.chmod(self.sb.sys_creds, 0o600)
+
+        # Still the operator-mode daemon it was: an edit is applied.
+        mark = self.daemon.mark()
+        self.save(self.example_with(14))
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 14$", mark, timeout=5)
+        self.assertEqual(self.daemon.stop(), 0)
+
     def test_sigterm_exits_zero_promptly(self):
         self.start_daemon()
         since = self.daemon.mark()
