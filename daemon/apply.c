@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "jwt.h"
+#include "observe-parse.h"
 #include "secrets.h"
 #include "statedir.h"
 #include "util.h"
@@ -19,8 +20,9 @@ struct push {
         struct js_state js; /* the JetStream limits its claims hold */
         int64_t iat;
         char *subject;
-        size_t ok;      /* servers that answered "jwt updated" */
-        char *failure;  /* first server error */
+        size_t ok;          /* servers that answered "jwt updated" */
+        uint8_t *answered;  /* per server of the observation: 0 not yet, 1 updated, 2 refused */
+        char *failure;      /* first server error */
 };
 
 struct push_ctx {
@@ -33,34 +35,96 @@ struct push_ctx {
         size_t *creates;
         size_t n_creates, written, synced;
         const char **subjects; /* the pipeline's, filled as each push is made */
+        const struct observed *obs; /* its servers are the ones that must answer */
+        size_t n_ignored;           /* replies not counted (malformed, unknown server, other account) */
+        char *first_ignored;
 };
 
-static void on_reply(void *userdata, size_t index, const char *data, size_t len) {
+static ptrdiff_t server_index(const struct observed *o, const char *id) {
+        for (size_t s = 0; s < o->n_servers; s++)
+                if (strcmp(o->servers[s].id, id) == 0)
+                        return (ptrdiff_t)s;
+        return -1;
+}
+
+static void ignore_reply(struct push_ctx *ctx, char *why) {
+        if (ctx->n_ignored++ == 0)
+                ctx->first_ignored = why;
+        else
+                free(why);
+}
+
+/* Each reply is attributed: to a server of the observation (by its id, once
+ * per server) and to the pushed account. A duplicate or a reply about another
+ * account never stands in for a server that stayed silent. */
+static bool on_reply(void *userdata, size_t index, const char *data, size_t len) {
         struct push_ctx *ctx = userdata;
         struct push *p = &ctx->pushes[index];
-        json_error_t jerr;
-        json_t *doc = json_loadb(data, len, 0, &jerr);
-        const char *server = json_string_value(json_object_get(json_object_get(doc, "server"), "name"));
-        json_t *d = json_object_get(doc, "data");
-        json_t *e = json_object_get(doc, "error");
-        if (json_is_object(d) && json_integer_value(json_object_get(d, "code")) == 200) {
-                p->ok++;
-        } else if (!p->failure) {
-                const char *desc = json_string_value(json_object_get(e, "description"));
-                if (!doc)
-                        p->failure = xasprintf("unreadable reply to CLAIMS.UPDATE: %s", jerr.text);
-                else
-                        p->failure = xasprintf("server %s: %s", server ? server : "?",
-                                               desc ? desc : "unexpected reply to CLAIMS.UPDATE");
+        struct update_reply r;
+        char *why = NULL;
+        if (observe_parse_update_reply(data, len, &r, &why) < 0) {
+                ignore_reply(ctx, xasprintf("%s: %s", p->subject, why));
+                free(why);
+        } else {
+                ptrdiff_t s = server_index(ctx->obs, r.server_id);
+                if (s < 0)
+                        ignore_reply(ctx, xasprintf("%s: server %s is not one of the %zu servers observed",
+                                                    p->subject, r.server_id, ctx->obs->n_servers));
+                else if (r.account[0] && strcmp(r.account, p->entry->key) != 0)
+                        ignore_reply(ctx, xasprintf("%s: server %s answered about account %s", p->subject,
+                                                    r.server_id, r.account));
+                else if (p->answered[s] == 0) {
+                        p->answered[s] = r.ok ? 1 : 2;
+                        if (r.ok)
+                                p->ok++;
+                        else if (!p->failure)
+                                p->failure = xasprintf("server %s: %s", ctx->obs->servers[s].name
+                                                                                ? ctx->obs->servers[s].name
+                                                                                : r.server_id,
+                                                       r.error);
+                }
+                update_reply_clear(&r);
         }
-        json_decref(doc);
+        for (size_t s = 0; s < ctx->obs->n_servers; s++)
+                if (!p->answered[s])
+                        return false;
+        return true;
+}
+
+/* "c3 (NABC...), c4 (...)": the servers that have not confirmed the push. */
+static char *silent_servers(const struct push_ctx *ctx, const struct push *p) {
+        char *list = xstrdup("");
+        size_t listed = 0;
+        for (size_t s = 0; s < ctx->obs->n_servers; s++) {
+                if (p->answered[s])
+                        continue;
+                const struct server_info *si = &ctx->obs->servers[s];
+                char *next = listed < 3 ? xasprintf("%s%s%s (%s)", list, listed ? ", " : "", si->name ? si->name : "?",
+                                                    si->id)
+                                        : listed == 3 ? xasprintf("%s, ...", list) : NULL;
+                listed++;
+                if (next) {
+                        free(list);
+                        list = next;
+                }
+        }
+        return list;
+}
+
+static char *unconfirmed(const struct push_ctx *ctx, const struct push *p, const char *what) {
+        char *silent = silent_servers(ctx, p);
+        char *msg = xasprintf("%zu of %zu servers confirmed the update%s%s; no reply from %s%s%s", p->ok,
+                              ctx->obs->n_servers, what[0] ? " " : "", what, silent,
+                              ctx->n_ignored ? "; ignored replies, first: " : "", ctx->n_ignored ? ctx->first_ignored : "");
+        free(silent);
+        return msg;
 }
 
 static void on_timeout(void *userdata, size_t index, size_t got) {
         struct push_ctx *ctx = userdata;
         struct push *p = &ctx->pushes[index];
         if (!p->failure)
-                p->failure = xasprintf("only %zu server%s answered the update in time", got, got == 1 ? "" : "s");
+                p->failure = unconfirmed(ctx, p, "in time");
 }
 
 static int64_t now_seconds(void) {
@@ -285,7 +349,8 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
 
         struct push *pushes = xcalloc(n, sizeof(*pushes));
         const char **subjects = xcalloc(n, sizeof(*subjects));
-        struct push_ctx ctx = { .pushes = pushes, .signer = signer, .s = s, .subjects = subjects };
+        uint8_t *answered = xcalloc(n * obs->n_servers, 1);
+        struct push_ctx ctx = { .pushes = pushes, .signer = signer, .s = s, .subjects = subjects, .obs = obs };
         ctx.creates = xcalloc(creates ? creates : 1, sizeof(*ctx.creates));
         char *dir_err = NULL;
         bool dir_ok = !creates || statedir_ensure(s->state_dir, &dir_err) == 0;
@@ -296,6 +361,7 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                 struct push *ps = &pushes[k];
                 ps->entry = &p->v[i];
                 ps->create = -1;
+                ps->answered = answered + k * obs->n_servers;
                 if (ps->entry->action != PLAN_CREATE)
                         ps->subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", ps->entry->key);
                 else if (!dir_ok)
@@ -315,7 +381,7 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                 .n = n,
                 .subjects = subjects,
                 .make_payload = make_payload,
-                .want = obs->n_servers ? obs->n_servers : 1,
+                .want = obs->n_servers,
                 .window = APPLY_WINDOW,
                 .timeout_usec = s->request_timeout_usec,
                 /* A server that died mid-run: stop instead of waiting out every push. */
@@ -327,9 +393,8 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
         int r = natsconn_pipeline_run(c, &pl, err);
         if (r == 0) {
                 for (size_t i = 0; i < n; i++)
-                        if (!pushes[i].failure && pushes[i].ok < pl.want)
-                                pushes[i].failure = xasprintf("only %zu of %zu servers confirmed the update",
-                                                              pushes[i].ok, pl.want);
+                        if (!pushes[i].failure && pushes[i].ok < obs->n_servers)
+                                pushes[i].failure = unconfirmed(&ctx, &pushes[i], "");
                 for (size_t i = 0; i < n; i++)
                         if (!pushes[i].failure)
                                 commit_observed(obs, &pushes[i]);
@@ -349,6 +414,8 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
         }
         free(pushes);
         free(subjects);
+        free(answered);
         free(ctx.creates);
+        free(ctx.first_ignored);
         return r;
 }

@@ -584,10 +584,11 @@ static void pipeline_dispatch(struct pipeline_run *run, natsMsg *m) {
         size_t i;
         if (!reply_index(run, natsMsg_GetSubject(m), &i) || run->state[i] != REQ_IN_FLIGHT)
                 return;
-        run->got[i]++;
-        if (p->on_reply)
-                p->on_reply(p->userdata, i, msg_data(m), (size_t)natsMsg_GetDataLength(m));
-        if (run->got[i] >= p->want) {
+        if (run->got[i] < UINT32_MAX)
+                run->got[i]++;
+        bool complete = p->on_reply ? p->on_reply(p->userdata, i, msg_data(m), (size_t)natsMsg_GetDataLength(m))
+                                    : run->got[i] >= p->want;
+        if (complete) {
                 run->state[i] = REQ_DONE;
                 run->in_flight--;
                 run->short_in_a_row = 0;

@@ -68,11 +68,14 @@ void natsconn_replies_free(struct nats_reply *r, size_t n);
 
 /* Many requests at once: request i goes to subjects[i] with payload[i]; each
  * expects `want` replies. At most `window` requests are in flight. on_reply is
- * called on the caller's thread for every reply (with the request index);
- * requests still short of `want` replies after timeout_usec since their
- * publication are reported with on_timeout. Returns 0 or negative errno (the
- * connection failed; requests not yet reported then get no callback). Callbacks
- * must not use c. want must be >= 1; window 0 means a default. */
+ * called on the caller's thread for every reply (with the request index) and
+ * says whether the request is complete: the caller attributes each reply (to
+ * the server that sent it) and counts a duplicate only once. Without
+ * on_reply, a request is complete after `want` replies. Requests not complete
+ * timeout_usec after their publication are reported with on_timeout (got =
+ * replies received). Returns 0 or negative errno (the connection failed;
+ * requests not yet reported then get no callback). Callbacks must not use c.
+ * want must be >= 1; window 0 means a default. */
 struct natsconn_pipeline {
         size_t n;
         const char *const *subjects;
@@ -86,7 +89,7 @@ struct natsconn_pipeline {
         size_t want;
         size_t window;
         uint64_t timeout_usec;
-        void (*on_reply)(void *userdata, size_t index, const char *data, size_t len);
+        bool (*on_reply)(void *userdata, size_t index, const char *data, size_t len);
         void (*on_timeout)(void *userdata, size_t index, size_t got);
         void *userdata;
         /* A server that stops answering mid-run makes every later request wait

@@ -8,6 +8,9 @@
 
 #define OBSERVE_REPLY_MAX (64u * 1024 * 1024) /* nats-server's max_payload ceiling */
 #define OBSERVE_JWT_MAX (1024u * 1024)
+/* A CLAIMS.UPDATE reply is a small status object: nothing legitimate comes
+ * near this. */
+#define OBSERVE_UPDATE_REPLY_MAX (64u * 1024)
 
 /* An account JWT as the resolver holds it: claims decoded without checking the
  * signature, sub must equal key, nats.type must be "account". Fills key, name,
@@ -38,6 +41,20 @@ struct loaded_accounts {
 int observe_parse_accountz(const char *data, size_t len, struct loaded_accounts *out, char **why);
 bool loaded_accounts_has(const struct loaded_accounts *l, const char *key);
 void loaded_accounts_clear(struct loaded_accounts *l);
+
+/* One reply to $SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE: which server answered,
+ * about which account, and whether it stored the JWT ({"data":{"account",
+ * "code":200,...}}) or refused it ({"error":{"account","code","description"}}).
+ * account is "" when the server did not name one ("n/a"). 0, or -EBADMSG. */
+struct update_reply {
+        char server_id[NKEY_PUBLIC_LEN + 1];
+        char *server_name; /* may be NULL */
+        char account[NKEY_PUBLIC_LEN + 1];
+        bool ok;
+        char *error; /* the server's description when !ok */
+};
+int observe_parse_update_reply(const char *data, size_t len, struct update_reply *out, char **why);
+void update_reply_clear(struct update_reply *r);
 
 void observed_account_clear(struct observed_account *a);
 void server_info_clear(struct server_info *s);

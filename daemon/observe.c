@@ -528,6 +528,64 @@ out:
         return ret;
 }
 
+void update_reply_clear(struct update_reply *r) {
+        if (!r)
+                return;
+        free(r->server_name);
+        free(r->error);
+        memset(r, 0, sizeof(*r));
+}
+
+int observe_parse_update_reply(const char *data, size_t len, struct update_reply *out, char **why) {
+        memset(out, 0, sizeof(*out));
+        if (len > OBSERVE_UPDATE_REPLY_MAX) {
+                set_why(why, xasprintf("reply of %zu bytes is too large for a CLAIMS.UPDATE reply", len));
+                return -EBADMSG;
+        }
+        json_t *root = reply_load(data, len, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        if (reply_server_id(root, NULL, out->server_id, why) < 0)
+                goto out;
+        const json_t *d = json_object_get(root, "data"), *e = json_object_get(root, "error");
+        const json_t *body = json_is_object(d) ? d : e;
+        if (!json_is_object(body) || (json_is_object(d) && json_is_object(e))) {
+                set_why(why, xstrdup("reply has not exactly one of \"data\" and \"error\""));
+                goto out;
+        }
+        const char *account = json_str(body, "account");
+        if (account && !str_eq(account, "n/a")) {
+                if (strlen(account) != NKEY_PUBLIC_LEN || !account_key_shape(account)) {
+                        set_why(why, xasprintf("account \"%.60s\" is not an account public key", account));
+                        goto out;
+                }
+                memcpy(out->account, account, NKEY_PUBLIC_LEN + 1);
+        }
+        int64_t code = 0;
+        bool have_code = json_int64(json_object_get(body, "code"), &code);
+        if (body == d) {
+                if (!have_code || code != 200 || !out->account[0]) {
+                        set_why(why, xasprintf("data has code %lld and account %s, not 200 and the account",
+                                               (long long)code, out->account[0] ? out->account : "(none)"));
+                        goto out;
+                }
+                out->ok = true;
+        } else {
+                const char *desc = json_str(e, "description");
+                out->error = xasprintf("%s%s(code %lld)", desc && desc[0] ? desc : "", desc && desc[0] ? " " : "",
+                                       (long long)code);
+        }
+        const char *name = json_str(json_object_get(root, "server"), "name");
+        out->server_name = name ? xstrndup(name, 256) : NULL;
+        ret = 0;
+out:
+        json_decref(root);
+        if (ret < 0)
+                update_reply_clear(out);
+        return ret;
+}
+
 static int cmp_key(const void *a, const void *b) {
         return strcmp(a, b);
 }
@@ -936,17 +994,30 @@ struct lookup_ctx {
         const char *const *keys;
         const char **subjects;
         struct observed_account *best; /* per key; key[0] == 0 until a reply */
+        size_t *replies;               /* per key, empty ones included */
+        size_t want;
         struct bad_replies bad;
 };
 
-static void lookup_reply(void *userdata, size_t i, const char *data, size_t len) {
+/* A LOOKUP reply carries no server identity (the raw JWT), so replies are
+ * counted, not attributed: enough to stop waiting, and to see that fewer
+ * servers than there are hold the JWT. */
+static bool lookup_reply(void *userdata, size_t i, const char *data, size_t len) {
         struct lookup_ctx *x = userdata;
+        x->replies[i]++;
+        bool complete = x->replies[i] >= x->want;
+        /* nats-server >= 2.10 answers an account it does not hold with an
+         * empty message (2.9 stays silent): not malformed, just not here. */
+        if (len == 0)
+                return complete;
         struct observed_account a;
         char *why = NULL;
         if (observe_parse_account_jwt(x->keys[i], data, len, &a, &why) < 0) {
                 bad_reply(&x->bad, x->subjects[i], why);
-                return;
+                return complete;
         }
+        x->best[i].holders++;
+        size_t holders = x->best[i].holders;
         /* Servers of a cluster may differ for a moment: keep the newest. */
         if (!x->best[i].key[0] || a.iat > x->best[i].iat) {
                 observed_account_clear(&x->best[i]);
@@ -954,6 +1025,8 @@ static void lookup_reply(void *userdata, size_t i, const char *data, size_t len)
         } else {
                 observed_account_clear(&a);
         }
+        x->best[i].holders = holders;
+        return complete;
 }
 
 int observe_lookup(struct natsconn *c, struct observed *o, const char *const *keys, size_t n, char **err) {
@@ -966,9 +1039,10 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                 return 0;
         static const char *const suffix[] = { "CLAIMS.LOOKUP" };
         char *buf = NULL;
-        struct lookup_ctx x = { .keys = keys };
+        struct lookup_ctx x = { .keys = keys, .want = o->n_servers ? o->n_servers : 1 };
         x.subjects = account_subjects(NULL, keys, n, suffix, 1, &buf);
         x.best = xcalloc(n, sizeof(*x.best));
+        x.replies = xcalloc(n, sizeof(*x.replies));
         uint64_t timeout = natsconn_request_timeout(c);
         struct natsconn_pipeline p = {
                 .n = n,
@@ -1002,6 +1076,7 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                                 cur->jwt = x.best[i].jwt;
                                 cur->js = x.best[i].js;
                                 cur->iat = x.best[i].iat;
+                                cur->holders = x.best[i].holders;
                                 memcpy(cur->issuer, x.best[i].issuer, sizeof(cur->issuer));
                                 memset(&x.best[i], 0, sizeof(x.best[i]));
                         } else {
@@ -1022,6 +1097,7 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
         for (size_t i = 0; i < n; i++)
                 observed_account_clear(&x.best[i]);
         free(x.best);
+        free(x.replies);
         free(x.bad.first);
         free(x.subjects);
         free(buf);
@@ -1043,7 +1119,8 @@ struct state_acct {
 
 struct state_ctx {
         size_t n;
-        bool jsz_only; /* every request is a JSZ */
+        size_t n_servers; /* known ones: the first slots of each account */
+        bool jsz_only;    /* every request is a JSZ */
         struct state_acct *accts;
         const char **subjects;
         struct bad_replies bad;
@@ -1061,7 +1138,16 @@ static struct state_slot *state_slot(struct state_acct *a, const char *server_id
         return s;
 }
 
-static void state_reply(void *userdata, size_t index, const char *data, size_t len) {
+/* Every known server answered this request (INFO or JSZ) of the account:
+ * by server id, so a duplicate cannot stand in for a silent server. */
+static bool state_complete(const struct state_ctx *x, const struct state_acct *a, bool jsz) {
+        for (size_t s = 0; s < x->n_servers; s++)
+                if (!(jsz ? a->v[s].jsz_seen : a->v[s].info_seen))
+                        return false;
+        return true;
+}
+
+static bool state_reply(void *userdata, size_t index, const char *data, size_t len) {
         struct state_ctx *x = userdata;
         bool jsz = x->jsz_only || index >= x->n;
         struct state_acct *a = &x->accts[index >= x->n ? index - x->n : index];
@@ -1070,7 +1156,7 @@ static void state_reply(void *userdata, size_t index, const char *data, size_t l
         int r = jsz ? observe_parse_jsz(data, len, &st, &why) : observe_parse_info(data, len, &st, &why);
         if (r < 0) {
                 bad_reply(&x->bad, x->subjects[index], why);
-                return;
+                return state_complete(x, a, jsz);
         }
         struct state_slot *s = state_slot(a, st.server_id);
         if (jsz) {
@@ -1089,6 +1175,7 @@ static void state_reply(void *userdata, size_t index, const char *data, size_t l
                 free(s->info_error);
                 s->info_error = st.error;
         }
+        return state_complete(x, a, jsz);
 }
 
 /* One server's JSZ answer goes into the account's entry for that server, which
@@ -1124,7 +1211,7 @@ static int accounts_state_run(struct natsconn *c, struct observed *o, struct obs
         const char *const *suffixes = info ? both : jsz_only;
         size_t n_suffixes = info && jsz ? 2 : 1;
         char *buf = NULL;
-        struct state_ctx x = { .n = n, .jsz_only = !info };
+        struct state_ctx x = { .n = n, .n_servers = o->n_servers, .jsz_only = !info };
         x.subjects = account_subjects(accts, NULL, n, suffixes, n_suffixes, &buf);
         x.accts = xcalloc(n, sizeof(*x.accts));
         for (size_t i = 0; i < n; i++) {

@@ -34,6 +34,9 @@ struct observed_account {
         struct js_state js;
         int64_t iat;
         char issuer[NKEY_PUBLIC_LEN + 1];
+        /* Servers that answered CLAIMS.LOOKUP with a JWT for it (0: not
+         * looked up; CLAIMS.PACK comes from one server only). */
+        size_t holders;
         /* Filled by observe_accounts_state for the accounts asked. */
         struct server_account_state *servers;
         size_t n_servers;

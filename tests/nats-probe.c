@@ -12,6 +12,10 @@
  *   resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT
  *       Add a stream export SUBJECT to the account JWT, re-sign it with the seed
  *       (iat = old iat + 1) and print it: another tool editing the account.
+ *   forge-update-replies CREDS URL SERVER_ID
+ *       A hostile responder: answer every $SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE
+ *       with "jwt updated" in the name of SERVER_ID, until killed. Prints
+ *       "ready" once subscribed.
  *   gen-seed operator|account|user
  *       Print a fresh seed.
  *   pubkey-of-seed SEED_FILE
@@ -284,6 +288,47 @@ static int cmd_resign_add_export(int argc, char **argv) {
         return 0;
 }
 
+static int cmd_forge_update_replies(int argc, char **argv) {
+        if (argc != 4)
+                return fail("%s", "usage: forge-update-replies CREDS URL SERVER_ID");
+        natsConnection *nc = NULL;
+        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
+                return 2;
+        natsSubscription *sub = NULL;
+        natsStatus st = natsConnection_SubscribeSync(&sub, nc, "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE");
+        if (st == NATS_OK)
+                st = natsConnection_Flush(nc);
+        if (st != NATS_OK) {
+                natsConnection_Destroy(nc);
+                return fail("cannot subscribe: %s", natsStatus_GetText(st));
+        }
+        puts("ready");
+        fflush(stdout);
+        for (;;) {
+                natsMsg *m = NULL;
+                st = natsSubscription_NextMsg(&m, sub, 60000);
+                if (st == NATS_TIMEOUT)
+                        continue;
+                if (st != NATS_OK)
+                        break;
+                const char *subject = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
+                char key[57] = "";
+                if (strlen(subject) > 17 + 56)
+                        memcpy(key, subject + 17, 56);
+                char *body = xasprintf("{\"data\":{\"account\":\"%s\",\"code\":200,\"message\":\"jwt updated\"},"
+                                       "\"server\":{\"name\":\"forged\",\"id\":\"%s\"}}",
+                                       key, argv[3]);
+                if (reply)
+                        natsConnection_PublishString(nc, reply, body);
+                natsConnection_Flush(nc);
+                free(body);
+                natsMsg_Destroy(m);
+        }
+        natsSubscription_Destroy(sub);
+        natsConnection_Destroy(nc);
+        return 0;
+}
+
 static int cmd_gen_seed(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -326,6 +371,7 @@ int main(int argc, char **argv) {
                 { "gather", cmd_gather, true },
                 { "publish-acked", cmd_publish_acked, true },
                 { "resign-add-export", cmd_resign_add_export, false },
+                { "forge-update-replies", cmd_forge_update_replies, true },
                 { "gen-seed", cmd_gen_seed, false },
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };

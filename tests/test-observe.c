@@ -691,6 +691,63 @@ static void test_key_trusted(void **state) {
         observed_free(o);
 }
 
+/* CLAIMS.UPDATE replies as 2.9.10 sends them (NATS-FACTS.md), and forgeries. */
+static const char UPDATE_OK[] =
+        "{\"data\":{\"account\":\"" ACC0 "\",\"code\":200,\"message\":\"jwt updated\"},\"server\":{\"name\":\"c0\","
+        "\"host\":\"127.0.0.1\",\"id\":\"" C0_ID "\",\"cluster\":\"C\",\"ver\":\"2.9.10\",\"seq\":94,\"jetstream\":true,"
+        "\"time\":\"2026-11-25T13:37:08.9Z\"}}";
+static const char UPDATE_REFUSED[] =
+        "{\"error\":{\"account\":\"n/a\",\"code\":500,\"description\":\"jwt update resulted in error - expected 3 "
+        "chunks\"},\"server\":{\"name\":\"c2\",\"host\":\"127.0.0.1\",\"id\":\"" C2_ID "\",\"ver\":\"2.9.10\"}}";
+
+static void test_update_reply(void **state) {
+        struct update_reply r;
+        char *why = NULL;
+        assert_int_equal(observe_parse_update_reply(UPDATE_OK, strlen(UPDATE_OK), &r, &why), 0);
+        assert_true(r.ok);
+        assert_string_equal(r.server_id, C0_ID);
+        assert_string_equal(r.server_name, "c0");
+        assert_string_equal(r.account, ACC0);
+        assert_null(r.error);
+        update_reply_clear(&r);
+
+        assert_int_equal(observe_parse_update_reply(UPDATE_REFUSED, strlen(UPDATE_REFUSED), &r, &why), 0);
+        assert_false(r.ok);
+        assert_string_equal(r.server_id, C2_ID);
+        assert_string_equal(r.account, ""); /* "n/a" */
+        assert_string_equal(r.error, "jwt update resulted in error - expected 3 chunks (code 500)");
+        update_reply_clear(&r);
+
+        static const char *const bad[][2] = {
+                { "{\"data\":{\"account\":\"" ACC0 "\",\"code\":200}}", "server.id" },
+                { HDR "\"data\":{\"account\":\"" ACC0 "\",\"code\":201}}", "not 200" },
+                { HDR "\"data\":{\"code\":200}}", "not 200 and the account" },
+                { HDR "\"data\":{\"account\":\"ABC\",\"code\":200}}", "not an account public key" },
+                { HDR "\"data\":{\"account\":\"" ACC0 "\",\"code\":200},\"error\":{}}", "exactly one" },
+                { HDR "\"message\":\"jwt updated\"}", "exactly one" },
+                { "{\"server\":{\"id\":\"" ACC0 "\"},\"data\":{\"account\":\"" ACC0 "\",\"code\":200}}",
+                  "not a server public key" },
+                { "[1]", "not a JSON object" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(observe_parse_update_reply(bad[i][0], strlen(bad[i][0]), &r, &why), -EBADMSG);
+                if (!strstr(why, bad[i][1]))
+                        fail_msg("%s: \"%s\" does not mention \"%s\"", bad[i][0], why, bad[i][1]);
+                free(why);
+                why = NULL;
+        }
+        /* Bounded: a status object is small. */
+        size_t big = OBSERVE_UPDATE_REPLY_MAX + 1;
+        char *padded = xmalloc(big + 1);
+        memset(padded, ' ', big);
+        memcpy(padded, UPDATE_OK, strlen(UPDATE_OK));
+        padded[big] = 0;
+        assert_int_equal(observe_parse_update_reply(padded, big, &r, &why), -EBADMSG);
+        assert_non_null(strstr(why, "too large"));
+        free(why);
+        free(padded);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_varz_cluster),
@@ -706,6 +763,7 @@ int main(void) {
                 cmocka_unit_test(test_account_jwt),
                 cmocka_unit_test(test_index),
                 cmocka_unit_test(test_key_trusted),
+                cmocka_unit_test(test_update_reply),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
