@@ -177,6 +177,21 @@ static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err
                 claims = jwt_account_claims_new(e->key, d->name);
                 p->iat = now_seconds();
         } else {
+                int64_t now = now_seconds();
+                /* Only claims whose JWT verified are ever signed with our key. */
+                if (e->obs->untrusted) {
+                        *err = xasprintf("not re-signing account %s: %s", e->obs->key, e->obs->untrusted);
+                        return NULL;
+                }
+                /* Servers keep the newest JWT; ours must be newer than the one it
+                 * replaces, without following a far-future iat (observe refuses
+                 * those): never more than the skew ahead of the clock. */
+                if (e->obs->iat >= now + OBSERVE_FUTURE_SKEW_SEC) {
+                        *err = xasprintf("the account's current JWT was issued %lld s in the future; not pushing one "
+                                         "later still",
+                                         (long long)(e->obs->iat - now));
+                        return NULL;
+                }
                 claims = observed_account_claims(e->obs);
                 if (!claims) {
                         *err = xstrdup(e->obs->jwt ? "the account's current claims could not be decoded"
@@ -184,8 +199,6 @@ static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err
                                                      "CLAIMS.LOOKUP in time)");
                         return NULL;
                 }
-                int64_t now = now_seconds();
-                /* Servers keep the newest JWT; ours must be newer than the one it replaces. */
                 p->iat = now > e->obs->iat ? now : e->obs->iat + 1;
         }
         if (d->js != JS_UNMANAGED)

@@ -451,11 +451,11 @@ static int incremental_pass(struct daemon *d, struct pass_result *res) {
                         continue; /* removed from the file: left as it is */
                 sub.v[sub.n++] = *decl;
                 const struct observed_account *oa = NULL;
-                size_t first = 0;
+                size_t n_trusted, n_untrusted;
                 if (decl->key[0])
                         oa = observed_find_key(d->obs, decl->key);
-                else if (observed_find_name(d->obs, decl->name, &first) == 1)
-                        oa = &d->obs->accounts[d->obs->by_name[first]];
+                else
+                        oa = observed_find_trusted_name(d->obs, decl->name, &n_trusted, &n_untrusted);
                 if (oa)
                         keys[nkeys++] = oa->key;
                 else

@@ -2,11 +2,15 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "jwt.h"
 #include "observe-parse.h"
 #include "util.h"
 
@@ -31,6 +35,8 @@
  * the full deadline: keep it short. A late reply only leaves o as it was. */
 #define LOOKUP_TIMEOUT_USEC (500u * 1000)
 #define TRUSTED_KEYS_MAX 4096
+#define LOOKUP_DIGEST_LEN 16
+#define PACK_VERIFY_THREADS 2
 #define STATE_WINDOW 512
 /* Above this many accounts, which ones each server has loaded is asked once
  * per server (ACCOUNTZ), and INFO only of those some server has: the others
@@ -146,6 +152,7 @@ void observed_account_clear(struct observed_account *a) {
         if (!a->name_pooled)
                 free(a->name);
         free(a->jwt);
+        free(a->untrusted);
         for (size_t i = 0; i < a->n_servers; i++)
                 free(a->servers[i].error);
         free(a->servers);
@@ -166,8 +173,17 @@ static bool account_key_shape(const char *key) {
         return key[NKEY_PUBLIC_LEN] == 0;
 }
 
-int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out,
-                              char **why) {
+static char *verify_verdict(const char *jwt, size_t len, const char *issuer) {
+        char *verr = NULL, *verdict = NULL;
+        if (jwt_verify(jwt, len, issuer, &verr) < 0)
+                verdict = xasprintf("its JWT is not genuine: %s", verr);
+        free(verr);
+        return verdict;
+}
+
+/* verify: check the signature here; otherwise the caller does (pack_verifier). */
+static int parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out, char **why,
+                             bool verify) {
         if (!account_key_shape(key)) {
                 set_why(why, xasprintf("\"%.60s\" is not an account public key", key));
                 return -EBADMSG;
@@ -222,8 +238,17 @@ int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, stru
         out->jwt = xstrndup(jwt, len);
         js_state_from_claims(claims, &out->js);
         out->iat = iat;
+        /* Well-formed, but is it genuine? A forged or altered JWT is kept (to
+         * be reported), never used. */
+        if (verify)
+                out->untrusted = verify_verdict(out->jwt, len, out->issuer);
         json_decref(claims);
         return 0;
+}
+
+int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out,
+                              char **why) {
+        return parse_account_jwt(key, jwt, len, out, why, true);
 }
 
 json_t *observed_account_claims(const struct observed_account *a) {
@@ -240,8 +265,8 @@ json_t *observed_account_claims(const struct observed_account *a) {
         return claims;
 }
 
-int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
-                           char **why) {
+static int parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
+                          char **why, bool verify) {
         size_t first = *n;
         const char *p = data, *end = data + len;
         while (p < end) {
@@ -264,7 +289,7 @@ int observe_parse_pack_msg(const char *data, size_t len, struct observed_account
                                 *v = xreallocarray(*v, *cap, sizeof(**v));
                         }
                         const char *jwt = bar + 1;
-                        if (observe_parse_account_jwt(key, jwt, line_len - NKEY_PUBLIC_LEN - 1, &(*v)[*n], why) < 0)
+                        if (parse_account_jwt(key, jwt, line_len - NKEY_PUBLIC_LEN - 1, &(*v)[*n], why, verify) < 0)
                                 goto fail;
                         (*n)++;
                 }
@@ -275,6 +300,11 @@ fail:
         while (*n > first)
                 observed_account_clear(&(*v)[--*n]);
         return -EBADMSG;
+}
+
+int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
+                           char **why) {
+        return parse_pack_msg(data, len, v, n, cap, why, true);
 }
 
 /* ---- replies of the system API ---- */
@@ -645,6 +675,13 @@ void loaded_accounts_clear(struct loaded_accounts *l) {
 
 /* ---- the observed set ---- */
 
+/* Of two JWTs for one key: a trusted one before an untrusted one, then the newer. */
+static bool account_preferred(const struct observed_account *a, const struct observed_account *than) {
+        if (!a->untrusted != !than->untrusted)
+                return !a->untrusted;
+        return a->iat > than->iat;
+}
+
 static int cmp_account_key(const void *a, const void *b) {
         return strcmp(((const struct observed_account *)a)->key, ((const struct observed_account *)b)->key);
 }
@@ -677,7 +714,7 @@ void observed_reindex(struct observed *o) {
         size_t w = 0;
         for (size_t r = 0; r < o->n_accounts; r++) {
                 if (w > 0 && strcmp(o->accounts[w - 1].key, o->accounts[r].key) == 0) {
-                        if (o->accounts[r].iat > o->accounts[w - 1].iat) {
+                        if (account_preferred(&o->accounts[r], &o->accounts[w - 1])) {
                                 observed_account_clear(&o->accounts[w - 1]);
                                 o->accounts[w - 1] = o->accounts[r];
                         } else {
@@ -758,6 +795,41 @@ bool observed_key_trusted(const struct observed *o, const char *key, char **why)
         return true;
 }
 
+void observed_account_vet(const struct observed *o, struct observed_account *a, int64_t now) {
+        if (a->untrusted)
+                return;
+        if (!observed_key_trusted(o, a->issuer, NULL))
+                a->untrusted = xasprintf("its JWT is signed by %s, which is neither the operator nor one of its signing "
+                                         "keys as the servers report them",
+                                         a->issuer);
+        else if (a->iat > now + OBSERVE_FUTURE_SKEW_SEC)
+                a->untrusted = xasprintf("its JWT was issued %lld s in the future (iat %lld): the clock of this host or "
+                                         "of whoever signed it is wrong",
+                                         (long long)(a->iat - now), (long long)a->iat);
+}
+
+void observed_vet(struct observed *o, int64_t now) {
+        for (size_t i = 0; i < o->n_accounts; i++)
+                observed_account_vet(o, &o->accounts[i], now);
+}
+
+struct observed_account *observed_find_trusted_name(const struct observed *o, const char *name, size_t *n_trusted,
+                                                    size_t *n_untrusted) {
+        size_t first = 0, n = observed_find_name(o, name, &first);
+        struct observed_account *found = NULL;
+        *n_trusted = *n_untrusted = 0;
+        for (size_t k = 0; k < n; k++) {
+                struct observed_account *a = &o->accounts[o->by_name[first + k]];
+                if (a->untrusted) {
+                        (*n_untrusted)++;
+                } else {
+                        (*n_trusted)++;
+                        found = a;
+                }
+        }
+        return *n_trusted == 1 ? found : NULL;
+}
+
 void observed_forget_jwts(struct observed *o) {
         for (size_t i = 0; o && i < o->n_accounts; i++) {
                 free(o->accounts[i].jwt);
@@ -777,6 +849,8 @@ void observed_compact(struct observed *o) {
                 memcpy(b->issuer, a->issuer, sizeof(b->issuer));
                 b->js = a->js;
                 b->iat = a->iat;
+                b->untrusted = a->untrusted;
+                a->untrusted = NULL;
                 if (a->name) {
                         size_t len = strlen(a->name) + 1;
                         memcpy(p, a->name, len);
@@ -887,20 +961,111 @@ int observe_servers(struct natsconn *c, struct server_info **out, size_t *n_out,
         return 0;
 }
 
+/* Checking a signature costs about 0.1 ms, most of what reading 100,000 JWTs
+ * costs: worker threads check them while the server is still streaming
+ * CLAIMS.PACK, which the caller's thread parses. Job i is account i. */
+struct verify_job {
+        const char *jwt; /* the account's own copy: it does not move */
+        size_t len;
+        char issuer[NKEY_PUBLIC_LEN + 1];
+        char *verdict; /* NULL: genuine */
+};
+
+struct pack_verifier {
+        pthread_mutex_t lock;
+        pthread_cond_t more;
+        struct verify_job *jobs;
+        size_t n, cap, next;
+        bool closed;
+        pthread_t threads[PACK_VERIFY_THREADS];
+        size_t n_threads;
+};
+
+static void *verifier_work(void *arg) {
+        struct pack_verifier *v = arg;
+        pthread_mutex_lock(&v->lock);
+        for (;;) {
+                while (v->next == v->n && !v->closed)
+                        pthread_cond_wait(&v->more, &v->lock);
+                if (v->next == v->n)
+                        break;
+                size_t i = v->next++;
+                struct verify_job job = v->jobs[i];
+                pthread_mutex_unlock(&v->lock);
+                char *verdict = verify_verdict(job.jwt, job.len, job.issuer);
+                pthread_mutex_lock(&v->lock);
+                v->jobs[i].verdict = verdict;
+        }
+        pthread_mutex_unlock(&v->lock);
+        return NULL;
+}
+
+static void verifier_start(struct pack_verifier *v) {
+        memset(v, 0, sizeof(*v));
+        pthread_mutex_init(&v->lock, NULL);
+        pthread_cond_init(&v->more, NULL);
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        size_t want = cpus > PACK_VERIFY_THREADS ? PACK_VERIFY_THREADS : cpus > 0 ? (size_t)cpus : 1;
+        while (v->n_threads < want && pthread_create(&v->threads[v->n_threads], NULL, verifier_work, v) == 0)
+                v->n_threads++;
+}
+
+static void verifier_add(struct pack_verifier *v, const struct observed_account *a, size_t count) {
+        pthread_mutex_lock(&v->lock);
+        if (v->n + count > v->cap) {
+                v->cap = v->n + count > v->cap * 2 ? v->n + count : v->cap * 2;
+                v->jobs = xreallocarray(v->jobs, v->cap, sizeof(*v->jobs));
+        }
+        for (size_t k = 0; k < count; k++) {
+                struct verify_job *j = &v->jobs[v->n++];
+                j->jwt = a[k].jwt;
+                j->len = strlen(a[k].jwt);
+                memcpy(j->issuer, a[k].issuer, sizeof(j->issuer));
+                j->verdict = NULL;
+        }
+        pthread_cond_broadcast(&v->more);
+        pthread_mutex_unlock(&v->lock);
+}
+
+/* Every job done (the caller's thread helps with what is left), the threads
+ * gone; with accounts, each gets its verdict. */
+static void verifier_finish(struct pack_verifier *v, struct observed_account *accounts) {
+        pthread_mutex_lock(&v->lock);
+        v->closed = true;
+        pthread_cond_broadcast(&v->more);
+        pthread_mutex_unlock(&v->lock);
+        verifier_work(v);
+        for (size_t t = 0; t < v->n_threads; t++)
+                pthread_join(v->threads[t], NULL);
+        for (size_t i = 0; i < v->n; i++) {
+                if (accounts)
+                        accounts[i].untrusted = v->jobs[i].verdict;
+                else
+                        free(v->jobs[i].verdict);
+        }
+        free(v->jobs);
+        pthread_mutex_destroy(&v->lock);
+        pthread_cond_destroy(&v->more);
+}
+
 struct pack_ctx {
         struct observed *o;
         size_t cap, msgs;
+        struct pack_verifier verifier;
 };
 
 static int pack_reply(void *userdata, const char *data, size_t len, char **err) {
         struct pack_ctx *x = userdata;
         char *why = NULL;
+        size_t first = x->o->n_accounts;
         x->msgs++;
-        if (observe_parse_pack_msg(data, len, &x->o->accounts, &x->o->n_accounts, &x->cap, &why) < 0) {
+        if (parse_pack_msg(data, len, &x->o->accounts, &x->o->n_accounts, &x->cap, &why, false) < 0) {
                 *err = xasprintf("%s: message %zu: %s", SUBJ_PACK, x->msgs, why);
                 free(why);
                 return -EBADMSG;
         }
+        /* Only a whole message is handed over: a failing one is taken back above. */
+        verifier_add(&x->verifier, &x->o->accounts[first], x->o->n_accounts - first);
         return 0;
 }
 
@@ -922,7 +1087,9 @@ static int observe_pack(struct natsconn *c, struct observed *o, char **err) {
         size_t n = 0;
         char *gerr = NULL;
         uint64_t t0 = now_usec();
+        verifier_start(&x.verifier);
         int r = natsconn_gather_ex(c, SUBJ_PACK, NULL, 0, &go, &rep, &n, &gerr);
+        verifier_finish(&x.verifier, r >= 0 ? o->accounts : NULL);
         o->pack_usec = now_usec() - t0;
         natsconn_replies_free(rep, n);
         if (r == -ENOENT) {
@@ -935,6 +1102,7 @@ static int observe_pack(struct natsconn *c, struct observed *o, char **err) {
                 return r;
         }
         free(gerr);
+        observed_vet(o, (int64_t)time(NULL));
         observed_reindex(o);
         return 0;
 }
@@ -991,13 +1159,22 @@ static int bad_replies_result(struct bad_replies *b, const char *what, char **er
 }
 
 struct lookup_ctx {
+        const struct observed *o;
+        int64_t now;
         const char *const *keys;
         const char **subjects;
         struct observed_account *best; /* per key; key[0] == 0 until a reply */
         size_t *replies;               /* per key, empty ones included */
         size_t want;
+        /* Per key, a digest of each JWT received (at most want): how many
+         * servers hold the very JWT chosen. */
+        uint8_t (*digests)[LOOKUP_DIGEST_LEN];
         struct bad_replies bad;
 };
+
+static void jwt_digest(const char *jwt, uint8_t out[LOOKUP_DIGEST_LEN]) {
+        crypto_generichash(out, LOOKUP_DIGEST_LEN, (const unsigned char *)jwt, strlen(jwt), NULL, 0);
+}
 
 /* A LOOKUP reply carries no server identity (the raw JWT), so replies are
  * counted, not attributed: enough to stop waiting, and to see that fewer
@@ -1016,17 +1193,30 @@ static bool lookup_reply(void *userdata, size_t i, const char *data, size_t len)
                 bad_reply(&x->bad, x->subjects[i], why);
                 return complete;
         }
-        x->best[i].holders++;
-        size_t holders = x->best[i].holders;
-        /* Servers of a cluster may differ for a moment: keep the newest. */
-        if (!x->best[i].key[0] || a.iat > x->best[i].iat) {
+        observed_account_vet(x->o, &a, x->now);
+        size_t held = x->best[i].holders;
+        if (held < x->want)
+                jwt_digest(a.jwt, x->digests[i * x->want + held++]);
+        /* Servers of a cluster may differ for a moment, or one may hold a
+         * forgery: keep a trusted one, the newest. */
+        if (!x->best[i].key[0] || account_preferred(&a, &x->best[i])) {
                 observed_account_clear(&x->best[i]);
                 x->best[i] = a;
         } else {
                 observed_account_clear(&a);
         }
-        x->best[i].holders = holders;
+        x->best[i].holders = held;
         return complete;
+}
+
+/* The servers, among those that answered for key i, that hold the very JWT kept. */
+static size_t lookup_holders(const struct lookup_ctx *x, size_t i) {
+        uint8_t kept[LOOKUP_DIGEST_LEN];
+        jwt_digest(x->best[i].jwt, kept);
+        size_t n = 0;
+        for (size_t k = 0; k < x->best[i].holders; k++)
+                n += memcmp(x->digests[i * x->want + k], kept, LOOKUP_DIGEST_LEN) == 0;
+        return n;
 }
 
 int observe_lookup(struct natsconn *c, struct observed *o, const char *const *keys, size_t n, char **err) {
@@ -1039,10 +1229,11 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                 return 0;
         static const char *const suffix[] = { "CLAIMS.LOOKUP" };
         char *buf = NULL;
-        struct lookup_ctx x = { .keys = keys, .want = o->n_servers ? o->n_servers : 1 };
+        struct lookup_ctx x = { .o = o, .now = (int64_t)time(NULL), .keys = keys, .want = o->n_servers ? o->n_servers : 1 };
         x.subjects = account_subjects(NULL, keys, n, suffix, 1, &buf);
         x.best = xcalloc(n, sizeof(*x.best));
         x.replies = xcalloc(n, sizeof(*x.replies));
+        x.digests = xcalloc(n * x.want, sizeof(*x.digests));
         uint64_t timeout = natsconn_request_timeout(c);
         struct natsconn_pipeline p = {
                 .n = n,
@@ -1064,6 +1255,7 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                 for (size_t i = 0; i < n; i++) {
                         if (!x.best[i].key[0])
                                 continue;
+                        x.best[i].holders = lookup_holders(&x, i);
                         struct observed_account *cur = observed_find_key(o, x.best[i].key);
                         if (cur) {
                                 renamed += cmp_name(cur->name, x.best[i].name) != 0;
@@ -1077,6 +1269,8 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                                 cur->js = x.best[i].js;
                                 cur->iat = x.best[i].iat;
                                 cur->holders = x.best[i].holders;
+                                free(cur->untrusted);
+                                cur->untrusted = x.best[i].untrusted;
                                 memcpy(cur->issuer, x.best[i].issuer, sizeof(cur->issuer));
                                 memset(&x.best[i], 0, sizeof(x.best[i]));
                         } else {
@@ -1098,6 +1292,7 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                 observed_account_clear(&x.best[i]);
         free(x.best);
         free(x.replies);
+        free(x.digests);
         free(x.bad.first);
         free(x.subjects);
         free(buf);

@@ -12,6 +12,11 @@
  *   resign-add-export SIGNER_SEED_FILE JWT_FILE SUBJECT
  *       Add a stream export SUBJECT to the account JWT, re-sign it with the seed
  *       (iat = old iat + 1) and print it: another tool editing the account.
+ *   sign-account SIGNER_SEED_FILE ACCOUNT_KEY|new NAME IAT|now [EXPORT_SUBJECT]
+ *       An account JWT as nats-accountd would create it (JetStream off), named
+ *       NAME, for ACCOUNT_KEY (or a fresh key), optionally with a stream export,
+ *       signed by the seed with the given iat. Prints the account's public key,
+ *       then the JWT, each on a line: a forgery when the seed is not trusted.
  *   forge-update-replies CREDS URL SERVER_ID
  *       A hostile responder: answer every $SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE
  *       with "jwt updated" in the name of SERVER_ID, until killed. Prints
@@ -288,6 +293,38 @@ static int cmd_resign_add_export(int argc, char **argv) {
         return 0;
 }
 
+static int cmd_sign_account(int argc, char **argv) {
+        if (argc != 5 && argc != 6)
+                return fail("%s", "usage: sign-account SIGNER_SEED_FILE ACCOUNT_KEY|new NAME IAT|now [EXPORT_SUBJECT]");
+        int64_t iat = strcmp(argv[4], "now") == 0 ? (int64_t)time(NULL) : parse_int(argv[4], 1, INT64_MAX);
+        if (iat < 0)
+                return fail("bad iat '%s'", argv[4]);
+        struct nkey signer, fresh;
+        const char *key = argv[2];
+        if (strcmp(key, "new") == 0) {
+                nkey_generate(NKEY_ACCOUNT, &fresh);
+                key = fresh.pub;
+                nkey_wipe(&fresh);
+        } else if (nkey_public_type(key) != NKEY_ACCOUNT) {
+                return fail("'%s' is not an account public key", key);
+        }
+        if (read_seed_file(argv[1], &signer) < 0)
+                return 2;
+        json_t *claims = jwt_account_claims_new(key, argv[3]);
+        if (argc == 6)
+                json_object_set_new(json_object_get(claims, "nats"), "exports",
+                                    json_pack("[{s:s, s:s, s:s}]", "name", argv[5], "subject", argv[5], "type",
+                                              "stream"));
+        char *jwt = jwt_encode_at(claims, &signer, iat);
+        nkey_wipe(&signer);
+        json_decref(claims);
+        if (!jwt)
+                return fail("could not sign the claims");
+        printf("%s\n%s\n", key, jwt);
+        free(jwt);
+        return 0;
+}
+
 static int cmd_forge_update_replies(int argc, char **argv) {
         if (argc != 4)
                 return fail("%s", "usage: forge-update-replies CREDS URL SERVER_ID");
@@ -372,6 +409,7 @@ int main(int argc, char **argv) {
                 { "publish-acked", cmd_publish_acked, true },
                 { "resign-add-export", cmd_resign_add_export, false },
                 { "forge-update-replies", cmd_forge_update_replies, true },
+                { "sign-account", cmd_sign_account, false },
                 { "gen-seed", cmd_gen_seed, false },
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };

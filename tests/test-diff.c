@@ -23,6 +23,7 @@ struct fake_account {
         const char *claims; /* JSON of the JWT payload */
         bool has_state;
         struct server_account_state state;
+        const char *untrusted; /* why observe would not trust its JWT */
 };
 
 static struct observed *observed_make(const struct fake_account *fa, size_t n, bool server_js) {
@@ -48,6 +49,7 @@ static struct observed *observed_make(const struct fake_account *fa, size_t n, b
                 a->iat = json_integer_value(json_object_get(claims, "iat"));
                 js_state_from_claims(claims, &a->js);
                 json_decref(claims);
+                a->untrusted = fa[i].untrusted ? xstrdup(fa[i].untrusted) : NULL;
                 if (fa[i].has_state) {
                         a->n_servers = 1;
                         a->servers = xcalloc(1, sizeof(*a->servers));
@@ -284,6 +286,40 @@ static void test_matching(void **state) {
         run_free(&r);
 }
 
+/* A JWT observe did not trust is never matched by name, adopted or counted as
+ * a second account of that name. */
+static void test_untrusted_never_matched(void **state) {
+        struct run r;
+        static const char forged[] = "its JWT is signed by OROGUE, which is neither ...";
+        struct fake_account rogue_only = { .key = 1, .claims = no_js, .untrusted = forged };
+        run_case(&r, "accounts:\n  APP:\n    jetstream: enabled\n", &rogue_only, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR); /* neither enable (adopt) nor create (a second APP) */
+        assert_non_null(strstr(r.p->v[0].error, keys[1].pub));
+        assert_non_null(strstr(r.p->v[0].error, forged));
+        assert_non_null(strstr(r.p->v[0].error, "never re-signed"));
+        assert_null(r.p->v[0].obs);
+        run_free(&r);
+
+        struct fake_account both[] = { { .key = 0, .claims = js_1g_5g }, { .key = 1, .claims = no_js, .untrusted = forged } };
+        run_case(&r, "accounts:\n  APP:\n    jetstream: { max_memory: 1GiB, max_store: 5GiB, max_streams: 100 }\n", both, 2,
+                 true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UNCHANGED);
+        assert_string_equal(r.p->v[0].key, keys[0].pub);
+        assert_true(has_warning(&r.p->v[0], "ignoring account"));
+        assert_true(has_warning(&r.p->v[0], keys[1].pub));
+        run_free(&r);
+
+        /* Pinned by key to an account whose JWT is a forgery. */
+        char *yaml = xasprintf("accounts:\n  APP:\n    key: %s\n    jetstream: disabled\n", keys[1].pub);
+        run_case(&r, yaml, both, 2, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR);
+        assert_string_equal(r.p->v[0].key, keys[1].pub);
+        assert_non_null(strstr(r.p->v[0].error, "not trusted"));
+        assert_null(r.p->v[0].obs);
+        run_free(&r);
+        free(yaml);
+}
+
 static void test_warnings_and_applied_state(void **state) {
         struct run r;
         struct fake_account used = { .key = 0, .claims = js_1g_5g, .has_state = true,
@@ -346,6 +382,7 @@ int main(void) {
                 cmocka_unit_test(test_unchanged_and_unlimited),
                 cmocka_unit_test(test_tiers),
                 cmocka_unit_test(test_matching),
+                cmocka_unit_test(test_untrusted_never_matched),
                 cmocka_unit_test(test_warnings_and_applied_state),
                 cmocka_unit_test(test_claims_round_trip),
         };

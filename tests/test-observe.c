@@ -691,6 +691,62 @@ static void test_key_trusted(void **state) {
         observed_free(o);
 }
 
+/* Every JWT read is verified: its signature when parsed, its issuer and iat
+ * against what the servers trust and the clock. */
+static void test_account_jwt_verified(void **state) {
+        struct observed_account a;
+        char *why = NULL;
+        const char *jwt = strchr(PACK_MSG_ACC0, '|') + 1;
+        assert_int_equal(observe_parse_account_jwt(ACC0, jwt, strlen(jwt), &a, &why), 0);
+        assert_null(a.untrusted);
+
+        struct observed *o = xcalloc(1, sizeof(*o));
+        const char *const both[] = { OPERATOR, OPERATOR_SIGNER, NULL };
+        const char *const op_only[] = { OPERATOR, NULL };
+        add_server(o, C0_ID, "c0", both);
+        observed_account_vet(o, &a, a.iat);
+        assert_null(a.untrusted);
+        /* A small skew is fine, more is a JWT from the future. */
+        observed_account_vet(o, &a, a.iat - OBSERVE_FUTURE_SKEW_SEC);
+        assert_null(a.untrusted);
+        observed_account_vet(o, &a, a.iat - OBSERVE_FUTURE_SKEW_SEC - 1);
+        assert_non_null(a.untrusted);
+        assert_non_null(strstr(a.untrusted, "issued 301 s in the future"));
+        free(a.untrusted);
+        a.untrusted = NULL;
+        /* A server that does not list its issuer. */
+        add_server(o, C2_ID, "c2", op_only);
+        observed_account_vet(o, &a, a.iat);
+        assert_non_null(a.untrusted);
+        assert_non_null(strstr(a.untrusted, "signed by " OPERATOR_SIGNER ", which is neither the operator"));
+        observed_account_clear(&a);
+        observed_free(o);
+
+        /* Altered after signing: one character of the signature. */
+        char *altered = xstrdup(jwt);
+        char *c = strrchr(altered, '.') + 20;
+        *c = *c == 'A' ? 'B' : 'A';
+        assert_int_equal(observe_parse_account_jwt(ACC0, altered, strlen(altered), &a, &why), 0);
+        assert_non_null(a.untrusted);
+        assert_non_null(strstr(a.untrusted, "not genuine: JWT signature does not match its issuer"));
+        observed_account_clear(&a);
+        /* ... or of the claims (the name ACC0 -> ACC1, still valid base64url). */
+        char *p = strstr(altered, "QUNDMC"); /* "ACC0\"" */
+        assert_non_null(p);
+        p[5] = 'S'; /* "ACC1\"" */
+        *c = *c == 'A' ? 'B' : 'A'; /* the signature back as it was */
+        assert_int_equal(observe_parse_account_jwt(ACC0, altered, strlen(altered), &a, &why), 0);
+        assert_string_equal(a.name, "ACC1");
+        assert_non_null(a.untrusted);
+        observed_account_clear(&a);
+        free(altered);
+
+        /* Fixtures with a made-up signature parse, and are never trusted. */
+        assert_int_equal(observe_parse_account_jwt(ACC0, JWT_NO_NAME, strlen(JWT_NO_NAME), &a, &why), 0);
+        assert_non_null(strstr(a.untrusted, "not genuine"));
+        observed_account_clear(&a);
+}
+
 /* CLAIMS.UPDATE replies as 2.9.10 sends them (NATS-FACTS.md), and forgeries. */
 static const char UPDATE_OK[] =
         "{\"data\":{\"account\":\"" ACC0 "\",\"code\":200,\"message\":\"jwt updated\"},\"server\":{\"name\":\"c0\","
@@ -764,6 +820,7 @@ int main(void) {
                 cmocka_unit_test(test_index),
                 cmocka_unit_test(test_key_trusted),
                 cmocka_unit_test(test_update_reply),
+                cmocka_unit_test(test_account_jwt_verified),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

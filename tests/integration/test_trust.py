@@ -3,14 +3,18 @@
 Against real nats-servers on loopback (ports they pick):
   - AttributionTest: a 2-node cluster and a hostile system-account client that
     answers every CLAIMS.UPDATE in the name of one real server;
+  - RogueResolverTest: JWTs signed by a key the operator does not list (or
+    issued in the future) pushed into the full resolver, which stores them;
 
 Run by meson (suite 'integration') with NATS_ACCOUNTD and NATS_PROBE set:
     python3 test_trust.py -v
 nats-server must be on PATH (or NATS_SERVER): without it the tests fail, never skip.
 """
 
+import json
 import os
 import signal
+import time
 import subprocess
 import sys
 import unittest
@@ -86,6 +90,132 @@ class AttributionTest(unittest.TestCase):
                           3000, 2)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual([harness.jwt_claims(j)["nats"]["limits"]["streams"] for j in r.stdout.split()], [11, 11])
+
+
+class RogueResolverTest(unittest.TestCase):
+    """A fresh standalone server per test; the rogue pushes with the system user's credentials."""
+
+    def setUp(self):
+        self.sb = harness.Sandbox("rogue")
+        try:
+            self.sb.start_server()
+        except harness.HarnessError as e:
+            self.sb.cleanup()
+            self.fail(str(e))
+        r = self.sb.probe("gen-seed", "operator")
+        self.rogue_seed = self.sb.write("rogue-operator.nk", r.stdout, 0o600)
+
+    def tearDown(self):
+        self.sb.cleanup()
+
+    def out(self, r):
+        return "exit %d\n--- stdout\n%s--- stderr\n%s" % (r.returncode, r.stdout, r.stderr)
+
+    def sign(self, seed, key, name, iat="now", export=None):
+        args = ["sign-account", seed, key, name, str(iat)] + ([export] if export else [])
+        r = self.sb.probe(*args)
+        self.assertEqual(r.returncode, 0, self.out(r))
+        key, jwt = r.stdout.split()
+        return key, jwt
+
+    def plan(self):
+        r, doc = self.sb.plan_json()
+        return r, {a["name"]: a for a in doc["accounts"]}
+
+    def names_in_resolver(self):
+        """name -> [keys] of every JWT the resolver holds (CLAIMS.PACK)."""
+        r = self.sb.probe("gather", self.sb.sys_creds, self.sb.url, "$SYS.REQ.CLAIMS.PACK", "", 5000, "until-empty")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        names = {}
+        for line in r.stdout.split():
+            key, jwt = line.split("|", 1)
+            names.setdefault(harness.jwt_claims(jwt).get("name"), []).append(key)
+        return names
+
+    def test_forgery_named_like_an_account_to_create_is_never_adopted(self):
+        rogue_key, rogue_jwt = self.sign(self.rogue_seed, "new", "APP", export="stolen.>")
+        self.sb.push_jwt(rogue_key, rogue_jwt)  # the full resolver stores it: "jwt updated"
+        self.assertEqual(self.sb.lookup_jwt(rogue_key), rogue_jwt)
+
+        r, plan = self.plan()
+        self.assertEqual(r.returncode, 1, self.out(r))
+        self.assertEqual(plan["APP"]["action"], "error", plan["APP"])
+        self.assertIn(rogue_key, plan["APP"]["error"])
+        self.assertIn("not trusted", plan["APP"]["error"])
+        self.assertIn("neither the operator nor one of its signing keys", plan["APP"]["error"])
+        self.assertEqual((plan["ORDERS"]["action"], plan["LEGACY"]["action"]), ("create", "create"))
+        r = self.sb.accountd("plan")
+        self.assertRegex(r.stdout, r"(?m)^! APP\b.*not trusted", self.out(r))
+
+        r = self.sb.accountd("apply")
+        self.assertEqual(r.returncode, 1, self.out(r))
+        # Not re-signed, and no second APP made beside it.
+        self.assertEqual(self.sb.lookup_jwt(rogue_key), rogue_jwt)
+        names = self.names_in_resolver()
+        self.assertEqual(names.get("APP"), [rogue_key], names)
+        self.assertEqual(len(names.get("ORDERS", [])), 1, names)
+
+    def test_forgery_beside_the_real_account_is_ignored(self):
+        self.assertEqual(self.sb.accountd("apply").returncode, 0)
+        real_key = self.sb.account_keys()["APP"]
+        rogue_key, rogue_jwt = self.sign(self.rogue_seed, "new", "APP", export="stolen.>")
+        self.sb.push_jwt(rogue_key, rogue_jwt)
+
+        r, plan = self.plan()
+        self.assertEqual(r.returncode, 0, self.out(r))
+        self.assertEqual((plan["APP"]["action"], plan["APP"]["key"]), ("unchanged", real_key), plan["APP"])
+        self.assertTrue(any(rogue_key in w and "ignoring" in w for w in plan["APP"]["warnings"]), plan["APP"])
+
+        # The real account stays managed: an edit reaches it, the forgery stays as it was.
+        text = self.sb.read("accounts.yaml")
+        self.sb.write_accounts(text.replace("max_streams: 10", "max_streams: 12", 1))
+        r = self.sb.accountd("apply")
+        self.assertEqual(r.returncode, 0, self.out(r))
+        self.assertEqual(harness.jwt_claims(self.sb.lookup_jwt(real_key))["nats"]["limits"]["streams"], 12)
+        self.assertEqual(self.sb.lookup_jwt(rogue_key), rogue_jwt)
+
+    def test_forgery_over_the_real_account_is_never_re_signed(self):
+        self.assertEqual(self.sb.accountd("apply").returncode, 0)
+        keys = self.sb.account_keys()
+        _, rogue_jwt = self.sign(self.rogue_seed, keys["APP"], "APP", export="stolen.>")
+        self.sb.push_jwt(keys["APP"], rogue_jwt)
+
+        text = self.sb.read("accounts.yaml")
+        self.sb.write_accounts(text.replace("max_streams: 10", "max_streams: 12", 1).replace(
+            "max_store: 128MiB", "max_store: 96MiB", 1))
+        r, plan = self.plan()
+        self.assertEqual(r.returncode, 1, self.out(r))
+        self.assertEqual(plan["APP"]["action"], "error", plan["APP"])
+        self.assertIn(keys["APP"], plan["APP"]["error"])
+        self.assertIn("not trusted", plan["APP"]["error"])
+        self.assertIn("never re-signed", plan["APP"]["error"])
+
+        r = self.sb.accountd("apply", "--json")
+        self.assertEqual(r.returncode, 1, self.out(r))
+        done = {a["name"]: a for a in json.loads(r.stdout)["accounts"]}
+        # The forged export never gets the operator's signature; the other accounts are managed as before.
+        self.assertEqual(self.sb.lookup_jwt(keys["APP"]), rogue_jwt)
+        self.assertEqual(done["ORDERS"]["action"], "update", done["ORDERS"])
+        self.assertEqual(harness.jwt_claims(self.sb.lookup_jwt(keys["ORDERS"]))["nats"]["limits"]["tiered_limits"]
+                         ["R1"]["disk_storage"], 96 * 1024 * 1024)
+
+    def test_jwt_from_the_future_is_refused(self):
+        self.assertEqual(self.sb.accountd("apply").returncode, 0)
+        key = self.sb.account_keys()["APP"]
+        # Signed by the real operator signing key, a day ahead of the clock.
+        future = int(time.time()) + 86400
+        _, jwt = self.sign(self.sb.signer, key, "APP", iat=future)
+        self.sb.push_jwt(key, jwt)
+        text = self.sb.read("accounts.yaml")
+        self.sb.write_accounts(text.replace("max_streams: 10", "max_streams: 12", 1))
+
+        r, plan = self.plan()
+        self.assertEqual(plan["APP"]["action"], "error", plan["APP"])
+        self.assertRegex(plan["APP"]["error"], r"issued 8[0-9]{4} s in the future")
+        r = self.sb.accountd("apply")
+        self.assertEqual(r.returncode, 1, self.out(r))
+        # Nothing later than the far-future JWT was pushed after it.
+        self.assertEqual(self.sb.lookup_jwt(key), jwt)
 
 
 if __name__ == "__main__":
