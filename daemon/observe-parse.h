@@ -30,6 +30,24 @@ int observe_parse_varz(const char *data, size_t len, struct server_info *out, ch
 int observe_parse_info(const char *data, size_t len, struct server_account_state *out, char **why);
 int observe_parse_jsz(const char *data, size_t len, struct server_account_state *out, char **why);
 
+/* One reply to $SYS.REQ.SERVER.PING.STATSZ: the server, its cluster, and the
+ * peers it is linked to right now: the servers of its routes (by name; pooled
+ * routes name a peer more than once, listed once here) and the clusters of its
+ * gateways; active_servers is how many servers it has heard of lately (a
+ * killed one stays counted for minutes). 0, or -EBADMSG (out left empty). */
+struct server_peers {
+        char server_id[NKEY_PUBLIC_LEN + 1];
+        char *name;    /* server_name, or the id when the server has none */
+        char *cluster; /* NULL: not clustered */
+        char **routes; /* peer server names, NULL-terminated */
+        size_t n_routes;
+        char **gateways; /* cluster names, NULL-terminated */
+        size_t n_gateways;
+        int64_t active_servers;
+};
+int observe_parse_statsz(const char *data, size_t len, struct server_peers *out, char **why);
+void server_peers_clear(struct server_peers *p);
+
 /* One reply to $SYS.REQ.SERVER.PING.ACCOUNTZ: the server and the accounts it
  * has loaded (those INFO answers for), as a sorted array of account public
  * keys; other names ("$G") are left out. 0, or -EBADMSG (out left empty). */

@@ -15,18 +15,13 @@
 #include "util.h"
 
 #define SUBJ_VARZ "$SYS.REQ.SERVER.PING.VARZ"
+#define SUBJ_STATSZ "$SYS.REQ.SERVER.PING.STATSZ"
 #define SUBJ_PACK "$SYS.REQ.CLAIMS.PACK"
 #define SUBJ_ACCOUNTZ "$SYS.REQ.SERVER.PING.ACCOUNTZ"
 #define SUBJ_ACCOUNT_FMT "$SYS.REQ.ACCOUNT.%s.%s"
 /* Room for "$SYS.REQ.ACCOUNT.<56>.CLAIMS.LOOKUP" and a NUL. */
 #define ACCOUNT_SUBJ_MAX 96
 
-/* VARZ is answered once per server, and how many servers there are is what we
- * want to learn: stop when no reply came for this long after the latest one
- * (routes and gateways forward in a few ms; request_timeout still caps the
- * whole wait). A server slower than this behind its peers is missed; it shows
- * up again on the next pass. */
-#define VARZ_IDLE_USEC (50u * 1000)
 /* CLAIMS.PACK streams one message per JWT (about 10,000/s on 2.9.10): it must
  * start within request_timeout and keep going with gaps below it; this only
  * caps a server that trickles forever. */
@@ -35,6 +30,9 @@
  * the full deadline: keep it short. A late reply only leaves o as it was. */
 #define LOOKUP_TIMEOUT_USEC (500u * 1000)
 #define TRUSTED_KEYS_MAX 4096
+/* Routes or gateways of one server, and the servers of one deployment. */
+#define PEERS_MAX 4096
+#define SERVER_NAME_MAX 256
 #define LOOKUP_DIGEST_LEN 16
 #define PACK_VERIFY_THREADS 2
 #define STATE_WINDOW 512
@@ -469,6 +467,90 @@ out:
         return ret;
 }
 
+void server_peers_clear(struct server_peers *p) {
+        if (!p)
+                return;
+        free(p->name);
+        free(p->cluster);
+        for (size_t i = 0; i < p->n_routes; i++)
+                free(p->routes[i]);
+        free(p->routes);
+        for (size_t i = 0; i < p->n_gateways; i++)
+                free(p->gateways[i]);
+        free(p->gateways);
+        memset(p, 0, sizeof(*p));
+}
+
+/* The distinct "name" strings of an array of objects into *out (NULL-terminated). */
+static int peer_names(const json_t *list, const char *what, char ***out, size_t *n, char **why) {
+        *out = xcalloc(1, sizeof(char *));
+        *n = 0;
+        if (!list || json_is_null(list))
+                return 0;
+        if (!json_is_array(list)) {
+                set_why(why, xasprintf("statsz.%s is not an array", what));
+                return -EBADMSG;
+        }
+        if (json_array_size(list) > PEERS_MAX) {
+                set_why(why, xasprintf("statsz.%s holds more than %d entries", what, PEERS_MAX));
+                return -EBADMSG;
+        }
+        size_t i;
+        const json_t *v;
+        json_array_foreach(list, i, v) {
+                const char *name = json_str(v, "name");
+                if (!name || !name[0] || strlen(name) > SERVER_NAME_MAX) {
+                        set_why(why, xasprintf("statsz.%s[%zu] has no usable name", what, i));
+                        return -EBADMSG;
+                }
+                bool seen = false;
+                for (size_t k = 0; k < *n && !seen; k++)
+                        seen = strcmp((*out)[k], name) == 0;
+                if (seen)
+                        continue;
+                *out = xreallocarray(*out, *n + 2, sizeof(char *));
+                (*out)[(*n)++] = xstrdup(name);
+                (*out)[*n] = NULL;
+        }
+        return 0;
+}
+
+int observe_parse_statsz(const char *data, size_t len, struct server_peers *out, char **why) {
+        memset(out, 0, sizeof(*out));
+        json_t *root = reply_load(data, len, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        const json_t *srv = json_object_get(root, "server"), *st = json_object_get(root, "statsz");
+        if (reply_server_id(root, NULL, out->server_id, why) < 0)
+                goto out;
+        if (!json_is_object(st)) {
+                set_why(why, xstrdup("reply has no \"statsz\" object"));
+                goto out;
+        }
+        const char *name = json_str(srv, "name"), *cluster = json_str(srv, "cluster");
+        if ((name && strlen(name) > SERVER_NAME_MAX) || (cluster && strlen(cluster) > SERVER_NAME_MAX)) {
+                set_why(why, xstrdup("server.name or server.cluster is too long"));
+                goto out;
+        }
+        out->name = xstrdup(name && name[0] ? name : out->server_id);
+        out->cluster = cluster && cluster[0] ? xstrdup(cluster) : NULL;
+        const json_t *active = json_object_get(st, "active_servers");
+        if (active && (!json_int64(active, &out->active_servers) || out->active_servers < 0)) {
+                set_why(why, xstrdup("statsz.active_servers is not a count"));
+                goto out;
+        }
+        if (peer_names(json_object_get(st, "routes"), "routes", &out->routes, &out->n_routes, why) < 0 ||
+            peer_names(json_object_get(st, "gateways"), "gateways", &out->gateways, &out->n_gateways, why) < 0)
+                goto out;
+        ret = 0;
+out:
+        json_decref(root);
+        if (ret < 0)
+                server_peers_clear(out);
+        return ret;
+}
+
 static bool contains(const char *s, const char *what) {
         return s && strstr(s, what);
 }
@@ -886,6 +968,85 @@ static int cmp_server_id(const void *a, const void *b) {
         return strcmp(((const struct server_info *)a)->id, ((const struct server_info *)b)->id);
 }
 
+/* The servers of the deployment, as they describe it themselves: whoever
+ * answers STATSZ, and every server their routes lead to (by name, in their
+ * cluster) and some server of every cluster their gateways lead to, until all
+ * of those answered. How long a server takes to answer, behind a gateway or
+ * not, changes nothing but the wait. */
+struct topology {
+        struct server_peers *v; /* the servers that answered, each once */
+        size_t n;
+};
+
+static struct server_peers *topology_find(const struct topology *t, const char *cluster, const char *name) {
+        for (size_t i = 0; i < t->n; i++)
+                if ((!cluster || str_eq(t->v[i].cluster, cluster)) && (!name || strcmp(t->v[i].name, name) == 0))
+                        return &t->v[i];
+        return NULL;
+}
+
+/* true when every server named by those that answered has answered too; else
+ * with missing, a list of what is still awaited. */
+static bool topology_complete(const struct topology *t, char **missing) {
+        char *list = NULL;
+        size_t listed = 0;
+        for (size_t i = 0; i < t->n; i++) {
+                const struct server_peers *p = &t->v[i];
+                for (size_t k = 0; k < p->n_routes + p->n_gateways; k++) {
+                        bool route = k < p->n_routes;
+                        const char *peer = route ? p->routes[k] : p->gateways[k - p->n_routes];
+                        if (route ? topology_find(t, p->cluster, peer) != NULL : topology_find(t, peer, NULL) != NULL)
+                                continue;
+                        if (!missing)
+                                return false;
+                        if (listed++ < 8) {
+                                char *next = route ? xasprintf("%s%s%s (a route of %s)", list ? list : "", list ? ", " : "",
+                                                               peer, p->name)
+                                                   : xasprintf("%sany server of cluster %s (a gateway of %s)",
+                                                               list ? list : "", peer, p->name);
+                                if (!route && list) {
+                                        free(next);
+                                        next = xasprintf("%s, any server of cluster %s (a gateway of %s)", list, peer,
+                                                         p->name);
+                                }
+                                free(list);
+                                list = next;
+                        }
+                }
+        }
+        if (missing)
+                *missing = list;
+        return list == NULL;
+}
+
+static void topology_clear(struct topology *t) {
+        for (size_t i = 0; i < t->n; i++)
+                server_peers_clear(&t->v[i]);
+        free(t->v);
+        memset(t, 0, sizeof(*t));
+}
+
+static int statsz_reply(void *userdata, const char *data, size_t len, char **err) {
+        struct topology *t = userdata;
+        struct server_peers p;
+        char *why = NULL;
+        if (observe_parse_statsz(data, len, &p, &why) < 0) {
+                *err = xasprintf("%s: reply %zu: %s", SUBJ_STATSZ, t->n + 1, why);
+                free(why);
+                return -EBADMSG;
+        }
+        bool seen = false;
+        for (size_t i = 0; i < t->n && !seen; i++)
+                seen = strcmp(t->v[i].server_id, p.server_id) == 0;
+        if (seen || t->n >= PEERS_MAX) {
+                server_peers_clear(&p); /* a server that answered twice is still one server */
+        } else {
+                t->v = xreallocarray(t->v, t->n + 1, sizeof(*t->v));
+                t->v[t->n++] = p;
+        }
+        return topology_complete(t, NULL) ? 1 : 0;
+}
+
 struct varz_ctx {
         struct server_info *v;
         size_t n, cap;
@@ -904,57 +1065,100 @@ static int varz_reply(void *userdata, const char *data, size_t len, char **err) 
                 return -EBADMSG;
         }
         x->n++;
-        /* A server linked to no other is the only one that hears the request:
-         * its reply is all there is, no need to wait for more. */
-        return x->n == 1 && x->v[0].alone ? 1 : 0;
+        return 0;
+}
+
+static int no_responders(int r, char *gerr, char **err) {
+        if (r == -ENOENT) {
+                *err = xasprintf("%s; are the credentials those of a system-account user?", gerr);
+                free(gerr);
+        } else {
+                *err = gerr;
+        }
+        return r;
+}
+
+/* STATSZ: who the servers are. */
+static int learn_topology(struct natsconn *c, struct topology *t, char **err) {
+        uint64_t timeout = natsconn_request_timeout(c);
+        struct natsconn_gather_opts go = { .timeout_usec = timeout, .on_reply = statsz_reply, .userdata = t };
+        struct nats_reply *rep = NULL;
+        size_t n = 0;
+        char *gerr = NULL;
+        int r = natsconn_gather_ex(c, SUBJ_STATSZ, NULL, 0, &go, &rep, &n, &gerr);
+        natsconn_replies_free(rep, n);
+        if (r < 0)
+                return no_responders(r, gerr, err);
+        free(gerr);
+        char *missing = NULL;
+        if (t->n == 0) {
+                *err = xasprintf("no server answered %s at %s within %.1fs", SUBJ_STATSZ, natsconn_url(c),
+                                 (double)timeout / 1e6);
+                return -ETIMEDOUT;
+        }
+        if (!topology_complete(t, &missing)) {
+                *err = xasprintf("%zu server%s answered %s within %.1fs, but not every server they are linked to: "
+                                 "no reply from %s",
+                                 t->n, t->n == 1 ? "" : "s", SUBJ_STATSZ, (double)timeout / 1e6, missing);
+                free(missing);
+                return -ETIMEDOUT;
+        }
+        return 0;
 }
 
 int observe_servers(struct natsconn *c, struct server_info **out, size_t *n_out, char **err) {
         *out = NULL;
         *n_out = 0;
+        struct topology t = { 0 };
+        int r = learn_topology(c, &t, err);
+        if (r < 0) {
+                topology_clear(&t);
+                return r;
+        }
+        /* Then what each of them trusts (VARZ): one reply per server now known. */
         uint64_t timeout = natsconn_request_timeout(c);
         struct varz_ctx x = { 0 };
-        struct natsconn_gather_opts go = {
-                .timeout_usec = timeout,
-                .idle_usec = VARZ_IDLE_USEC,
-                .on_reply = varz_reply,
-                .userdata = &x,
-        };
+        struct natsconn_gather_opts go = { .want = t.n, .timeout_usec = timeout, .on_reply = varz_reply, .userdata = &x };
         struct nats_reply *rep = NULL;
         size_t n = 0;
         char *gerr = NULL;
-        int r = natsconn_gather_ex(c, SUBJ_VARZ, NULL, 0, &go, &rep, &n, &gerr);
+        r = natsconn_gather_ex(c, SUBJ_VARZ, NULL, 0, &go, &rep, &n, &gerr);
         natsconn_replies_free(rep, n);
-        if (r == -ENOENT) {
-                *err = xasprintf("%s; are the credentials those of a system-account user?", gerr);
+        if (r < 0 && r != -ETIMEDOUT)
+                r = no_responders(r, gerr, err);
+        else
                 free(gerr);
-        } else if (r < 0) {
-                *err = gerr;
-        } else {
-                free(gerr);
-                if (x.n == 0) {
-                        *err = xasprintf("no server answered %s at %s within %.1fs", SUBJ_VARZ, natsconn_url(c),
-                                         (double)timeout / 1e6);
-                        r = -ETIMEDOUT;
-                }
-        }
-        if (r < 0) {
-                for (size_t i = 0; i < x.n; i++)
-                        server_info_clear(&x.v[i]);
-                free(x.v);
-                return r;
-        }
         struct server_info *v = x.v;
-        size_t k = x.n;
-        qsort(v, k, sizeof(*v), cmp_server_id);
-        /* A server that answered twice is still one server. */
         size_t w = 0;
-        for (size_t i = 0; i < k; i++) {
+        if (x.n)
+                qsort(v, x.n, sizeof(*v), cmp_server_id);
+        /* A server that answered twice is still one server. */
+        for (size_t i = 0; i < x.n; i++) {
                 if (w > 0 && strcmp(v[w - 1].id, v[i].id) == 0) {
                         server_info_clear(&v[i]);
                         continue;
                 }
                 v[w++] = v[i];
+        }
+        if (r == 0 || r == -ETIMEDOUT) {
+                r = 0;
+                for (size_t i = 0; i < t.n && r == 0; i++) {
+                        bool found = false;
+                        for (size_t k = 0; k < w && !found; k++)
+                                found = strcmp(v[k].id, t.v[i].server_id) == 0;
+                        if (!found) {
+                                *err = xasprintf("server %s (%s) answered %s but not %s within %.1fs", t.v[i].name,
+                                                 t.v[i].server_id, SUBJ_STATSZ, SUBJ_VARZ, (double)timeout / 1e6);
+                                r = -ETIMEDOUT;
+                        }
+                }
+        }
+        topology_clear(&t);
+        if (r < 0) {
+                for (size_t i = 0; i < w; i++)
+                        server_info_clear(&v[i]);
+                free(v);
+                return r;
         }
         *out = v;
         *n_out = w;

@@ -74,11 +74,15 @@ struct observed {
 /* A JWT issued later than this many seconds after this host's clock is refused. */
 #define OBSERVE_FUTURE_SKEW_SEC 300
 
-/* Servers (PING.VARZ, one reply per server: gathered until 50 ms passed
- * without a new one, at most request_timeout) and every account JWT
- * (CLAIMS.PACK), each verified (observed_vet). 0, or negative errno with *err set. */
+/* The servers (observe_servers) and every account JWT (CLAIMS.PACK), each
+ * verified (observed_vet). 0, or negative errno with *err set. */
 int observe_all(struct natsconn *c, struct observed **out, char **err);
-/* Only the server list (VARZ); used when the account JWTs are already known. */
+/* The servers of the deployment as they describe themselves, whatever their
+ * replies' delays: whoever answers PING.STATSZ, then every server their
+ * routes name (in their cluster) and some server of every cluster their
+ * gateways name, until all of them answered; then each one's VARZ. -ETIMEDOUT
+ * when some server named did not answer within request_timeout (*err names
+ * it): no change can then be confirmed by every server. */
 int observe_servers(struct natsconn *c, struct server_info **out, size_t *n, char **err);
 /* Re-read the listed accounts' JWTs (CLAIMS.LOOKUP) into o, replacing or adding
  * entries, each verified; of different JWTs for one key, a trusted one before

@@ -691,6 +691,55 @@ static void test_key_trusted(void **state) {
         observed_free(o);
 }
 
+/* STATSZ as 2.9.10 sends it (trimmed), and as 2.15.3 does with pooled routes. */
+static const char STATSZ_C0[] =
+        "{\"server\":{\"name\":\"c0\",\"host\":\"127.0.0.1\",\"id\":\"" C0_ID "\",\"cluster\":\"C\",\"ver\":\"2.9.10\","
+        "\"seq\":58,\"jetstream\":true},\"statsz\":{\"start\":\"2026-11-30T15:16:19Z\",\"mem\":1,\"cores\":2,"
+        "\"routes\":[{\"rid\":6,\"name\":\"c1\",\"sent\":{\"msgs\":26,\"bytes\":9076},\"received\":{\"msgs\":12,"
+        "\"bytes\":5723},\"pending\":92},{\"rid\":7,\"name\":\"c2\"},{\"rid\":8,\"name\":\"c1\"}],"
+        "\"gateways\":[{\"gwid\":3,\"name\":\"B\",\"inbound_connections\":2}],\"active_servers\":5}}";
+
+static void test_statsz(void **state) {
+        struct server_peers p;
+        char *why = NULL;
+        assert_int_equal(observe_parse_statsz(STATSZ_C0, strlen(STATSZ_C0), &p, &why), 0);
+        assert_string_equal(p.server_id, C0_ID);
+        assert_string_equal(p.name, "c0");
+        assert_string_equal(p.cluster, "C");
+        assert_int_equal(p.n_routes, 2); /* c1 twice (pooled routes) counts once */
+        assert_string_equal(p.routes[0], "c1");
+        assert_string_equal(p.routes[1], "c2");
+        assert_null(p.routes[2]);
+        assert_int_equal(p.n_gateways, 1);
+        assert_string_equal(p.gateways[0], "B");
+        assert_int_equal(p.active_servers, 5);
+        server_peers_clear(&p);
+
+        /* A standalone server: no routes, no gateways (null or absent), no cluster, no name. */
+        static const char alone[] = "{\"server\":{\"id\":\"" C2_ID "\"},\"statsz\":{\"routes\":null,\"active_servers\":1}}";
+        assert_int_equal(observe_parse_statsz(alone, strlen(alone), &p, &why), 0);
+        assert_string_equal(p.name, C2_ID);
+        assert_null(p.cluster);
+        assert_int_equal(p.n_routes + p.n_gateways, 0);
+        server_peers_clear(&p);
+
+        static const char *const bad[][2] = {
+                { "{\"statsz\":{}}", "server.id" },
+                { HDR "\"data\":{}}", "no \"statsz\" object" },
+                { HDR "\"statsz\":{\"routes\":{}}}", "statsz.routes is not an array" },
+                { HDR "\"statsz\":{\"routes\":[{\"rid\":1}]}}", "statsz.routes[0] has no usable name" },
+                { HDR "\"statsz\":{\"gateways\":[{\"name\":\"\"}]}}", "statsz.gateways[0] has no usable name" },
+                { HDR "\"statsz\":{\"active_servers\":-1}}", "active_servers" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(observe_parse_statsz(bad[i][0], strlen(bad[i][0]), &p, &why), -EBADMSG);
+                if (!strstr(why, bad[i][1]))
+                        fail_msg("%s: \"%s\" does not mention \"%s\"", bad[i][0], why, bad[i][1]);
+                free(why);
+                why = NULL;
+        }
+}
+
 /* Every JWT read is verified: its signature when parsed, its issuer and iat
  * against what the servers trust and the clock. */
 static void test_account_jwt_verified(void **state) {
@@ -821,6 +870,7 @@ int main(void) {
                 cmocka_unit_test(test_key_trusted),
                 cmocka_unit_test(test_update_reply),
                 cmocka_unit_test(test_account_jwt_verified),
+                cmocka_unit_test(test_statsz),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -453,11 +453,12 @@ class DaemonTest(unittest.TestCase):
         self.daemon = None
         first_10k, edit_10k = self.request_count_of_one_edit(10000)
 
-        # The full sweep: VARZ, CLAIMS.PACK, one SERVER.PING.ACCOUNTZ (which accounts
+        # The full sweep: STATSZ (the servers and what they are linked to), VARZ
+        # (what each trusts), CLAIMS.PACK, one SERVER.PING.ACCOUNTZ (which accounts
         # each server has loaded), and INFO only of the declared accounts some
         # server has loaded: none here (made by apply, no client ever used them).
-        self.assertEqual(first_100["requests"], 3)
-        self.assertEqual(first_10k["requests"], 3)
+        self.assertEqual(first_100["requests"], 4)
+        self.assertEqual(first_10k["requests"], 4)
         # The duration of a pass is measured, not the loop's cached time: a sweep
         # of 10,000 accounts takes about as long as its start and end lines are apart.
         started = self.daemon.find(r"^debug: pass 1 started", 0)[0][1]

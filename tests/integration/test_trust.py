@@ -5,6 +5,8 @@ Against real nats-servers on loopback (ports they pick):
     answers every CLAIMS.UPDATE in the name of one real server;
   - RogueResolverTest: JWTs signed by a key the operator does not list (or
     issued in the future) pushed into the full resolver, which stores them;
+  - SuperclusterTest: clusters A (a1, a2) and B (b1, b2) joined by gateways
+    whose every byte is delayed 0.25 s (harness.SuperCluster);
 
 Run by meson (suite 'integration') with NATS_ACCOUNTD and NATS_PROBE set:
     python3 test_trust.py -v
@@ -216,6 +218,60 @@ class RogueResolverTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1, self.out(r))
         # Nothing later than the far-future JWT was pushed after it.
         self.assertEqual(self.sb.lookup_jwt(key), jwt)
+
+
+class SuperclusterTest(unittest.TestCase):
+    """One supercluster for the class; the daemon's commands talk to a1 only."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sb = harness.SuperCluster(per_cluster=2, delay=0.25)
+        try:
+            cls.sb.start_supercluster()
+        except harness.HarnessError as e:
+            logs = cls.sb.server_logs()
+            cls.sb.cleanup()
+            raise AssertionError("%s\n%s" % (e, logs))
+
+    @classmethod
+    def tearDownClass(cls):
+        for s in cls.sb.servers:
+            if s.running():
+                os.kill(s.proc.pid, signal.SIGCONT)
+        cls.sb.cleanup()
+
+    def out(self, r):
+        return "exit %d\n--- stdout\n%s--- stderr\n%s" % (r.returncode, r.stdout, r.stderr)
+
+    def holders(self, key):
+        """How many servers hold a JWT for key (LOOKUP, one reply per server that does)."""
+        r = self.sb.probe("gather", self.sb.sys_creds, self.sb.url, "$SYS.REQ.ACCOUNT.%s.CLAIMS.LOOKUP" % key, "",
+                          3000, 4)
+        return len([line for line in r.stdout.split() if line.strip()])
+
+    def test_1_every_server_behind_the_gateway_counts(self):
+        r = self.sb.accountd("apply")
+        self.assertEqual(r.returncode, 0, self.out(r))
+        # Confirmed by all four: each of them holds every account at once.
+        for name, key in self.sb.account_keys().items():
+            self.assertEqual(self.holders(key), 4, "servers holding %s" % name)
+        r = self.sb.accountd("plan", "--detailed-exitcode")
+        self.assertEqual(r.returncode, 0, self.out(r))
+
+    def test_2_a_silent_server_behind_the_gateway_is_noticed(self):
+        b2 = next(s for s in self.sb.servers if s.name == "b2")
+        text = self.sb.read("accounts.yaml")
+        os.kill(b2.proc.pid, signal.SIGSTOP)
+        try:
+            self.sb.write_accounts(text.replace("max_streams: 10", "max_streams: 15", 1))
+            r = self.sb.accountd("apply")
+            # b1 answers (late, through the gateway) and names b2 as its route:
+            # without b2's word the change cannot count as applied everywhere.
+            self.assertNotEqual(r.returncode, 0, self.out(r))
+            self.assertRegex(r.stderr + r.stdout, r"no reply from b2 \(a route of b1\)", self.out(r))
+        finally:
+            os.kill(b2.proc.pid, signal.SIGCONT)
+            self.sb.write_accounts(text)
 
 
 if __name__ == "__main__":
