@@ -20,6 +20,7 @@ struct push {
         struct js_state js; /* the JetStream limits its claims hold */
         int64_t iat;
         char *subject;
+        bool sent;
         size_t ok;          /* servers that answered "jwt updated" */
         uint8_t *answered;  /* per server of the observation: 0 not yet, 1 updated, 2 refused */
         char *failure;      /* first server error */
@@ -131,13 +132,17 @@ static int64_t now_seconds(void) {
         return (int64_t)time(NULL);
 }
 
-/* A created account's key, written to state_dir (not yet synced). */
+/* A created account's key, written to state_dir (not yet synced); or the key
+ * of a seed already there for that name: one name, one key, however often a
+ * create is retried. */
 static void create_key(struct push *p, const struct settings *s) {
-        struct nkey k;
-        nkey_generate(NKEY_ACCOUNT, &k);
-        (void)statedir_write(s->state_dir, p->entry->decl->name, &k, &p->failure);
-        snprintf(p->entry->key, sizeof(p->entry->key), "%s", k.pub);
-        nkey_wipe(&k);
+        if (!p->entry->seed_reused) {
+                struct nkey k;
+                nkey_generate(NKEY_ACCOUNT, &k);
+                (void)statedir_write(s->state_dir, p->entry->decl->name, &k, &p->failure);
+                snprintf(p->entry->key, sizeof(p->entry->key), "%s", k.pub);
+                nkey_wipe(&k);
+        }
         p->subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", p->entry->key);
 }
 
@@ -230,6 +235,7 @@ static bool make_payload(void *userdata, size_t index, const char **payload) {
                 return false;
         }
         *payload = p->jwt;
+        p->sent = true;
         return true;
 }
 
@@ -319,13 +325,81 @@ static size_t plan_existing(const struct plan *p, bool changing_only, struct obs
         return k;
 }
 
+static bool plan_creates(const struct plan *p) {
+        for (size_t i = 0; i < p->n; i++)
+                if (p->v[i].action == PLAN_CREATE)
+                        return true;
+        return false;
+}
+
+/* Before anything is created: the keys accounts were created as before
+ * (state_dir), and whether some server holds them (CLAIMS.PACK came from one
+ * server only, which may have missed a push). *seeds stays NULL, with *seeds_err,
+ * when state_dir cannot be read. */
+static int plan_with_seeds(struct natsconn *c, struct observed *obs, const struct accounts *a,
+                           struct plan_options *opt, struct statedir_index **seeds, char **seeds_err,
+                           struct plan **p, char **err) {
+        if (opt->seeds || !opt->state_dir || !plan_creates(*p))
+                return 0;
+        if (statedir_index_load(opt->state_dir, seeds, seeds_err) < 0)
+                return 0;
+        opt->seeds = *seeds;
+        plan_free(*p);
+        *p = plan_compute(a, obs, opt);
+        const char **keys = xcalloc((*p)->n ? (*p)->n : 1, sizeof(*keys));
+        size_t k = 0;
+        for (size_t i = 0; i < (*p)->n; i++)
+                if ((*p)->v[i].seed_reused)
+                        keys[k++] = (*p)->v[i].key;
+        int r = k ? observe_lookup(c, obs, keys, k, err) : 0;
+        free(keys);
+        if (k && r == 0) {
+                plan_free(*p);
+                *p = plan_compute(a, obs, opt);
+        }
+        return r;
+}
+
 int plan_with_state(struct natsconn *c, struct observed *obs, const struct accounts *a,
-                    const struct plan_options *opt, struct plan **out, char **err) {
+                    const struct plan_options *opt_in, struct plan **out, char **err) {
+        struct plan_options o = *opt_in, *opt = &o;
+        struct statedir_index *seeds = NULL;
+        char *seeds_err = NULL;
+        /* Pushed before but not confirmed everywhere: whatever CLAIMS.PACK said
+         * (one server), ask every server (a missing or older JWT shows as fewer
+         * holders, and the diff pushes it again). A list that cannot be read
+         * only costs that look. */
+        char(*unconfirmed)[NKEY_PUBLIC_LEN + 1] = NULL;
+        size_t n_unconfirmed = 0;
+        char *uerr = NULL;
+        if (opt->state_dir && statedir_unconfirmed_load(opt->state_dir, &unconfirmed, &n_unconfirmed, &uerr) < 0)
+                free(uerr);
+        if (n_unconfirmed) {
+                const char **keys = xcalloc(n_unconfirmed, sizeof(*keys));
+                for (size_t i = 0; i < n_unconfirmed; i++)
+                        keys[i] = unconfirmed[i];
+                int lr = observe_lookup(c, obs, keys, n_unconfirmed, err);
+                free(keys);
+                if (lr < 0) {
+                        free(unconfirmed);
+                        *out = NULL;
+                        return lr;
+                }
+        }
         struct plan *p = plan_compute(a, obs, opt);
+        int r = plan_with_seeds(c, obs, a, opt, &seeds, &seeds_err, &p, err);
+        if (r < 0) {
+                plan_free(p);
+                statedir_index_free(seeds);
+                free(seeds_err);
+                free(unconfirmed);
+                *out = NULL;
+                return r;
+        }
         struct observed_account **accts = xcalloc(p->n ? p->n : 1, sizeof(*accts));
         size_t n = plan_existing(p, false, accts);
         bool one_round = n <= STATE_ONE_ROUND_MAX;
-        int r = n ? observe_accounts_state(c, obs, accts, n, one_round, err) : 0;
+        r = n ? observe_accounts_state(c, obs, accts, n, one_round, err) : 0;
         if (r == 0 && !one_round) {
                 plan_free(p);
                 p = plan_compute(a, obs, opt);
@@ -341,7 +415,64 @@ int plan_with_state(struct natsconn *c, struct observed *obs, const struct accou
         free(accts);
         plan_free(p);
         *out = r == 0 ? plan_compute(a, obs, opt) : NULL;
+        /* Without knowing what was created before, a create could make a second
+         * account of a name: none is made. */
+        for (size_t i = 0; seeds_err && *out && i < (*out)->n; i++)
+                if ((*out)->v[i].action == PLAN_CREATE)
+                        plan_entry_set_error(&(*out)->v[i], "not created: the keys of accounts created before are "
+                                                            "unknown: %s",
+                                             seeds_err);
+        if (*out) {
+                (*out)->unconfirmed = unconfirmed;
+                (*out)->n_unconfirmed = n_unconfirmed;
+        } else {
+                free(unconfirmed);
+        }
+        statedir_index_free(seeds);
+        free(seeds_err);
         return r;
+}
+
+static int cmp_key(const void *a, const void *b) {
+        return strcmp(a, b);
+}
+
+/* state_dir's list of accounts not confirmed by every server, after this run:
+ * less those now confirmed (pushed, or seen held by all), plus the pushes that
+ * went out and were not confirmed by all. */
+static void update_unconfirmed(const struct settings *s, const struct observed *obs, const struct plan *p,
+                               const struct push *pushes, size_t n) {
+        size_t old_n = p->n_unconfirmed, k = 0;
+        char(*old)[NKEY_PUBLIC_LEN + 1] = xcalloc(old_n ? old_n : 1, sizeof(*old));
+        memcpy(old, p->unconfirmed, old_n * sizeof(*old));
+        if (old_n)
+                qsort(old, old_n, sizeof(*old), cmp_key);
+        bool *pushed = xcalloc(old_n ? old_n : 1, sizeof(*pushed));
+        char(*keep)[NKEY_PUBLIC_LEN + 1] = xcalloc(old_n + n ? old_n + n : 1, sizeof(*keep));
+        for (size_t i = 0; i < n; i++) {
+                const char *key = pushes[i].entry->key;
+                char(*hit)[NKEY_PUBLIC_LEN + 1] = old_n ? bsearch(key, old, old_n, sizeof(*old), cmp_key) : NULL;
+                if (hit && pushes[i].sent)
+                        pushed[hit - old] = true;
+                if (pushes[i].sent && pushes[i].ok < obs->n_servers)
+                        memcpy(keep[k++], key, NKEY_PUBLIC_LEN + 1);
+        }
+        for (size_t i = 0; i < old_n; i++) {
+                const struct observed_account *oa = observed_find_key(obs, old[i]);
+                if (!pushed[i] && oa && oa->holders < obs->n_servers)
+                        memcpy(keep[k++], old[i], NKEY_PUBLIC_LEN + 1);
+        }
+        if (k)
+                qsort(keep, k, sizeof(*keep), cmp_key);
+        bool same = k == old_n && memcmp(keep, old, k * sizeof(*keep)) == 0;
+        char *err = NULL;
+        if (!same && (!k || statedir_ensure(s->state_dir, &err) == 0))
+                (void)statedir_unconfirmed_save(s->state_dir, (const char(*)[NKEY_PUBLIC_LEN + 1])keep, k, &err);
+        /* Only a closer look next time is lost: nothing to stop the pass for. */
+        free(err);
+        free(keep);
+        free(pushed);
+        free(old);
 }
 
 int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *signer, struct observed *obs,
@@ -352,8 +483,10 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                 n += plan_action_changes(p->v[i].action);
                 creates += p->v[i].action == PLAN_CREATE;
         }
-        if (n == 0)
+        if (n == 0) {
+                update_unconfirmed(s, obs, p, NULL, 0);
                 return 0;
+        }
         if (!observed_key_trusted(obs, signer->pub, &why)) {
                 *err = xasprintf("refusing to push: signing key %s is not trusted: %s", signer->pub, why);
                 free(why);
@@ -413,6 +546,7 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                                 commit_observed(obs, &pushes[i]);
                 verify(c, obs, pushes, n);
         }
+        update_unconfirmed(s, obs, p, pushes, n);
         for (size_t i = 0; i < n; i++) {
                 struct push *ps = &pushes[i];
                 if (r < 0 && !ps->failure)

@@ -383,7 +383,8 @@ static void log_plan_problems(const struct plan *p, struct pass_result *res) {
  * or a subset of it. */
 static int reconcile(struct daemon *d, const struct accounts *a, struct pass_result *res) {
         char *err = NULL;
-        struct plan_options opt = { .create_missing = d->settings->create_missing };
+        struct plan_options opt = { .create_missing = d->settings->create_missing,
+                                    .state_dir = d->settings->state_dir };
         struct plan *p = NULL;
         int r = plan_with_state(d->nc, d->obs, a, &opt, &p, &err);
         if (r == 0) {

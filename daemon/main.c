@@ -142,7 +142,7 @@ static int cmd_check(const struct cli *cli) {
 static int make_plan(struct natsconn *c, const struct settings *s, const struct accounts *a, struct observed **obs,
                      struct plan **plan) {
         char *err = NULL;
-        struct plan_options opt = { .create_missing = s->create_missing };
+        struct plan_options opt = { .create_missing = s->create_missing, .state_dir = s->state_dir };
         if (observe_all(c, obs, &err) < 0 || plan_with_state(c, *obs, a, &opt, plan, &err) < 0) {
                 fprintf(stderr, "nats-accountd: %s\n", err);
                 free(err);

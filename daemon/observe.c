@@ -986,10 +986,12 @@ static struct server_peers *topology_find(const struct topology *t, const char *
 }
 
 /* true when every server named by those that answered has answered too; else
- * with missing, a list of what is still awaited. */
+ * with missing, a list of what is still awaited (each once, at most 8). */
 static bool topology_complete(const struct topology *t, char **missing) {
+        enum { SHOWN_MAX = 8 };
+        const char *shown[SHOWN_MAX]; /* the peers listed so far */
+        size_t n_shown = 0;
         char *list = NULL;
-        size_t listed = 0;
         for (size_t i = 0; i < t->n; i++) {
                 const struct server_peers *p = &t->v[i];
                 for (size_t k = 0; k < p->n_routes + p->n_gateways; k++) {
@@ -999,19 +1001,21 @@ static bool topology_complete(const struct topology *t, char **missing) {
                                 continue;
                         if (!missing)
                                 return false;
-                        if (listed++ < 8) {
-                                char *next = route ? xasprintf("%s%s%s (a route of %s)", list ? list : "", list ? ", " : "",
-                                                               peer, p->name)
-                                                   : xasprintf("%sany server of cluster %s (a gateway of %s)",
-                                                               list ? list : "", peer, p->name);
-                                if (!route && list) {
-                                        free(next);
-                                        next = xasprintf("%s, any server of cluster %s (a gateway of %s)", list, peer,
-                                                         p->name);
-                                }
-                                free(list);
-                                list = next;
+                        bool dup = false;
+                        for (size_t m = 0; m < n_shown && !dup; m++)
+                                dup = strcmp(shown[m], peer) == 0;
+                        if (dup || n_shown == SHOWN_MAX) {
+                                if (!list)
+                                        list = xstrdup("");
+                                continue;
                         }
+                        shown[n_shown++] = peer;
+                        char *next = route ? xasprintf("%s%s%s (a route of %s)", list ? list : "", list ? ", " : "", peer,
+                                                       p->name)
+                                           : xasprintf("%s%sany server of cluster %s (a gateway of %s)", list ? list : "",
+                                                       list ? ", " : "", peer, p->name);
+                        free(list);
+                        list = next;
                 }
         }
         if (missing)

@@ -7,6 +7,8 @@ Against real nats-servers on loopback (ports they pick):
     issued in the future) pushed into the full resolver, which stores them;
   - SuperclusterTest: clusters A (a1, a2) and B (b1, b2) joined by gateways
     whose every byte is delayed 0.25 s (harness.SuperCluster);
+  - PartialCreateTest: a 3-node cluster where c3 stops in the middle of the
+    first creates and loses them, then a retry.
 
 Run by meson (suite 'integration') with NATS_ACCOUNTD and NATS_PROBE set:
     python3 test_trust.py -v
@@ -268,10 +270,101 @@ class SuperclusterTest(unittest.TestCase):
             # b1 answers (late, through the gateway) and names b2 as its route:
             # without b2's word the change cannot count as applied everywhere.
             self.assertNotEqual(r.returncode, 0, self.out(r))
-            self.assertRegex(r.stderr + r.stdout, r"no reply from b2 \(a route of b1\)", self.out(r))
+            # (or, when even b1 is too slow, cluster B as a whole).
+            self.assertRegex(r.stderr + r.stdout, r"no reply from (b2 \(a route of b1\)|any server of cluster B)",
+                             self.out(r))
         finally:
             os.kill(b2.proc.pid, signal.SIGCONT)
             self.sb.write_accounts(text)
+
+
+def many_accounts(n):
+    return "accounts:\n" + "".join(
+        "  ACC%04d:\n    jetstream:\n      max_memory: 1KiB\n      max_store: 1KiB\n" % i for i in range(n))
+
+
+class PartialCreateTest(unittest.TestCase):
+    N = 600  # more than one batch of seeds (512): pushes are still going out when c3 stops
+
+    def setUp(self):
+        self.sb = harness.Cluster(3)
+        try:
+            self.sb.start_cluster()
+        except harness.HarnessError as e:
+            logs = self.sb.server_logs()
+            self.sb.cleanup()
+            self.fail("%s\n%s" % (e, logs))
+        self.state = self.sb.path("state")
+        self.sb.write_accounts(many_accounts(self.N))
+
+    def tearDown(self):
+        for s in self.sb.servers:
+            if s.running():
+                os.kill(s.proc.pid, signal.SIGCONT)
+        self.sb.cleanup()
+
+    def out(self, r):
+        return "exit %d\n--- stdout\n%s--- stderr\n%s" % (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+
+    def keys_by_name(self, node):
+        """name -> set of keys of the JWTs in one server's resolver folder."""
+        names = {}
+        folder = os.path.join(self.sb.path(node), "jwt")
+        for f in os.listdir(folder):
+            if f.endswith(".jwt"):
+                with open(os.path.join(folder, f)) as fh:
+                    claims = harness.jwt_claims(fh.read())
+                names.setdefault(claims.get("name"), set()).add(claims["sub"])
+        return names
+
+    def test_retry_after_a_partial_create_makes_no_second_account(self):
+        c1, c2, c3 = self.sb.servers
+        apply = subprocess.Popen([self.sb.t["accountd"], "-c", self.sb.conf, "apply"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            # The seeds of the first batch are written (and synced) before the first
+            # push goes out: stop c3 as soon as one shows, before the pushes reach it.
+            harness.poll(lambda: os.path.isdir(self.state) and os.listdir(self.state), 60, "the first seed",
+                         interval=0.001)
+            os.kill(c3.proc.pid, signal.SIGSTOP)
+            out, err = apply.communicate(timeout=120)
+        finally:
+            if apply.poll() is None:
+                apply.kill()
+        self.assertNotEqual(apply.returncode, 0, "apply with c3 stopped mid-way:\n%s%s" % (out[-2000:], err[-2000:]))
+        # c3 dies with whatever was on its way to it, and comes back without it.
+        os.kill(c3.proc.pid, signal.SIGKILL)
+        c3.proc.wait(timeout=10)
+        c3.stop()
+        c3.start()
+        self.sb.wait_system_api(3, timeout=30)
+        before = self.keys_by_name("c3")
+        self.assertLess(len(before), self.N, "c3 should have missed most creates")
+
+        # The retry talks to c3: its CLAIMS.PACK lacks what it missed.
+        self.sb.set_setting("servers", c3.url)
+        r = self.sb.accountd("apply", timeout=300)
+        self.assertEqual(r.returncode, 0, self.out(r))
+        sys.stderr.write("\n  retry: %s\n" % r.stderr.strip().splitlines()[-1])
+        seeds = os.listdir(self.state)
+        self.assertEqual(len(seeds), self.N, "one seed per account in state_dir")
+        per_server = {node: self.keys_by_name(node) for node in ("c1", "c2", "c3")}
+        for node, names in per_server.items():
+            for i in range(self.N):
+                name = "ACC%04d" % i
+                self.assertEqual(len(names.get(name, ())), 1, "%s holds %s as %s" % (node, name, names.get(name)))
+        self.assertEqual(per_server["c1"], per_server["c2"])
+        self.assertEqual(per_server["c1"], per_server["c3"])
+        self.assertEqual({k + ".nk" for keys in per_server["c1"].values() for k in keys} & set(seeds),
+                         set(seeds), "every key on the servers is one of the seeds")
+        r = self.sb.accountd("plan", "--detailed-exitcode", timeout=120)
+        self.assertEqual(r.returncode, 0, self.out(r))
+
+        # user-creds picks the one seed of the name, and its users get in.
+        for name in ("ACC0000", "ACC%04d" % (self.N - 1)):
+            creds = self.sb.user_creds(name)
+            info = self.sb.js_info(creds, url=c3.url)
+            self.assertNotIn("error", info, info)
 
 
 if __name__ == "__main__":
