@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -38,8 +39,23 @@
 #define RETRY_MAX_USEC (60 * USEC_PER_SEC)
 /* Accounts an incremental pass looks at; an edit touching more gets a full pass. */
 #define PENDING_MAX 1024
+/* While the first pass (or a reload's) runs, systemd is asked for this much
+ * more time whenever the pass showed progress lately: 100,000 creates take
+ * longer than TimeoutStartSec. */
+#define EXTEND_EVERY_USEC (5 * USEC_PER_SEC)
+#define EXTEND_BY_USEC (30 * USEC_PER_SEC)
 
 enum nats_event { NATS_EVENT_LOST = 1, NATS_EVENT_RESTORED = 2 };
+
+struct daemon;
+
+struct pass_result {
+        struct daemon *d;
+        uint64_t started;
+        uint64_t requests_before;
+        size_t checked, changed, failed, retryable;
+        bool connection_failed;
+};
 
 struct daemon {
         sd_event *ev;
@@ -73,6 +89,21 @@ struct daemon {
         bool ready_sent, waiting_logged;
         unsigned long passes;
         int exit_code;
+
+        /* A pass runs on a thread of its own, an opaque call from the loop's
+         * point of view: it takes the state above (connection, observation,
+         * pending, need_full) while it runs and hands it back with its result
+         * through pass_fd, as cnats' callbacks do through event_fd. Meanwhile
+         * the loop serves signals, edits and the watchdog; what they ask for
+         * waits in pass_wanted / full_wanted for the next pass. */
+        pthread_t pass_thread;
+        bool pass_running, pass_wanted, full_wanted, stopping;
+        bool reconnect; /* connection settings changed: the pass reconnects first */
+        int pass_fd;
+        sd_event_source *pass_done_src, *extend_src;
+        struct pass_result result;
+        atomic_bool cancel;         /* SIGTERM: the pass stops between two requests */
+        _Atomic uint64_t progress;  /* when the pass last sent or received something */
 };
 
 /* ---- small helpers ---- */
@@ -123,6 +154,14 @@ static void pending_clear(struct daemon *d) {
         free(d->pending);
         d->pending = NULL;
         d->n_pending = 0;
+}
+
+/* The next pass looks at everything; asked while a pass runs, the pass after it. */
+static void want_full(struct daemon *d) {
+        if (d->pass_running)
+                d->full_wanted = true;
+        else
+                d->need_full = true;
 }
 
 static int arm_timer(struct daemon *d, sd_event_source **src, uint64_t usec_from_now, sd_event_time_handler_t cb) {
@@ -254,6 +293,24 @@ static bool connection_settings_differ(const struct settings *a, const struct se
                !same_text(a->tls_key, b->tls_key) || a->request_timeout_usec != b->request_timeout_usec;
 }
 
+/* A step of a pass that cnats cannot interrupt (a connect, a flush) may last
+ * request_timeout: the loop stays responsive meanwhile, but a stop or a hung
+ * server is then only noticed that late. Under a watchdog, request_timeout
+ * must stay below half of WatchdogSec. */
+static int watchdog_check(const struct settings *s, char **err) {
+        uint64_t wd = 0;
+        if (sd_watchdog_enabled(false, &wd) <= 0 || wd == 0 || s->request_timeout_usec * 2 <= wd)
+                return 0;
+        char have[32], limit[32], unit[32];
+        units_format_duration(s->request_timeout_usec, have, sizeof(have));
+        units_format_duration(wd / 2, limit, sizeof(limit));
+        units_format_duration(wd, unit, sizeof(unit));
+        *err = xasprintf("%s: request_timeout = %s is too long under WatchdogSec=%s: a request cnats cannot interrupt "
+                         "may last that long; make it at most %s (half of WatchdogSec), or raise WatchdogSec",
+                         s->path, have, unit, limit);
+        return -EINVAL;
+}
+
 /* SIGHUP: settings and signing key anew; a bad new file keeps the old ones. */
 static void reload_settings(struct daemon *d) {
         struct diag_list dl = { 0 };
@@ -274,7 +331,7 @@ static void reload_settings(struct daemon *d) {
         }
         struct nkey k;
         char *err = NULL;
-        if (preflight_secrets(s, &k, &err) < 0) {
+        if (watchdog_check(s, &err) < 0 || preflight_secrets(s, &k, &err) < 0) {
                 log_error("%s; keeping the running settings", err);
                 free(err);
                 settings_free(s);
@@ -283,8 +340,7 @@ static void reload_settings(struct daemon *d) {
         nkey_move(&d->signer, &k);
         if (connection_settings_differ(d->settings, s) && d->nc) {
                 log_info("connection settings changed: reconnecting");
-                natsconn_close(d->nc);
-                d->nc = NULL;
+                d->reconnect = true; /* by the pass, off the loop */
         }
         bool moved = !same_text(d->settings->accounts_file, s->accounts_file);
         bool resync_changed = d->settings->resync_interval_usec != s->resync_interval_usec;
@@ -314,6 +370,11 @@ static void on_nats_event(void *userdata, bool connected) {
 }
 
 static bool ensure_connected(struct daemon *d) {
+        if (d->reconnect) {
+                d->reconnect = false;
+                natsconn_close(d->nc);
+                d->nc = NULL;
+        }
         if (d->nc)
                 return true;
         char *err = NULL;
@@ -334,15 +395,17 @@ static bool ensure_connected(struct daemon *d) {
         }
         d->waiting_logged = false;
         d->need_full = true;
+        natsconn_set_controls(d->nc, &d->cancel, &d->progress);
         return true;
 }
 
-struct pass_result {
-        struct daemon *d;
-        uint64_t requests_before;
-        size_t checked, changed, failed, retryable;
-        bool connection_failed;
-};
+/* What ended a pass early; a stop is no error. */
+static void log_pass_error(int r, const char *err) {
+        if (r == -ECANCELED)
+                log_debug("pass stopped: %s", err ? err : strerror(-r));
+        else
+                log_error("%s", err ? err : strerror(-r));
+}
 
 static void log_done(void *userdata, const struct plan_entry *e, bool ok) {
         struct pass_result *res = userdata;
@@ -350,6 +413,10 @@ static void log_done(void *userdata, const struct plan_entry *e, bool ok) {
                                               MSGID_ACCOUNT_DISABLED };
         static const char *const verbs[] = { "created", "enabled", "updated", "disabled" };
         struct log_field f[3];
+        if (!ok && atomic_load(&res->d->cancel)) {
+                res->failed++; /* not pushed because of the stop: nothing to report */
+                return;
+        }
         if (!ok) {
                 fields_for(e, f, NULL);
                 log_event(LOG_ERR, MSGID_ACCOUNT_FAILED, f, 3, "%s: %s", e->decl->name, e->error);
@@ -404,7 +471,7 @@ static int reconcile(struct daemon *d, const struct accounts *a, struct pass_res
                 free(created);
         }
         if (r < 0) {
-                log_error("%s", err ? err : strerror(-r));
+                log_pass_error(r, err);
                 if (r != -EACCES)
                         res->connection_failed = true;
                 else
@@ -424,7 +491,7 @@ static int full_pass(struct daemon *d, struct pass_result *res) {
         struct observed *o = NULL;
         int r = observe_all(d->nc, &o, &err);
         if (r < 0) {
-                log_error("%s", err ? err : strerror(-r));
+                log_pass_error(r, err);
                 free(err);
                 res->connection_failed = true;
                 return r;
@@ -472,7 +539,7 @@ static int incremental_pass(struct daemon *d, struct pass_result *res) {
         char *err = NULL;
         /* Refresh the JWTs first: another tool may have changed them since the last sweep. */
         if (nkeys && (r = observe_lookup(d->nc, d->obs, keys, nkeys, &err)) < 0) {
-                log_error("%s", err ? err : strerror(-r));
+                log_pass_error(r, err);
                 free(err);
                 res->connection_failed = true;
         }
@@ -500,6 +567,11 @@ static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 static void finish_pass(struct daemon *d, const struct pass_result *res, uint64_t started) {
         uint64_t took = clock_usec() - started;
+        if (d->stopping) {
+                log_event(LOG_DEBUG, MSGID_PASS_FINISHED, NULL, 0, "pass %lu stopped after %.3f ms: %zu changed", d->passes,
+                          (double)took / 1000.0, res->changed);
+                return;
+        }
         uint64_t requests = d->nc ? natsconn_requests(d->nc) : 0;
         requests = requests >= res->requests_before ? requests - res->requests_before : requests;
         struct log_field f[] = { { "NATS_SERVER", d->nc ? natsconn_url(d->nc) : d->settings->servers } };
@@ -531,10 +603,43 @@ static void finish_pass(struct daemon *d, const struct pass_result *res, uint64_
         }
 }
 
+/* The pass itself, on its own thread: connect if need be, then a sweep or
+ * only the edited accounts. It uses the daemon's connection, observation and
+ * pending list, which the loop leaves alone until pass_fd says it is done. */
+static void *pass_thread(void *userdata) {
+        struct daemon *d = userdata;
+        struct pass_result *res = &d->result;
+        if (!ensure_connected(d)) {
+                res->connection_failed = true;
+        } else {
+                res->requests_before = natsconn_requests(d->nc);
+                if (d->need_full || !d->obs)
+                        full_pass(d, res);
+                else if (d->n_pending)
+                        incremental_pass(d, res);
+        }
+        if (res->connection_failed)
+                d->need_full = true;
+        uint64_t one = 1;
+        ssize_t k = write(d->pass_fd, &one, sizeof(one));
+        (void)k;
+        return NULL;
+}
+
+static int on_extend_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
 static void run_pass(struct daemon *d) {
+        if (d->pass_running) {
+                d->pass_wanted = true;
+                return;
+        }
         uint64_t started = clock_usec();
         d->last_pass_start = now_usec(d);
         d->passes++;
+        if (d->full_wanted) {
+                d->full_wanted = false;
+                d->need_full = true;
+        }
         log_event(LOG_DEBUG, MSGID_PASS_STARTED, NULL, 0, "pass %lu started%s%s%s", d->passes,
                   d->need_full ? " (full)" : "", d->file_changed ? " (file changed)" : "",
                   d->reload_settings ? " (reload)" : "");
@@ -546,23 +651,60 @@ static void run_pass(struct daemon *d) {
                 d->file_changed = false;
                 reload_accounts(d);
         }
-        struct pass_result res = { .d = d };
-        if (!ensure_connected(d)) {
-                res.connection_failed = true;
-        } else {
-                res.requests_before = natsconn_requests(d->nc);
-                if (d->need_full || !d->obs)
-                        full_pass(d, &res);
-                else if (d->n_pending)
-                        incremental_pass(d, &res);
+        d->result = (struct pass_result){ .d = d, .started = started };
+        atomic_store(&d->progress, started);
+        d->pass_running = true;
+        if (!d->ready_sent || d->reloading)
+                arm_timer(d, &d->extend_src, 0, on_extend_timer);
+        if (pthread_create(&d->pass_thread, NULL, pass_thread, d) != 0) {
+                log_warning("cannot start a thread for the pass (%s): running it on the event loop", strerror(errno));
+                pass_thread(d);
+                d->pass_thread = pthread_self();
         }
-        if (res.connection_failed)
-                d->need_full = true;
-        finish_pass(d, &res, started);
+}
+
+/* The pass thread is done: the loop takes its state and result back. */
+static int on_pass_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        struct daemon *d = userdata;
+        uint64_t v;
+        ssize_t k = read(fd, &v, sizeof(v));
+        (void)k;
+        if (!d->pass_running)
+                return 0;
+        if (!pthread_equal(d->pass_thread, pthread_self()))
+                pthread_join(d->pass_thread, NULL);
+        d->pass_running = false;
+        if (d->extend_src)
+                sd_event_source_set_enabled(d->extend_src, SD_EVENT_OFF);
+        finish_pass(d, &d->result, d->result.started);
         /* Give back the pages the pass freed (after its log lines, off the
          * path of an edit): the heap is otherwise reused all over and stays
          * as resident as the largest pass made it. */
         malloc_trim(0);
+        if (d->stopping) {
+                sd_event_exit(d->ev, 0);
+                return 0;
+        }
+        if (d->full_wanted)
+                schedule_pass(d);
+        if (d->pass_wanted) {
+                d->pass_wanted = false;
+                schedule_pass(d);
+        }
+        return 0;
+}
+
+/* Starting (or reloading) with a long first pass: more time from systemd, as
+ * long as the pass keeps going. */
+static int on_extend_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct daemon *d = userdata;
+        if (!d->pass_running || (d->ready_sent && !d->reloading))
+                return 0;
+        uint64_t quiet = clock_usec() - atomic_load(&d->progress);
+        if (quiet < EXTEND_BY_USEC)
+                sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu", (unsigned long long)EXTEND_BY_USEC);
+        arm_timer(d, &d->extend_src, EXTEND_EVERY_USEC, on_extend_timer);
+        return 0;
 }
 
 /* ---- event sources ---- */
@@ -581,7 +723,7 @@ static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static int on_resync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
-        d->need_full = true;
+        want_full(d);
         schedule_pass(d);
         arm_resync(d);
         return 0;
@@ -616,11 +758,11 @@ static void check_file_version(struct daemon *d) {
 static bool inotify_overflowed(struct daemon *d, const struct inotify_event *ev) {
         if (!(ev->mask & IN_Q_OVERFLOW))
                 return false;
-        if (!d->file_changed || !d->need_full)
+        if (!d->file_changed)
                 log_warning("file events were lost (inotify queue overflow); re-reading %s and checking every account",
                             d->settings->accounts_file);
         d->file_changed = true;
-        d->need_full = true;
+        want_full(d);
         schedule_pass(d);
         return true;
 }
@@ -657,17 +799,19 @@ static int on_event_fd(sd_event_source *s, int fd, uint32_t revents, void *userd
         ssize_t k = read(fd, &v, sizeof(v));
         (void)k;
         int ev = atomic_exchange(&d->nats_events, 0);
-        if (!d->nc)
+        /* The connection belongs to a pass while one runs: only the settings' URLs then. */
+        struct natsconn *nc = d->pass_running ? NULL : d->nc;
+        if (!nc && !d->pass_running)
                 return 0;
-        struct log_field f[] = { { "NATS_SERVER", natsconn_url(d->nc) } };
+        const char *url = nc ? natsconn_url(nc) : d->settings->servers;
+        struct log_field f[] = { { "NATS_SERVER", url } };
         if (ev & NATS_EVENT_LOST) {
                 log_event(LOG_WARNING, MSGID_SERVER_LOST, f, 1, "connection to the servers lost; reconnecting");
                 status(d, "waiting for %s", d->settings->servers);
         }
-        if ((ev & NATS_EVENT_RESTORED) && natsconn_connected(d->nc)) {
-                log_event(LOG_NOTICE, MSGID_SERVER_RESTORED, f, 1, "reconnected to %s; resynchronising",
-                          natsconn_url(d->nc));
-                d->need_full = true;
+        if ((ev & NATS_EVENT_RESTORED) && (!nc || natsconn_connected(nc))) {
+                log_event(LOG_NOTICE, MSGID_SERVER_RESTORED, f, 1, "reconnected to %s; resynchronising", url);
+                want_full(d);
                 schedule_pass(d);
         }
         return 0;
@@ -680,16 +824,28 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         d->reloading = true;
         d->reload_settings = true;
         d->file_changed = true;
-        d->need_full = true;
+        want_full(d);
         schedule_pass(d);
+        if (d->pass_running)
+                arm_timer(d, &d->extend_src, 0, on_extend_timer);
         return 0;
 }
 
 static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         struct daemon *d = userdata;
+        if (d->stopping)
+                return 0;
         sd_notify(0, "STOPPING=1");
         log_info("stopping on %s", si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
-        sd_event_exit(d->ev, 0);
+        if (!d->pass_running) {
+                sd_event_exit(d->ev, 0);
+                return 0;
+        }
+        /* The pass ends at its next request, with every seed of an account it
+         * created already on disk; the loop exits when it is back. */
+        d->stopping = true;
+        atomic_store(&d->cancel, true);
+        status(d, "stopping: ending the pass under way");
         return 0;
 }
 
@@ -738,6 +894,17 @@ static void watch_target(struct daemon *d) {
 }
 
 static void daemon_free(struct daemon *d) {
+        if (d->pass_running) {
+                /* The loop failed under a running pass: stop it, wait for it. */
+                atomic_store(&d->cancel, true);
+                if (!pthread_equal(d->pass_thread, pthread_self()))
+                        pthread_join(d->pass_thread, NULL);
+                d->pass_running = false;
+        }
+        sd_event_source_unref(d->pass_done_src);
+        sd_event_source_unref(d->extend_src);
+        if (d->pass_fd >= 0)
+                close(d->pass_fd);
         sd_event_source_unref(d->pass_src);
         sd_event_source_unref(d->resync_src);
         sd_event_source_unref(d->retry_src);
@@ -762,7 +929,7 @@ static int exit_code_for(int r, int invalid) {
 }
 
 int daemon_run(const char *config_path) {
-        struct daemon d = { .config_path = config_path, .event_fd = -1, .need_full = true };
+        struct daemon d = { .config_path = config_path, .event_fd = -1, .pass_fd = -1, .need_full = true };
         struct diag_list dl = { 0 };
         /* Per-account arrays (the accounts file's, an observation's, a plan's)
          * are made anew on every edit or pass: mapped, each goes back to the
@@ -796,6 +963,12 @@ int daemon_run(const char *config_path) {
                 return exit_code_for(r, EX_DATAERR);
         }
         char *err = NULL;
+        if ((r = watchdog_check(d.settings, &err)) < 0) {
+                log_error("%s", err);
+                free(err);
+                daemon_free(&d);
+                return EX_CONFIG;
+        }
         if ((r = preflight_secrets(d.settings, &d.signer, &err)) < 0) {
                 log_error("%s", err);
                 free(err);
@@ -810,10 +983,12 @@ int daemon_run(const char *config_path) {
         sigaddset(&mask, SIGINT);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         d.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        d.pass_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if ((r = sd_event_default(&d.ev)) < 0 || (r = sd_event_add_signal(d.ev, NULL, SIGHUP, on_sighup, &d)) < 0 ||
             (r = sd_event_add_signal(d.ev, NULL, SIGTERM, on_sigterm, &d)) < 0 ||
-            (r = sd_event_add_signal(d.ev, NULL, SIGINT, on_sigterm, &d)) < 0 || d.event_fd < 0 ||
+            (r = sd_event_add_signal(d.ev, NULL, SIGINT, on_sigterm, &d)) < 0 || d.event_fd < 0 || d.pass_fd < 0 ||
             (r = sd_event_add_io(d.ev, &d.event_src, d.event_fd, EPOLLIN, on_event_fd, &d)) < 0 ||
+            (r = sd_event_add_io(d.ev, &d.pass_done_src, d.pass_fd, EPOLLIN, on_pass_done, &d)) < 0 ||
             (r = sd_event_set_watchdog(d.ev, true)) < 0) {
                 log_error("cannot set up the event loop: %s", strerror(r < 0 ? -r : errno));
                 daemon_free(&d);

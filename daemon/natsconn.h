@@ -1,6 +1,7 @@
 /* The connection to the servers as a system-account user, and the request
  * patterns the system API needs: gather one reply per server, and pipelines. */
 #pragma once
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +26,11 @@ void natsconn_close(struct natsconn *c);
 /* The server connected to, else the configured list; user:password@ left out. */
 const char *natsconn_url(const struct natsconn *c);
 bool natsconn_connected(const struct natsconn *c);
+/* A pass's controls, for the thread that runs it: once *cancel is true, every
+ * wait ends within 100 ms and the request under way returns -ECANCELED (no
+ * further request is sent); *progress gets the CLOCK_MONOTONIC time (usec) of
+ * every request sent and reply received. Either may be NULL. */
+void natsconn_set_controls(struct natsconn *c, const atomic_bool *cancel, _Atomic uint64_t *progress);
 /* The settings' request_timeout, for callers that pick their own deadlines. */
 /* Requests published on this connection so far. */
 uint64_t natsconn_requests(const struct natsconn *c);

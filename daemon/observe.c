@@ -26,6 +26,11 @@
  * start within request_timeout and keep going with gaps below it; this only
  * caps a server that trickles forever. */
 #define PACK_MAX_USEC (10u * 60 * 1000000)
+/* A server that has just stored thousands of JWTs, on a busy host, may take a
+ * few seconds before it starts (or goes on) streaming them: the servers
+ * answered STATSZ and VARZ moments before, so this waits on a slow server,
+ * not a dead one, and the pass runs off the event loop. */
+#define PACK_WAIT_MIN_USEC (10u * 1000000)
 /* An unknown account gets no LOOKUP reply at all, so every lookup of one costs
  * the full deadline: keep it short. A late reply only leaves o as it was. */
 #define LOOKUP_TIMEOUT_USEC (500u * 1000)
@@ -1184,7 +1189,7 @@ struct pack_verifier {
         pthread_cond_t more;
         struct verify_job *jobs;
         size_t n, cap, next;
-        bool closed;
+        bool closed, discard; /* discard: the stream failed or was stopped, skip what is left */
         pthread_t threads[PACK_VERIFY_THREADS];
         size_t n_threads;
 };
@@ -1195,7 +1200,7 @@ static void *verifier_work(void *arg) {
         for (;;) {
                 while (v->next == v->n && !v->closed)
                         pthread_cond_wait(&v->more, &v->lock);
-                if (v->next == v->n)
+                if (v->next == v->n || v->discard)
                         break;
                 size_t i = v->next++;
                 struct verify_job job = v->jobs[i];
@@ -1240,6 +1245,7 @@ static void verifier_add(struct pack_verifier *v, const struct observed_account 
 static void verifier_finish(struct pack_verifier *v, struct observed_account *accounts) {
         pthread_mutex_lock(&v->lock);
         v->closed = true;
+        v->discard = !accounts;
         pthread_cond_broadcast(&v->more);
         pthread_mutex_unlock(&v->lock);
         verifier_work(v);
@@ -1286,8 +1292,8 @@ static int observe_pack(struct natsconn *c, struct observed *o, char **err) {
         struct natsconn_gather_opts go = {
                 .stop_on_empty = true,
                 .timeout_usec = PACK_MAX_USEC,
-                .first_usec = timeout,
-                .idle_usec = timeout,
+                .first_usec = timeout > PACK_WAIT_MIN_USEC ? timeout : PACK_WAIT_MIN_USEC,
+                .idle_usec = timeout > PACK_WAIT_MIN_USEC ? timeout : PACK_WAIT_MIN_USEC,
                 .on_reply = pack_reply,
                 .userdata = &x,
         };

@@ -10,6 +10,7 @@ Run by meson (suite 'integration') with NATS_ACCOUNTD and NATS_PROBE set:
 nats-server must be on PATH (or NATS_SERVER): without it the tests fail, never skip.
 """
 
+import json
 import os
 import re
 import signal
@@ -658,6 +659,68 @@ class DaemonTest(unittest.TestCase):
         self.save(self.example_with(14))
         self.daemon.wait_line(r"^APP updated: max_streams 10 -> 14$", mark, timeout=5)
         self.assertEqual(self.daemon.stop(), 0)
+
+    def long_pass(self, n=20000):
+        """Start the daemon on n accounts to create (several seconds of pushes);
+        return once it is creating them (the first seeds are on disk)."""
+        self.sb.write_accounts(many_accounts(n))
+        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
+        state = self.sb.path("state")
+        poll(lambda: os.path.isdir(state) and len(os.listdir(state)) >= 512, 60, "the first seeds", interval=0.01)
+
+    def test_long_pass_keeps_the_loop_responsive(self):
+        self.long_pass()
+        # Signals and edits are served while the pass goes on...
+        since = self.daemon.mark()
+        t0 = time.monotonic()
+        self.save(many_accounts(20000, app_store="2KiB"))
+        self.daemon.signal(signal.SIGHUP)
+        _, t1, _ = self.daemon.wait_line(r"^reloading on SIGHUP$", since, timeout=10)
+        self.assertLess(t1 - t0, 1.5, "SIGHUP handled %.2fs after it came" % (t1 - t0))
+        self.assertFalse(self.daemon.find(PASS_FINISHED.pattern, 0), "the first pass is still running")
+        # ... and what they ask for is done by the next pass.
+        first = self.daemon.wait_pass_after(0, timeout=120)
+        self.assertEqual((first["n"], first["failed"]), (1, 0), self.daemon.text()[-2000:])
+        self.daemon.wait_line(r"^APP updated: max_store 1KiB -> 2KiB$", since, timeout=60)
+        self.daemon.wait_quiet(since, timeout=60)
+        self.assertNoErrors()
+
+    def test_sigterm_during_a_long_pass_stops_it_cleanly(self):
+        self.long_pass()
+        since = self.daemon.mark()
+        t0 = time.monotonic()
+        rc = self.daemon.stop(timeout=10)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, self.daemon.text(since))
+        self.assertLess(took, 3.0, "SIGTERM took %.2fs to end the pass" % took)
+        self.assertTrue(self.daemon.find(r"^stopping on SIGTERM$", since))
+        created = len(self.daemon.find(r"^FILL\d+ created\b", 0))
+        self.assertLess(created, 19999, "the pass was stopped, not finished")
+        # Accounts a stop kept from being pushed are not failures to report.
+        self.assertNoErrors()
+        # Nothing half written: every account the servers hold has its seed on disk.
+        state = self.sb.path("state")
+        seeds = {f[:-3] for f in os.listdir(state) if f.endswith(".nk")}
+        r = self.sb.probe("gather", self.sb.sys_creds, self.sb.url, "$SYS.REQ.CLAIMS.LIST", "", 5000, 1)
+        held = {k for k in json.loads(r.stdout)["data"] if k not in self.sb.read("nats-server.conf")}
+        self.assertGreaterEqual(len(held), created)
+        self.assertEqual(held - seeds, set(), "accounts on the server without a seed")
+        # A new start finishes the job with the same keys: one per name.
+        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
+        p = self.daemon.wait_pass_after(0, timeout=120)
+        self.assertEqual(p["failed"], 0, self.daemon.text()[-2000:])
+        self.assertEqual(len(os.listdir(state)), 20000, "one seed per account")
+        self.assertInSync()
+
+    def test_request_timeout_checked_against_the_watchdog(self):
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
+        env["WATCHDOG_USEC"] = "4000000"
+        self.sb.set_setting("request_timeout", "3s")
+        r = subprocess.run([self.sb.t["accountd"], "-c", self.sb.conf, "run"], env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("request_timeout = 3s is too long under WatchdogSec=4s", r.stderr)
+        self.assertIn("make it at most 2s", r.stderr)
 
     def test_sigterm_exits_zero_promptly(self):
         self.start_daemon()
