@@ -195,6 +195,10 @@ static int parse_account_jwt(const char *key, const char *jwt, size_t len, struc
                 set_why(why, xasprintf("JWT of %s has %zu bytes", key, len));
                 return -EBADMSG;
         }
+        if (memchr(jwt, 0, len)) {
+                set_why(why, xasprintf("JWT of %s holds a NUL byte", key));
+                return -EBADMSG;
+        }
         const char *dot1 = memchr(jwt, '.', len);
         const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - jwt)) : NULL;
         if (!dot1 || !dot2 || dot1 == jwt || dot2 == dot1 + 1 || dot2 + 1 == jwt + len ||
@@ -281,7 +285,8 @@ static int parse_pack_msg(const char *data, size_t len, struct observed_account 
                 if (line_len) {
                         const char *bar = memchr(p, '|', line_len);
                         if (!bar || bar - p != NKEY_PUBLIC_LEN) {
-                                set_why(why, xasprintf("a line is not \"<account key>|<jwt>\": \"%.40s...\"", p));
+                                set_why(why, xasprintf("a line is not \"<account key>|<jwt>\": \"%.*s...\"",
+                                                       (int)(line_len < 40 ? line_len : 40), p));
                                 goto fail;
                         }
                         char key[NKEY_PUBLIC_LEN + 1];

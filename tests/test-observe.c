@@ -537,6 +537,26 @@ static void test_pack_malformed(void **state) {
         expect_pack_error(ACC0 "|a.Zm9vYmFy.c", "not JSON");
         expect_pack_error(ACC0 "|a.WzFd.c", "not an object"); /* [1] */
 
+        /* Exactly len bytes, no NUL after them (a reply as it may come): the
+         * message quotes at most what is there (ASan catches a longer read). */
+        char *shortline = xmalloc(5);
+        memcpy(shortline, "short", 5);
+        struct pack p = { 0 };
+        char *why = NULL;
+        assert_int_equal(observe_parse_pack_msg(shortline, 5, &p.v, &p.n, &p.cap, &why), -EBADMSG);
+        assert_non_null(strstr(why, "\"short...\""));
+        free(why);
+        free(shortline);
+        /* A NUL inside the JWT. */
+        char *nul = xasprintf("%s|%s", ACC0, jwt);
+        nul[NKEY_PUBLIC_LEN + 10] = 0;
+        assert_int_equal(observe_parse_pack_msg(nul, strlen(nul + NKEY_PUBLIC_LEN + 11) + NKEY_PUBLIC_LEN + 11, &p.v,
+                                                &p.n, &p.cap, &why),
+                         -EBADMSG);
+        assert_non_null(strstr(why, "NUL byte"));
+        free(why);
+        free(nul);
+
         const char *const bad[][2] = {
                 { JWT_SUB_MISMATCH, "sub is " ACC1 },
                 { JWT_USER_TYPE, "nats.type is user" },
