@@ -349,6 +349,8 @@ static void test_verify(void **state) {
         nkey_generate(NKEY_OPERATOR, &other);
         char *payload = xasprintf("{\"iss\":\"%s\",\"sub\":\"%s\"}", op.pub, go_account);
         char *good = sign_raw("{\"typ\":\"JWT\",\"alg\":\"ed25519-nkey\"}", payload, &op);
+        if (!good)
+                abort();
         char *err = NULL;
         assert_int_equal(jwt_verify(good, strlen(good), op.pub, &err), 0);
         assert_null(err);

@@ -556,6 +556,7 @@ static void test_pack_malformed(void **state) {
         assert_non_null(strstr(why, "NUL byte"));
         free(why);
         free(nul);
+        pack_free(&p);
 
         const char *const bad[][2] = {
                 { JWT_SUB_MISMATCH, "sub is " ACC1 },
