@@ -924,10 +924,6 @@ static void daemon_free(struct daemon *d) {
         free(d->watch_name);
 }
 
-static int exit_code_for(int r, int invalid) {
-        return r == -ENOENT ? EX_NOINPUT : r == -EACCES ? EX_NOPERM : invalid;
-}
-
 int daemon_run(const char *config_path) {
         struct daemon d = { .config_path = config_path, .event_fd = -1, .pass_fd = -1, .need_full = true };
         struct diag_list dl = { 0 };

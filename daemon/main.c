@@ -65,20 +65,7 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
 static int report_load(int r, struct diag_list *d, int invalid_code) {
         diag_print(d, stderr);
         diag_list_clear(d);
-        switch (r) {
-        case 0:
-                return 0;
-        case -ENOENT:
-        case -ENOTDIR:
-                return EX_NOINPUT;
-        case -EACCES:
-        case -EPERM:
-                return EX_NOPERM;
-        case -EINVAL:
-                return invalid_code;
-        default:
-                return invalid_code;
-        }
+        return exit_code_for(r, invalid_code);
 }
 
 /* Settings, then every secret they name (preflight.h). */

@@ -6,7 +6,10 @@
 
 #include "observe.h"
 
-#define OBSERVE_REPLY_MAX (64u * 1024 * 1024) /* nats-server's max_payload ceiling */
+#define OBSERVE_REPLY_MAX (64u * 1024 * 1024) /* nats-server's max_payload ceiling: ACCOUNTZ */
+/* VARZ, STATSZ, INFO, JSZ describe one server or account: a few KiB, two JWTs
+ * (1 MiB at most each) in the worst case. */
+#define OBSERVE_STATUS_REPLY_MAX (4u * 1024 * 1024)
 #define OBSERVE_JWT_MAX (1024u * 1024)
 /* A CLAIMS.UPDATE reply is a small status object: nothing legitimate comes
  * near this. */

@@ -317,9 +317,9 @@ int observe_parse_pack_msg(const char *data, size_t len, struct observed_account
 
 /* ---- replies of the system API ---- */
 
-static json_t *reply_load(const char *data, size_t len, char **why) {
-        if (len > OBSERVE_REPLY_MAX) {
-                set_why(why, xasprintf("reply of %zu bytes is too large", len));
+static json_t *reply_load(const char *data, size_t len, size_t max, char **why) {
+        if (len > max) {
+                set_why(why, xasprintf("reply of %zu bytes is too large (at most %zu)", len, max));
                 return NULL;
         }
         json_error_t e;
@@ -397,7 +397,7 @@ static int add_trusted_key(struct server_info *s, size_t *n, const json_t *v, ch
 
 int observe_parse_varz(const char *data, size_t len, struct server_info *out, char **why) {
         memset(out, 0, sizeof(*out));
-        json_t *root = reply_load(data, len, why);
+        json_t *root = reply_load(data, len, OBSERVE_STATUS_REPLY_MAX, why);
         if (!root)
                 return -EBADMSG;
         int ret = -EBADMSG;
@@ -527,7 +527,7 @@ static int peer_names(const json_t *list, const char *what, char ***out, size_t 
 
 int observe_parse_statsz(const char *data, size_t len, struct server_peers *out, char **why) {
         memset(out, 0, sizeof(*out));
-        json_t *root = reply_load(data, len, why);
+        json_t *root = reply_load(data, len, OBSERVE_STATUS_REPLY_MAX, why);
         if (!root)
                 return -EBADMSG;
         int ret = -EBADMSG;
@@ -570,7 +570,7 @@ static bool contains(const char *s, const char *what) {
 static json_t *account_reply_load(const char *data, size_t len, struct server_account_state *out,
                                   const json_t **d, const char **err, int64_t *code, char **why) {
         memset(out, 0, sizeof(*out));
-        json_t *root = reply_load(data, len, why);
+        json_t *root = reply_load(data, len, OBSERVE_STATUS_REPLY_MAX, why);
         if (!root)
                 return NULL;
         *code = 0;
@@ -660,11 +660,7 @@ void update_reply_clear(struct update_reply *r) {
 
 int observe_parse_update_reply(const char *data, size_t len, struct update_reply *out, char **why) {
         memset(out, 0, sizeof(*out));
-        if (len > OBSERVE_UPDATE_REPLY_MAX) {
-                set_why(why, xasprintf("reply of %zu bytes is too large for a CLAIMS.UPDATE reply", len));
-                return -EBADMSG;
-        }
-        json_t *root = reply_load(data, len, why);
+        json_t *root = reply_load(data, len, OBSERVE_UPDATE_REPLY_MAX, why);
         if (!root)
                 return -EBADMSG;
         int ret = -EBADMSG;
@@ -714,7 +710,7 @@ static int cmp_key(const void *a, const void *b) {
 
 int observe_parse_accountz(const char *data, size_t len, struct loaded_accounts *out, char **why) {
         memset(out, 0, sizeof(*out));
-        json_t *root = reply_load(data, len, why);
+        json_t *root = reply_load(data, len, OBSERVE_REPLY_MAX, why);
         if (!root)
                 return -EBADMSG;
         int ret = -EBADMSG;

@@ -49,8 +49,10 @@ int preflight_secrets(const struct settings *s, struct nkey *signer, char **err)
         return r;
 }
 
-int preflight_exit_code(int r) {
+int exit_code_for(int r, int invalid) {
         switch (r) {
+        case 0:
+                return 0;
         case -ENOENT:
         case -ENOTDIR:
                 return EX_NOINPUT;
@@ -58,6 +60,10 @@ int preflight_exit_code(int r) {
         case -EPERM:
                 return EX_NOPERM;
         default:
-                return EX_CONFIG;
+                return invalid;
         }
+}
+
+int preflight_exit_code(int r) {
+        return exit_code_for(r, EX_CONFIG);
 }

@@ -12,5 +12,9 @@
  * mode). 0, or -ENOENT (a file is missing), -EACCES (readable by group or
  * others), -EINVAL (unusable contents), always with *err. */
 int preflight_secrets(const struct settings *s, struct nkey *signer, char **err);
-/* The sysexits code of a preflight_secrets() failure: 66, 77 or 78. */
+/* The sysexits code (SPEC.md) of a loader's negative errno: 66 a file is
+ * missing, 77 permissions, otherwise `invalid` (65 for the accounts file, 78
+ * for the settings and the secrets they name). 0 for 0. */
+int exit_code_for(int r, int invalid);
+/* That of a preflight_secrets() failure: exit_code_for(r, 78). */
 int preflight_exit_code(int r);

@@ -720,6 +720,30 @@ static const char STATSZ_C0[] =
         "\"bytes\":5723},\"pending\":92},{\"rid\":7,\"name\":\"c2\"},{\"rid\":8,\"name\":\"c1\"}],"
         "\"gateways\":[{\"gwid\":3,\"name\":\"B\",\"inbound_connections\":2}],\"active_servers\":5}}";
 
+/* Every reply has a size limit for its kind, checked before it is parsed. */
+static void test_reply_size_limits(void **state) {
+        size_t big = OBSERVE_STATUS_REPLY_MAX + 1;
+        char *padded = xmalloc(big);
+        memset(padded, ' ', big);
+        memcpy(padded, VARZ_CLUSTER, strlen(VARZ_CLUSTER));
+        char *why = NULL;
+        struct server_info s;
+        assert_int_equal(observe_parse_varz(padded, strlen(VARZ_CLUSTER), &s, &why), 0);
+        server_info_clear(&s);
+        assert_int_equal(observe_parse_varz(padded, big, &s, &why), -EBADMSG);
+        assert_non_null(strstr(why, "too large"));
+        free(why);
+        struct server_peers p;
+        assert_int_equal(observe_parse_statsz(padded, big, &p, &why), -EBADMSG);
+        free(why);
+        struct server_account_state st;
+        assert_int_equal(observe_parse_info(padded, big, &st, &why), -EBADMSG);
+        free(why);
+        assert_int_equal(observe_parse_jsz(padded, big, &st, &why), -EBADMSG);
+        free(why);
+        free(padded);
+}
+
 static void test_statsz(void **state) {
         struct server_peers p;
         char *why = NULL;
@@ -892,6 +916,7 @@ int main(void) {
                 cmocka_unit_test(test_update_reply),
                 cmocka_unit_test(test_account_jwt_verified),
                 cmocka_unit_test(test_statsz),
+                cmocka_unit_test(test_reply_size_limits),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -309,6 +309,25 @@ def js_limits(info, tier=None):
     return ((info.get("tiers") or {}).get(tier) or {}).get("limits") or {}
 
 
+def node_config(sandbox, base, name):
+    """init's server config for one more server `name`, with a folder of its own
+    (ports file, JetStream store, resolver); returns (folder, config text)."""
+    node = sandbox.path(name)
+    os.makedirs(os.path.join(node, "jetstream"), mode=0o700)
+    os.makedirs(os.path.join(node, "jwt"), mode=0o700)
+    text = base
+    for pattern, repl in (
+        (r"(?m)^server_name:.*$", "server_name: %s" % name),
+        (r'(?m)^ports_file_dir:.*$', 'ports_file_dir: "%s"' % node),
+        (r'(?m)^(\s*store_dir:\s*)".*"$', r'\g<1>"%s"' % os.path.join(node, "jetstream")),
+        (r'(?ms)^(resolver\s*\{.*?^\s*dir:\s*)".*?"$', r'\g<1>"%s"' % os.path.join(node, "jwt")),
+    ):
+        text, n = re.subn(pattern, repl, text)
+        if n != 1:
+            raise HarnessError("cannot derive %s's config: %r matched %d times in\n%s" % (name, pattern, n, base))
+    return node, text
+
+
 class Cluster(Sandbox):
     """Three servers c1..c3 on loopback derived from init's server config."""
 
@@ -318,20 +337,7 @@ class Cluster(Sandbox):
         base = self.read("nats-server.conf")
         self.node_confs = []
         for i in range(1, size + 1):
-            node = self.path("c%d" % i)
-            os.makedirs(os.path.join(node, "jetstream"), mode=0o700)
-            os.makedirs(os.path.join(node, "jwt"), mode=0o700)
-            text = base
-            for pattern, repl in (
-                (r"(?m)^server_name:.*$", "server_name: c%d" % i),
-                (r'(?m)^ports_file_dir:.*$', 'ports_file_dir: "%s"' % node),
-                (r'(?m)^(\s*store_dir:\s*)".*"$', r'\g<1>"%s"' % os.path.join(node, "jetstream")),
-                (r'(?ms)^(resolver\s*\{.*?^\s*dir:\s*)".*?"$', r'\g<1>"%s"' % os.path.join(node, "jwt")),
-            ):
-                text, n = re.subn(pattern, repl, text)
-                if n != 1:
-                    raise HarnessError("cannot derive c%d's config: %r matched %d times in\n%s" % (i, pattern, n, base))
-            self.node_confs.append((node, text))
+            self.node_confs.append(node_config(self, base, "c%d" % i))
 
     def start_cluster(self):
         # JetStream refuses to start a clustered server without configured routes,
@@ -482,19 +488,7 @@ class SuperCluster(Sandbox):
             other = "B" if cluster == "A" else "A"
             for i in range(1, per_cluster + 1):
                 name = "%s%d" % (cluster.lower(), i)
-                node = self.path(name)
-                os.makedirs(os.path.join(node, "jetstream"), mode=0o700)
-                os.makedirs(os.path.join(node, "jwt"), mode=0o700)
-                text = base
-                for pattern, repl in (
-                    (r"(?m)^server_name:.*$", "server_name: %s" % name),
-                    (r'(?m)^ports_file_dir:.*$', 'ports_file_dir: "%s"' % node),
-                    (r'(?m)^(\s*store_dir:\s*)".*"$', r'\g<1>"%s"' % os.path.join(node, "jetstream")),
-                    (r'(?ms)^(resolver\s*\{.*?^\s*dir:\s*)".*?"$', r'\g<1>"%s"' % os.path.join(node, "jwt")),
-                ):
-                    text, n = re.subn(pattern, repl, text)
-                    if n != 1:
-                        raise HarnessError("cannot derive %s's config: %r matched %d times" % (name, pattern, n))
+                node, text = node_config(self, base, name)
                 if cluster == "B":
                     text, n = re.subn(r"(?ms)^jetstream\s*\{.*?^\}\n", "", text)
                     if n != 1:
