@@ -932,6 +932,10 @@ int daemon_run(const char *config_path) {
          * system when freed. glibc's default would raise its threshold past
          * them after the first free and let them fragment the heap instead. */
         mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+        /* Passes run on threads of their own: one heap for all, or each thread's
+         * arena keeps what the last pass left in it (10 MiB more when idle,
+         * with 10,000 accounts). */
+        mallopt(M_ARENA_MAX, 1);
         log_open(LOG_INFO);
         int r = settings_load(config_path, &d.settings, &dl);
         if (r < 0) {
