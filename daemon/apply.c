@@ -249,6 +249,7 @@ static void commit_observed(struct observed *obs, struct push *p) {
         oa->jwt = p->jwt;
         p->jwt = NULL;
         oa->iat = p->iat;
+        oa->holders = 0; /* what LOOKUP said is about the JWT before this one */
         (void)obs;
 }
 

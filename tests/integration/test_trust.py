@@ -363,8 +363,13 @@ class PartialCreateTest(unittest.TestCase):
         # user-creds picks the one seed of the name, and its users get in.
         for name in ("ACC0000", "ACC%04d" % (self.N - 1)):
             creds = self.sb.user_creds(name)
-            info = self.sb.js_info(creds, url=c3.url)
-            self.assertNotIn("error", info, info)
+
+            def js_usable():
+                # c3 came back moments ago: its JetStream may take a while to rejoin.
+                r = self.sb.request(creds, "$JS.API.INFO", url=c3.url)
+                return r.returncode == 0 and "error" not in json.loads(r.stdout)
+
+            harness.poll(js_usable, 60, "a user of %s using JetStream through c3" % name, interval=0.5)
 
 
 if __name__ == "__main__":
