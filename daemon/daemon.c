@@ -55,6 +55,7 @@ struct pass_result {
         uint64_t requests_before;
         size_t checked, changed, failed, retryable;
         bool connection_failed;
+        bool reloaded; /* this pass read the settings of a SIGHUP */
 };
 
 struct daemon {
@@ -596,10 +597,12 @@ static void finish_pass(struct daemon *d, const struct pass_result *res, uint64_
                 else
                         status(d, "in sync: %zu account%s", d->accounts->n, d->accounts->n == 1 ? "" : "s");
         }
-        if (!d->ready_sent || d->reloading) {
+        /* A SIGHUP that came during a pass is done by the next one: READY=1 after that. */
+        if (!d->ready_sent || (d->reloading && res->reloaded)) {
                 sd_notify(0, "READY=1");
                 d->ready_sent = true;
-                d->reloading = false;
+                if (res->reloaded)
+                        d->reloading = false;
         }
 }
 
@@ -643,6 +646,7 @@ static void run_pass(struct daemon *d) {
         log_event(LOG_DEBUG, MSGID_PASS_STARTED, NULL, 0, "pass %lu started%s%s%s", d->passes,
                   d->need_full ? " (full)" : "", d->file_changed ? " (file changed)" : "",
                   d->reload_settings ? " (reload)" : "");
+        bool reloaded = d->reload_settings;
         if (d->reload_settings) {
                 d->reload_settings = false;
                 reload_settings(d);
@@ -651,7 +655,7 @@ static void run_pass(struct daemon *d) {
                 d->file_changed = false;
                 reload_accounts(d);
         }
-        d->result = (struct pass_result){ .d = d, .started = started };
+        d->result = (struct pass_result){ .d = d, .started = started, .reloaded = reloaded };
         atomic_store(&d->progress, started);
         d->pass_running = true;
         if (!d->ready_sent || d->reloading)

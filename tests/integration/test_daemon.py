@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,10 +39,17 @@ SYSTEMD_ENV = ("JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID
 
 
 class Daemon:
-    """`nats-accountd -c CONF run` with its stderr lines kept as (monotonic time, text)."""
+    """`nats-accountd -c CONF run` with its stderr lines kept as (monotonic time, text);
+    with notify_path, also what it sends to that NOTIFY_SOCKET, as (time, message)."""
 
-    def __init__(self, binary, conf):
+    def __init__(self, binary, conf, notify_path=None):
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
+        self.notified = []
+        if notify_path:
+            self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.notify.bind(notify_path)
+            env["NOTIFY_SOCKET"] = notify_path
+            threading.Thread(target=self._notifications, daemon=True).start()
         self.proc = subprocess.Popen(
             [binary, "-c", conf, "run"],
             stdin=subprocess.DEVNULL,
@@ -56,6 +64,18 @@ class Daemon:
         self.cond = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+
+    def _notifications(self):
+        while True:
+            try:
+                data = self.notify.recv(4096)
+            except OSError:
+                return
+            t = time.monotonic()
+            with self.cond:
+                for line in data.decode(errors="replace").splitlines():
+                    self.notified.append((t, line))
+                self.cond.notify_all()
 
     def _read(self):
         for raw in self.proc.stderr:
@@ -684,6 +704,27 @@ class DaemonTest(unittest.TestCase):
         self.daemon.wait_line(r"^APP updated: max_store 1KiB -> 2KiB$", since, timeout=60)
         self.daemon.wait_quiet(since, timeout=60)
         self.assertNoErrors()
+
+    def test_systemd_notifications_during_a_long_pass(self):
+        notify = os.path.join(self.sb.root, "notify.sock")
+        self.sb.write_accounts(many_accounts(20000))
+        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf, notify_path=notify)
+        state = self.sb.path("state")
+        poll(lambda: os.path.isdir(state) and len(os.listdir(state)) >= 512, 60, "the first seeds", interval=0.01)
+        # Starting: more time asked for while the first pass makes progress.
+        poll(lambda: [m for _, m in self.daemon.notified if m.startswith("EXTEND_TIMEOUT_USEC=")], 10,
+             "EXTEND_TIMEOUT_USEC while the first pass runs")
+        self.daemon.signal(signal.SIGHUP)
+        poll(lambda: [m for _, m in self.daemon.notified if m == "RELOADING=1"], 5, "RELOADING=1")
+        # READY=1 once the first pass is done, and again only after the pass
+        # that did the reload (the one after it).
+        i, _, _ = self.daemon.wait_line(r"^debug: pass 2 started \(full\) \(file changed\) \(reload\)$", 0,
+                                        timeout=120)
+        reload_pass = self.daemon.wait_pass_after(i, timeout=120)
+        ready = lambda: [t for t, m in self.daemon.notified if m == "READY=1"]  # noqa: E731
+        poll(lambda: len(ready()) >= 2, 10, "READY=1 after the reload's pass")
+        self.assertEqual(len(ready()), 2, self.daemon.notified)
+        self.assertGreaterEqual(ready()[1], reload_pass["time"] - 0.5, "the reload's READY=1 came before its pass ended")
 
     def test_sigterm_during_a_long_pass_stops_it_cleanly(self):
         self.long_pass()
