@@ -788,9 +788,9 @@ static void check_file_version(struct daemon *d) {
 static bool inotify_overflowed(struct daemon *d, const struct inotify_event *ev) {
         if (!(ev->mask & IN_Q_OVERFLOW))
                 return false;
-        if (!d->file_changed)
-                log_warning("file events were lost (inotify queue overflow); re-reading %s and checking every account",
-                            d->settings->accounts_file);
+        /* The kernel queues one overflow event per loss: each is news. */
+        log_warning("file events were lost (inotify queue overflow); re-reading %s and checking every account",
+                    d->settings->accounts_file);
         d->file_changed = true;
         want_full(d);
         schedule_pass(d);
