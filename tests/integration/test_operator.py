@@ -719,9 +719,19 @@ class ClusterTest(OperatorCase):
     def check_tiers_everywhere(self, key, creds, r3_store):
         want = {"R1": (32 * MiB, 128 * MiB, 5), "R3": (16 * MiB, r3_store, 3)}
         # A server loads an account when a client connects to it there: a user on each
-        # server loads it everywhere ($JS.API.INFO itself is answered by the meta leader).
+        # server loads it everywhere ($JS.API.INFO itself is answered by the meta leader,
+        # which under load may learn of the account a moment after every server has
+        # confirmed its JWT: 10039 "JetStream not enabled for account" until then).
+        def js_info_of(url):
+            info = self.sb.js_info(creds, url=url)
+            return None if (info.get("error") or {}).get("err_code") == 10039 else info
+
         for srv in self.sb.servers:
-            info = self.sb.js_info(creds, url=srv.url)
+            try:
+                info = poll(lambda: js_info_of(srv.url), 10, "JetStream enabled for the account via " + srv.url,
+                            interval=0.2)
+            except harness.HarnessError:
+                info = self.sb.js_info(creds, url=srv.url)
             for tier, (mem, store, streams) in want.items():
                 lim = js_limits(info, tier)
                 self.assertEqual((lim.get("max_memory"), lim.get("max_storage"), lim.get("max_streams")),
