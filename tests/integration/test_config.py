@@ -593,7 +593,15 @@ class ClusterTest(ConfigCase):
         sb.wait_system_api(3, timeout=30)
         self.assertEqual(sb.reserved("APP", url=sb.servers[2].url), (64 * MiB, 384 * MiB))
         self.assertInSync()
-        self.apply_ok()
+        # A restarted node's routes may still be settling (duplicate routes
+        # closed and made again): for a moment a STATSZ request misses it and
+        # apply refuses to go on with exit 69, as it should. Then nothing to do.
+        def applied():
+            r = sb.accountd("apply")
+            return r if r.returncode != 69 or "but not every server they are linked to" not in r.stderr else None
+
+        r = poll(applied, 20, "the cluster's routes to settle after c3's restart", interval=0.5)
+        self.assertExit(r, 0, "apply once c3 is back")
 
 
     def test_3_daemon_keeps_a_pending_server_and_catches_up(self):
