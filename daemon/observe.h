@@ -96,8 +96,16 @@ struct observed {
 #define OBSERVE_FUTURE_SKEW_SEC 300
 
 /* The servers (observe_servers) and every account JWT (CLAIMS.PACK), each
- * verified (observed_vet). 0, or negative errno with *err set. */
-int observe_all(struct natsconn *c, struct observed **out, char **err);
+ * verified (observed_vet). expected_jwts: about how many JWTs the resolver
+ * holds (the accounts declared, the last PACK's count), for the wait for the
+ * PACK's first message (observe_pack_wait_usec). 0, or negative errno with
+ * *err set. */
+int observe_all(struct natsconn *c, size_t expected_jwts, struct observed **out, char **err);
+/* How long the first message of a CLAIMS.PACK of about expected_jwts JWTs is
+ * awaited: a server reads its whole store before it sends anything (and
+ * answers nothing else on that connection meanwhile), so this grows with the
+ * store from max(request_timeout, 10 s), by 0.5 ms a JWT; at most 10 minutes. */
+uint64_t observe_pack_wait_usec(uint64_t request_timeout_usec, size_t expected_jwts);
 /* The servers of the deployment as they describe themselves, whatever their
  * replies' delays: whoever answers PING.STATSZ, then every server their
  * routes name (in their cluster) and some server of every cluster their

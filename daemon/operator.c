@@ -67,7 +67,10 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
         int r;
         if (whole) {
                 struct observed *obs = NULL;
-                if ((r = observe_all(c, &obs, err)) < 0)
+                /* The resolver holds at least what the last sweep saw, and
+                 * about every account declared once they exist. */
+                size_t expected = o->obs && o->obs->n_accounts > a->n ? o->obs->n_accounts : a->n;
+                if ((r = observe_all(c, expected, &obs, err)) < 0)
                         return r;
                 observed_free(o->obs);
                 o->obs = obs;

@@ -983,6 +983,21 @@ static const char UPDATE_REFUSED[] =
         "{\"error\":{\"account\":\"n/a\",\"code\":500,\"description\":\"jwt update resulted in error - expected 3 "
         "chunks\"},\"server\":{\"name\":\"c2\",\"host\":\"127.0.0.1\",\"id\":\"" C2_ID "\",\"ver\":\"2.9.10\"}}";
 
+/* A PACK's first message comes once the server read its whole store: the
+ * wait grows with the JWTs expected, from max(request_timeout, 10 s). */
+static void test_pack_wait(void **state) {
+        const uint64_t s = 1000000;
+        assert_int_equal(observe_pack_wait_usec(2 * s, 0), 10 * s);
+        assert_int_equal(observe_pack_wait_usec(2 * s, 3), 10 * s + 1500);
+        assert_int_equal(observe_pack_wait_usec(30 * s, 0), 30 * s);
+        assert_int_equal(observe_pack_wait_usec(2 * s, 100000), 60 * s);
+        assert_int_equal(observe_pack_wait_usec(30 * s, 100000), 80 * s);
+        /* Never past the 10 minutes a whole PACK may take. */
+        assert_int_equal(observe_pack_wait_usec(2 * s, 10000000), 600 * s);
+        assert_int_equal(observe_pack_wait_usec(2 * s, SIZE_MAX), 600 * s);
+        assert_int_equal(observe_pack_wait_usec(UINT64_MAX, 5), 600 * s);
+}
+
 static void test_update_reply(void **state) {
         struct update_reply r;
         char *why = NULL;
@@ -1049,6 +1064,7 @@ int main(void) {
                 cmocka_unit_test(test_index),
                 cmocka_unit_test(test_key_trusted),
                 cmocka_unit_test(test_update_reply),
+                cmocka_unit_test(test_pack_wait),
                 cmocka_unit_test(test_account_jwt_verified),
                 cmocka_unit_test(test_statsz),
                 cmocka_unit_test(test_reply_size_limits),
