@@ -160,8 +160,7 @@ static bool json_int64(const json_t *v, int64_t *out) {
 void observed_account_clear(struct observed_account *a) {
         if (!a)
                 return;
-        if (!a->name_pooled)
-                free(a->name);
+        free(a->name);
         free(a->jwt);
         free(a->untrusted);
         for (size_t i = 0; i < a->n_servers; i++)
@@ -1083,43 +1082,6 @@ struct observed_account *observed_find_trusted_name(const struct observed *o, co
         return *n_trusted == 1 ? found : NULL;
 }
 
-void observed_forget_jwts(struct observed *o) {
-        for (size_t i = 0; o && i < o->n_accounts; i++) {
-                free(o->accounts[i].jwt);
-                o->accounts[i].jwt = NULL;
-        }
-}
-
-void observed_compact(struct observed *o) {
-        size_t bytes = 1;
-        for (size_t i = 0; i < o->n_accounts; i++)
-                bytes += o->accounts[i].name ? strlen(o->accounts[i].name) + 1 : 0;
-        char *names = xmalloc(bytes), *p = names;
-        struct observed_account *v = xcalloc(o->n_accounts ? o->n_accounts : 1, sizeof(*v));
-        for (size_t i = 0; i < o->n_accounts; i++) {
-                struct observed_account *a = &o->accounts[i], *b = &v[i];
-                memcpy(b->key, a->key, sizeof(b->key));
-                memcpy(b->issuer, a->issuer, sizeof(b->issuer));
-                b->js = a->js;
-                b->acct = a->acct;
-                b->iat = a->iat;
-                b->untrusted = a->untrusted;
-                a->untrusted = NULL;
-                if (a->name) {
-                        size_t len = strlen(a->name) + 1;
-                        memcpy(p, a->name, len);
-                        b->name = p;
-                        b->name_pooled = true;
-                        p += len;
-                }
-                observed_account_clear(a);
-        }
-        free(o->accounts);
-        free(o->names);
-        o->accounts = v;
-        o->names = names;
-}
-
 void observed_free(struct observed *o) {
         if (!o)
                 return;
@@ -1130,7 +1092,6 @@ void observed_free(struct observed *o) {
                 observed_account_clear(&o->accounts[i]);
         free(o->accounts);
         free(o->by_name);
-        free(o->names);
         free(o);
 }
 
@@ -1652,10 +1613,8 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                         if (cur) {
                                 renamed += cmp_name(cur->name, x.best[i].name) != 0;
                                 /* The servers' state of the account stays: it is about the servers. */
-                                if (!cur->name_pooled)
-                                        free(cur->name);
+                                free(cur->name);
                                 free(cur->jwt);
-                                cur->name_pooled = false;
                                 cur->name = x.best[i].name;
                                 cur->jwt = x.best[i].jwt;
                                 cur->js = x.best[i].js;
