@@ -111,13 +111,31 @@ int file_read_all(const char *path, size_t max, char **out, size_t *len) {
         char *buf = xmalloc(cap);
         for (;;) {
                 if (n + 1 >= cap) {
+                        /* Full: the end of the file, most likely. A small read
+                         * tells, rather than a buffer twice the size (a copy of
+                         * the whole file into fresh pages, each faulted in). */
+                        char more[512];
+                        ssize_t k = read(fd, more, sizeof(more));
+                        if (k < 0 && errno == EINTR)
+                                continue;
+                        if (k <= 0) {
+                                if (k == 0)
+                                        break;
+                                int r = -errno;
+                                free(buf);
+                                close(fd);
+                                return r;
+                        }
                         if (cap > max + 1) {
                                 free(buf);
                                 close(fd);
                                 return -EFBIG;
                         }
-                        cap *= 2;
+                        cap = cap * 2 > n + 1 + (size_t)k ? cap * 2 : n + 1 + (size_t)k;
                         buf = xreallocarray(buf, cap, 1);
+                        memcpy(buf + n, more, (size_t)k);
+                        n += (size_t)k;
+                        continue;
                 }
                 ssize_t k = read(fd, buf + n, cap - n - 1);
                 if (k < 0) {
