@@ -463,7 +463,7 @@ def scaling_rows(results, a):
     ]
     head = ["cost"] + ["N=%d" % r["n"] for r in results]
     for x, y in zip(results, results[1:]):
-        head.append("x%d -> growth" % (y["n"] // max(1, x["n"])))
+        head.append("growth %d -> %d" % (x["n"], y["n"]))
     out = [head]
     for name, f, fmt in costs:
         row = [name] + [fmt % f(r) for r in results]
