@@ -165,8 +165,59 @@ static void test_read_buffer_is_the_file_size(void **state) {
         free(dir);
 }
 
+/* A re-read goes into the block it is given when the file fits in it (the
+ * same pages, no fresh ones), else into a new one; the block is taken either
+ * way, also on an error (the sanitizer build checks nothing leaks). */
+static void test_read_reuse(void **state) {
+        char *dir = tmpdir();
+        char *file = path_join(dir, "accounts.yaml");
+        assert_int_equal(file_write_atomic(file, "accounts:\n  A: {}\n", 18, 0644), 0);
+        char *first = NULL, *again = NULL;
+        size_t len = 0;
+        assert_int_equal(file_read_all(file, 1 << 20, &first, &len), 0);
+        char *block = xmalloc(4096);
+        assert_int_equal(file_read_reuse(file, 1 << 20, block, &again, &len), 0);
+        assert_ptr_equal(again, block);
+        assert_int_equal(len, 18);
+        assert_string_equal(again, first);
+
+        /* Larger than the block: a new one, all of the file. */
+        size_t big = 3 * 4096;
+        char *text = xmalloc(big);
+        memset(text, 'x', big);
+        assert_int_equal(file_write_atomic(file, text, big, 0644), 0);
+        char *grown = NULL;
+        assert_int_equal(file_read_reuse(file, 1 << 20, again, &grown, &len), 0);
+        assert_int_equal(len, big);
+        assert_memory_equal(grown, text, big);
+        assert_int_equal(grown[big], 0);
+
+        /* Shorter than the block it reuses: only the file, NUL-terminated. */
+        assert_int_equal(file_write_atomic(file, "x: 1\n", 5, 0644), 0);
+        char *shorter = NULL;
+        assert_int_equal(file_read_reuse(file, 1 << 20, grown, &shorter, &len), 0);
+        assert_ptr_equal(shorter, grown);
+        assert_int_equal(len, 5);
+        assert_string_equal(shorter, "x: 1\n");
+
+        /* Errors free it. */
+        char *missing = path_join(dir, "missing.yaml"), *none = NULL;
+        assert_int_equal(file_read_reuse(missing, 1 << 20, shorter, &none, &len), -ENOENT);
+        assert_null(none);
+        assert_int_equal(file_read_reuse(file, 2, xmalloc(64), &none, &len), -EFBIG);
+        assert_null(none);
+
+        free(missing);
+        free(text);
+        free(first);
+        free(file);
+        rm_rf(dir);
+        free(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_read_reuse),
                 cmocka_unit_test(test_read_buffer_is_the_file_size),
                 cmocka_unit_test(test_write_atomic_syncs_the_folder),
                 cmocka_unit_test(test_read_refuses_what_is_not_a_file),
