@@ -6,15 +6,18 @@
  *       would push for that account (JetStream max_memory, max_store = STORE,
  *       max_streams 10), signed by the seed, iat rising by one per file.
  *       Not timed: this is the "pre-signed" part of the ceiling.
- *   ceiling CREDS URL JWT_FILE [--serial | --window W]
+ *   ceiling CREDS URL JWT_FILE [--serial | [--window W] [--replies R]]
  *       On one connection: one $SYS.REQ.CLAIMS.PACK (until its empty message),
  *       then every JWT of the file on $SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE,
  *       published back to back with every reply gathered on one inbox
  *       (--window W: never more than W unanswered; --serial: one request at a
- *       time, as nsc does). Prints one JSON line: pack_usec, pack_jwts,
- *       push_usec, pushed, ok.
+ *       time, as nsc does; --replies R: a push is answered once R replies came,
+ *       one per server of an R-server cluster). Prints one JSON line:
+ *       pack_usec, pack_first_usec (its first message), pack_jwts, push_usec,
+ *       pushed, ok (replies saying "jwt updated": pushed x R when all did).
  *   pack CREDS URL
- *       One CLAIMS.PACK alone; prints {"pack_usec":..,"pack_jwts":..}.
+ *       One CLAIMS.PACK alone; prints {"pack_usec":..,"pack_first_usec":..,
+ *       "pack_jwts":..}.
  *   parse-diff ACCOUNTS_FILE
  *       accounts_load, then plan_compute against an empty observed state (every
  *       account to create), no server; prints parse_usec, diff_usec, accounts,
@@ -26,6 +29,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <nats/nats.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,6 +48,9 @@
 #include "util.h"
 
 #define TIMEOUT_MS 10000
+/* A server reads its whole store before it sends the first JWT of a PACK:
+ * about 20 s for 100,000 accounts on a busy host. */
+#define PACK_TIMEOUT_MS 600000
 #define CONNECT_ATTEMPTS 4
 
 __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...) {
@@ -223,8 +230,9 @@ static bool reply_ok(natsMsg *m) {
         return ok;
 }
 
-/* One CLAIMS.PACK: every message until the empty one; returns the JWT count or -1. */
-static int64_t pack(natsConnection *nc, uint64_t *usec) {
+/* One CLAIMS.PACK: every message until the empty one; returns the JWT count
+ * or -1. *first_usec: when its first message came. */
+static int64_t pack(natsConnection *nc, uint64_t *usec, uint64_t *first_usec) {
         natsInbox *inbox = NULL;
         natsSubscription *sub = NULL;
         natsStatus st = natsInbox_Create(&inbox);
@@ -236,13 +244,16 @@ static int64_t pack(natsConnection *nc, uint64_t *usec) {
         if (st == NATS_OK)
                 st = natsConnection_PublishRequest(nc, "$SYS.REQ.CLAIMS.PACK", inbox, NULL, 0);
         if (st == NATS_OK)
-                st = natsConnection_Flush(nc);
+                st = natsConnection_FlushTimeout(nc, PACK_TIMEOUT_MS);
         int64_t jwts = 0;
+        *first_usec = 0;
         while (st == NATS_OK) {
                 natsMsg *m = NULL;
-                st = natsSubscription_NextMsg(&m, sub, TIMEOUT_MS);
+                st = natsSubscription_NextMsg(&m, sub, PACK_TIMEOUT_MS);
                 if (st != NATS_OK)
                         break;
+                if (!*first_usec)
+                        *first_usec = now_usec() - t0;
                 int len = natsMsg_GetDataLength(m);
                 /* One message per JWT; count the lines in case a server batches them. */
                 if (len > 0) {
@@ -266,22 +277,26 @@ static int64_t pack(natsConnection *nc, uint64_t *usec) {
 }
 
 /* window 0: every push published at once, then the replies gathered; else
- * at most window pushes unanswered at any time. */
-static int push_pipelined(natsConnection *nc, const struct push_set *ps, size_t window, size_t *ok) {
+ * at most window pushes unanswered at any time. A push is answered once
+ * `replies` replies came for it (one per server of a cluster: each server
+ * answers CLAIMS.UPDATE); *ok counts the replies that say "jwt updated". */
+static int push_pipelined(natsConnection *nc, const struct push_set *ps, size_t window, size_t replies, size_t *ok) {
         natsInbox *inbox = NULL;
         natsSubscription *sub = NULL;
         natsStatus st = natsInbox_Create(&inbox);
         char *wild = xasprintf("%s.*", inbox);
+        size_t prefix = strlen(inbox) + 1;
         if (st == NATS_OK)
                 st = natsConnection_SubscribeSync(&sub, nc, wild);
         if (st == NATS_OK)
                 st = natsSubscription_SetPendingLimits(sub, -1, -1);
+        uint32_t *got = xcalloc(ps->n ? ps->n : 1, sizeof(*got));
         char reply[128];
-        size_t sent = 0, got = 0;
+        size_t sent = 0, done = 0;
         if (!window)
                 window = ps->n;
-        while (st == NATS_OK && got < ps->n) {
-                for (; st == NATS_OK && sent < ps->n && sent - got < window; sent++) {
+        while (st == NATS_OK && done < ps->n) {
+                for (; st == NATS_OK && sent < ps->n && sent - done < window; sent++) {
                         snprintf(reply, sizeof(reply), "%s.%zu", inbox, sent);
                         st = natsConnection_PublishRequest(nc, ps->subjects[sent], reply, ps->jwts[sent],
                                                            (int)strlen(ps->jwts[sent]));
@@ -292,15 +307,22 @@ static int push_pipelined(natsConnection *nc, const struct push_set *ps, size_t 
                 st = natsSubscription_NextMsg(&m, sub, TIMEOUT_MS);
                 if (st != NATS_OK)
                         break;
-                got++;
-                *ok += reply_ok(m);
+                const char *subj = natsMsg_GetSubject(m);
+                char *end = NULL;
+                unsigned long long i = strlen(subj) > prefix ? strtoull(subj + prefix, &end, 10) : ULLONG_MAX;
+                if (i < sent && end && !*end && got[i] < replies) {
+                        *ok += reply_ok(m);
+                        if (++got[i] == replies)
+                                done++;
+                }
                 natsMsg_Destroy(m);
         }
         natsSubscription_Destroy(sub);
         natsInbox_Destroy(inbox);
         free(wild);
+        free(got);
         if (st != NATS_OK)
-                fprintf(stderr, "accountd-bench: pushes: %s after %zu replies\n", natsStatus_GetText(st), got);
+                fprintf(stderr, "accountd-bench: pushes: %s after %zu answered\n", natsStatus_GetText(st), done);
         return st == NATS_OK ? 0 : -1;
 }
 
@@ -320,10 +342,20 @@ static int push_serial(natsConnection *nc, const struct push_set *ps, size_t *ok
 }
 
 static int cmd_ceiling(int argc, char **argv) {
-        bool serial = argc == 5 && strcmp(argv[4], "--serial") == 0;
-        int64_t window = argc == 6 && strcmp(argv[4], "--window") == 0 ? parse_int(argv[5]) : 0;
-        if ((argc != 4 && !serial && argc != 6) || window < 0)
-                return fail("%s", "usage: ceiling CREDS URL JWT_FILE [--serial | --window W]");
+        bool serial = false;
+        int64_t window = 0, replies = 1;
+        for (int i = 4; i < argc; i++) {
+                if (strcmp(argv[i], "--serial") == 0)
+                        serial = true;
+                else if (strcmp(argv[i], "--window") == 0 && i + 1 < argc)
+                        window = parse_int(argv[++i]);
+                else if (strcmp(argv[i], "--replies") == 0 && i + 1 < argc)
+                        replies = parse_int(argv[++i]);
+                else
+                        window = -1;
+        }
+        if (argc < 4 || window < 0 || replies < 1 || replies > 1000 || (serial && (window || replies != 1)))
+                return fail("%s", "usage: ceiling CREDS URL JWT_FILE [--serial | [--window W] [--replies R]]");
         struct push_set ps = { 0 };
         if (load_jwts(argv[3], &ps) != 0)
                 return 2;
@@ -332,22 +364,24 @@ static int cmd_ceiling(int argc, char **argv) {
                 push_set_free(&ps);
                 return 2;
         }
-        uint64_t pack_usec = 0;
-        int64_t jwts = pack(nc, &pack_usec);
+        uint64_t pack_usec = 0, first_usec = 0;
+        int64_t jwts = pack(nc, &pack_usec, &first_usec);
         size_t ok = 0;
         uint64_t t0 = now_usec();
-        int r = jwts < 0 ? -1 : serial ? push_serial(nc, &ps, &ok) : push_pipelined(nc, &ps, (size_t)window, &ok);
+        int r = jwts < 0 ? -1
+                : serial ? push_serial(nc, &ps, &ok)
+                         : push_pipelined(nc, &ps, (size_t)window, (size_t)replies, &ok);
         uint64_t push_usec = now_usec() - t0;
         if (r == 0)
-                printf("{\"pack_usec\":%" PRIu64 ",\"pack_jwts\":%" PRId64 ",\"push_usec\":%" PRIu64
-                       ",\"pushed\":%zu,\"ok\":%zu}\n",
-                       pack_usec, jwts, push_usec, ps.n, ok);
+                printf("{\"pack_usec\":%" PRIu64 ",\"pack_first_usec\":%" PRIu64 ",\"pack_jwts\":%" PRId64
+                       ",\"push_usec\":%" PRIu64 ",\"pushed\":%zu,\"ok\":%zu}\n",
+                       pack_usec, first_usec, jwts, push_usec, ps.n, ok);
         natsConnection_Destroy(nc);
-        size_t n = ps.n;
+        size_t want = ps.n * (size_t)replies;
         push_set_free(&ps);
         if (r < 0)
                 return 1;
-        return ok == n ? 0 : 1;
+        return ok == want ? 0 : 1;
 }
 
 static int cmd_pack(int argc, char **argv) {
@@ -356,10 +390,11 @@ static int cmd_pack(int argc, char **argv) {
         natsConnection *nc = NULL;
         if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
                 return 2;
-        uint64_t usec = 0;
-        int64_t jwts = pack(nc, &usec);
+        uint64_t usec = 0, first_usec = 0;
+        int64_t jwts = pack(nc, &usec, &first_usec);
         if (jwts >= 0)
-                printf("{\"pack_usec\":%" PRIu64 ",\"pack_jwts\":%" PRId64 "}\n", usec, jwts);
+                printf("{\"pack_usec\":%" PRIu64 ",\"pack_first_usec\":%" PRIu64 ",\"pack_jwts\":%" PRId64 "}\n",
+                       usec, first_usec, jwts);
         natsConnection_Destroy(nc);
         return jwts < 0 ? 1 : 0;
 }

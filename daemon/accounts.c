@@ -1,6 +1,8 @@
 #include "accounts.h"
 
 #include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1400,8 +1402,8 @@ int accounts_parse(const char *buf, size_t len, const char *filename, enum accou
 }
 
 /* The file's text, bounded; one diag naming the file when it cannot be had. */
-static int read_file(const char *path, char **buf, size_t *len, struct diag_list *d) {
-        int r = file_read_all(path, ACCOUNTS_FILE_MAX_SIZE, buf, len);
+static int read_file(const char *path, char *reuse, char **buf, size_t *len, struct diag_list *d) {
+        int r = file_read_reuse(path, ACCOUNTS_FILE_MAX_SIZE, reuse, buf, len);
         if (r == -EFBIG)
                 report_too_large(d, path);
         else if (r < 0)
@@ -1413,7 +1415,7 @@ int accounts_load(const char *path, enum accounts_flavor flavor, struct accounts
         char *buf = NULL;
         size_t len = 0;
         *out = NULL;
-        int r = read_file(path, &buf, &len, d);
+        int r = read_file(path, NULL, &buf, &len, d);
         if (r < 0)
                 return r;
         r = accounts_parse(buf, len, path, flavor, out, d);
@@ -1423,21 +1425,66 @@ int accounts_load(const char *path, enum accounts_flavor flavor, struct accounts
 
 /* ---- re-reading only what an edit changed ---- */
 
+/* An account of a file whose declarations were shed (accounts_shed): what an
+ * edit needs to know of it without its declaration. */
+struct shed_decl {
+        uint32_t name; /* offset in the pool */
+        uint32_t key;  /* offset + 1 in the pool of the key it pins; 0: none */
+        uint32_t pos;  /* in file order */
+        int32_t line;  /* of its name (the column is the source's) */
+};
+
 struct accounts_source {
         char *text;
         size_t len;
         int column;    /* of the account names */
         size_t n;      /* accounts, in file order: */
         size_t *start; /* offset of the line with its name */
-        size_t *index; /* its declaration in accounts.v */
+        size_t *index; /* its declaration in accounts.v, or its entry in shed */
+        enum accounts_flavor flavor;
+        /* With the declarations shed (accounts.v NULL): one entry per account
+         * in name order, their names and pinned keys in one pool. */
+        struct shed_decl *shed;
+        char *pool;
+        size_t pool_len, pool_cap;
 };
+
+/* The text of the file before the last read, kept for the next read: an
+ * edit's re-read then goes into pages already in memory, not fresh ones each
+ * faulted in (10 MB at 100,000 accounts: a few ms of every edit). One block,
+ * the larger of the two when another is let go. */
+static char *spare_text;
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void text_retire(char *text) {
+        if (!text)
+                return;
+        pthread_mutex_lock(&spare_lock);
+        if (!spare_text || malloc_usable_size(text) > malloc_usable_size(spare_text)) {
+                char *old = spare_text;
+                spare_text = text;
+                text = old;
+        }
+        pthread_mutex_unlock(&spare_lock);
+        free(text);
+}
+
+static char *text_take_spare(void) {
+        pthread_mutex_lock(&spare_lock);
+        char *t = spare_text;
+        spare_text = NULL;
+        pthread_mutex_unlock(&spare_lock);
+        return t;
+}
 
 static void source_free(struct accounts_source *src) {
         if (!src)
                 return;
-        free(src->text);
+        text_retire(src->text);
         free(src->start);
         free(src->index);
+        free(src->shed);
+        free(src->pool);
         free(src);
 }
 
@@ -1521,7 +1568,8 @@ static void file_order(const struct accounts *a, size_t *out) {
 }
 
 /* Remember the text and where each account starts, when the shape allows it; takes text. */
-static void source_attach(struct accounts *a, char *text, size_t len, const struct shape *sh) {
+static void source_attach(struct accounts *a, char *text, size_t len, const struct shape *sh,
+                          enum accounts_flavor flavor) {
         struct accounts_source *src = NULL;
         if (sh->ok && sh->n == a->n && a->n > 0 && only_newline_breaks(text, len)) {
                 src = xcalloc(1, sizeof(*src));
@@ -1533,6 +1581,7 @@ static void source_attach(struct accounts *a, char *text, size_t len, const stru
                         src->len = len;
                         src->column = sh->column;
                         src->n = a->n;
+                        src->flavor = flavor;
                         a->src = src;
                         return;
                 }
@@ -1560,7 +1609,7 @@ static struct accounts *take_unchanged(struct accounts *old, char *text, const c
         a->v = old->v;
         a->n = old->n;
         a->src = old->src;
-        free(a->src->text);
+        text_retire(a->src->text);
         a->src->text = text;
         a->file = xstrdup(filename);
         old->v = NULL;
@@ -1679,7 +1728,7 @@ static struct accounts *reparse_in_place(struct accounts *old, char *text, size_
         for (size_t b = first + p->n; b < os->n && len != os->len; b++)
                 os->start[b] = os->start[b] - os->len + len;
         free(where);
-        free(os->text);
+        text_retire(os->text);
         os->text = text;
         os->len = len;
 
@@ -1781,6 +1830,7 @@ static struct accounts *reparse(struct accounts *old, char *text, size_t len, co
                 struct accounts_source *src = xcalloc(1, sizeof(*src));
                 src->len = len;
                 src->column = os->column;
+                src->flavor = os->flavor;
                 src->n = n;
                 src->start = xcalloc(n, sizeof(*src->start));
                 src->index = xcalloc(n, sizeof(*src->index));
@@ -1819,16 +1869,291 @@ static struct accounts *reparse(struct accounts *old, char *text, size_t len, co
         return a;
 }
 
+/* ---- shed declarations: what the daemon keeps between passes ---- */
+
+static uint32_t pool_add(struct accounts_source *src, const char *s) {
+        size_t len = strlen(s) + 1;
+        if (src->pool_len + len > src->pool_cap) {
+                src->pool_cap = src->pool_len + len > src->pool_cap * 2 ? src->pool_len + len : src->pool_cap * 2;
+                src->pool = xreallocarray(src->pool, src->pool_cap, 1);
+        }
+        memcpy(src->pool + src->pool_len, s, len);
+        src->pool_len += len;
+        return (uint32_t)(src->pool_len - len);
+}
+
+static const char *shed_name(const struct accounts_source *src, const struct shed_decl *e) {
+        return src->pool + e->name;
+}
+
+static const char *shed_key(const struct accounts_source *src, const struct shed_decl *e) {
+        return e->key ? src->pool + e->key - 1 : "";
+}
+
+static void shed_set(struct accounts_source *src, struct shed_decl *e, const struct account_decl *d, uint32_t pos) {
+        e->name = pool_add(src, d->name);
+        e->key = d->key[0] ? pool_add(src, d->key) + 1 : 0;
+        e->pos = pos;
+        e->line = d->line;
+}
+
+bool accounts_shed(struct accounts *a) {
+        if (!a || !a->src || !a->v || !a->n || a->n != a->src->n || a->src->len > UINT32_MAX / 2)
+                return false;
+        struct accounts_source *src = a->src;
+        src->shed = xcalloc(a->n, sizeof(*src->shed));
+        src->pool_len = 0;
+        for (size_t pos = 0; pos < a->n; pos++) {
+                size_t i = src->index[pos];
+                shed_set(src, &src->shed[i], &a->v[i], (uint32_t)pos);
+        }
+        free(a->v);
+        a->v = NULL;
+        return true;
+}
+
+bool accounts_is_shed(const struct accounts *a) {
+        return a && !a->v && a->n > 0;
+}
+
+const char *accounts_name(const struct accounts *a, size_t i) {
+        if (i >= a->n)
+                return NULL;
+        return a->v ? a->v[i].name : shed_name(a->src, &a->src->shed[i]);
+}
+
+static const struct shed_decl *shed_find(const struct accounts_source *src, const char *name) {
+        size_t lo = 0, hi = src->n;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int c = strcmp(shed_name(src, &src->shed[mid]), name);
+                if (c == 0)
+                        return &src->shed[mid];
+                if (c < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return NULL;
+}
+
+int accounts_expand(const struct accounts *a, struct accounts **out) {
+        *out = NULL;
+        struct diag_list d = { 0 };
+        /* The text was read as a whole before: it parses the same again. */
+        int r = parse(a->src->text, a->src->len, a->file, a->src->flavor, out, &d, NULL);
+        diag_list_clear(&d);
+        if (r == 0 && (*out)->n != a->n) {
+                accounts_free(*out);
+                *out = NULL;
+                r = -EINVAL;
+        }
+        return r;
+}
+
+/* The text of the account at pos (file order), parsed alone behind the header. */
+static int shed_parse_one(const struct accounts_source *src, size_t pos, const char *filename, struct part *pt) {
+        size_t start = src->start[pos], end = pos + 1 < src->n ? src->start[pos + 1] : src->len;
+        if (!part_parse(src, src->text + start, end - start, start, filename, src->flavor, pt) || pt->a->n != 1)
+                return -EINVAL;
+        return 0;
+}
+
+int accounts_get(const struct accounts *a, const char *name, struct account_decl *out) {
+        if (a->v) {
+                const struct account_decl *d = accounts_find(a, name);
+                if (!d)
+                        return -ENOENT;
+                *out = *d;
+                return 0;
+        }
+        if (!a->n || !name)
+                return -ENOENT;
+        const struct shed_decl *e = shed_find(a->src, name);
+        if (!e)
+                return -ENOENT;
+        struct part pt = { 0 };
+        int r = shed_parse_one(a->src, e->pos, a->file, &pt);
+        if (r == 0 && strcmp(pt.a->v[0].name, name) != 0)
+                r = -EINVAL;
+        if (r == 0) {
+                *out = pt.a->v[0];
+                out->line = e->line;
+        }
+        part_free(&pt);
+        return r;
+}
+
+/* reparse for a file whose declarations were shed: the edited accounts are
+ * parsed alone, as there, and so is their text before the edit, which tells
+ * which of them differ; every other account keeps its entry. */
+static struct accounts *reparse_shed(struct accounts *old, char *text, size_t len, const char *filename,
+                                     enum accounts_flavor flavor, struct accounts_delta *delta) {
+        struct accounts_source *os = old->src;
+        size_t olen = os->len, min = olen < len ? olen : len, pre = 0, suf = 0;
+        enum { BLOCK = 4096 };
+        if (flavor != os->flavor || len > UINT32_MAX / 2)
+                return NULL;
+        while (min - pre >= BLOCK && memcmp(os->text + pre, text + pre, BLOCK) == 0)
+                pre += BLOCK;
+        while (pre < min && os->text[pre] == text[pre])
+                pre++;
+        if (pre == olen && pre == len) {
+                delta->partial = true;
+                return take_unchanged(old, text, filename);
+        }
+        while (min - pre - suf >= BLOCK && memcmp(os->text + olen - suf - BLOCK, text + len - suf - BLOCK, BLOCK) == 0)
+                suf += BLOCK;
+        while (suf < min - pre && os->text[olen - 1 - suf] == text[len - 1 - suf])
+                suf++;
+        if (pre <= os->start[0])
+                return NULL;
+        size_t first = account_at(os, pre - 1), last = account_at(os, olen - suf);
+        if (olen - suf == olen)
+                last = os->n - 1;
+        size_t rstart = os->start[first];
+        size_t rend_old = last + 1 < os->n ? os->start[last + 1] : olen;
+        size_t rend = len - (olen - rend_old);
+        size_t dropped = last - first + 1;
+
+        struct part pt = { 0 }, was = { 0 };
+        struct accounts *a = NULL;
+        bool *edited = NULL;
+        if (!part_parse(os, text + rstart, rend - rstart, rstart, filename, flavor, &pt) ||
+            !part_parse(os, os->text + rstart, rend_old - rstart, rstart, filename, flavor, &was) ||
+            was.a->n != dropped || os->n - dropped + pt.a->n > ACCOUNTS_MAX)
+                goto out;
+        const struct accounts *p = pt.a;
+        int line_first = os->shed[os->index[first]].line, line_shift_part = line_first - os->shed[os->index[0]].line;
+        long line_shift_after = (long)count_newlines(text + rstart, rend - rstart) -
+                                (long)count_newlines(os->text + rstart, rend_old - rstart);
+        /* A name the edit brings that an account outside it has: a duplicate;
+         * a key it pins that one outside pins too. The whole parse reports them. */
+        size_t same = 0;
+        for (size_t j = 0; j < p->n; j++) {
+                const struct shed_decl *e = shed_find(os, p->v[j].name);
+                if (e && (e->pos < first || e->pos > last))
+                        goto out;
+                same += e != NULL;
+        }
+        for (size_t j = 0; j < p->n; j++) {
+                if (!p->v[j].key[0])
+                        continue;
+                for (size_t i = 0; i < os->n; i++) {
+                        const struct shed_decl *e = &os->shed[i];
+                        if (e->key && (e->pos < first || e->pos > last) && strcmp(shed_key(os, e), p->v[j].key) == 0)
+                                goto out;
+                }
+        }
+        edited = xcalloc(p->n ? p->n : 1, sizeof(*edited));
+        for (size_t j = 0; j < p->n; j++) {
+                const struct account_decl *before = accounts_find(was.a, p->v[j].name);
+                edited[j] = !before || !account_decl_equal(before, &p->v[j]);
+        }
+        if (same == p->n && p->n == dropped) {
+                /* The same accounts, other values or lines: their entries in place. */
+                for (size_t k = 0; k < p->n; k++) {
+                        const struct account_decl *d = &p->v[pt.order[k]];
+                        struct shed_decl *e = (struct shed_decl *)shed_find(os, d->name);
+                        size_t i = (size_t)(e - os->shed);
+                        if (strcmp(shed_key(os, e), d->key) != 0)
+                                e->key = d->key[0] ? pool_add(os, d->key) + 1 : 0;
+                        e->pos = (uint32_t)(first + k);
+                        e->line = d->line + line_shift_part;
+                        os->start[first + k] = pt.start[k];
+                        os->index[first + k] = i;
+                }
+                for (size_t i = 0; line_shift_after && i < os->n; i++)
+                        if ((os->shed[i].pos < first || os->shed[i].pos > last) && os->shed[i].line > line_first)
+                                os->shed[i].line += (int32_t)line_shift_after;
+                for (size_t b = last + 1; b < os->n && len != olen; b++)
+                        os->start[b] = os->start[b] - olen + len;
+                delta->partial = true;
+                delta->changed = xcalloc(p->n ? p->n : 1, sizeof(*delta->changed));
+                for (size_t j = 0; j < p->n; j++)
+                        if (edited[j])
+                                delta->changed[delta->n++] = (size_t)(shed_find(os, p->v[j].name) - os->shed);
+                text_retire(os->text);
+                os->text = text;
+                os->len = len;
+                a = xcalloc(1, sizeof(*a));
+                a->n = old->n;
+                a->src = os;
+                a->file = xstrdup(filename);
+                old->n = 0;
+                old->src = NULL;
+                goto out;
+        }
+        /* Accounts added or removed: the entries anew, merged by name. */
+        size_t n = os->n - dropped + p->n;
+        struct accounts_source *src = xcalloc(1, sizeof(*src));
+        src->len = len;
+        src->column = os->column;
+        src->flavor = os->flavor;
+        src->n = n;
+        src->start = xcalloc(n, sizeof(*src->start));
+        src->index = xcalloc(n, sizeof(*src->index));
+        src->shed = xcalloc(n, sizeof(*src->shed));
+        size_t *part_pos = xcalloc(p->n ? p->n : 1, sizeof(*part_pos)); /* index in p->v -> file order */
+        for (size_t k = 0; k < p->n; k++)
+                part_pos[pt.order[k]] = first + k;
+        delta->changed = xcalloc(p->n ? p->n : 1, sizeof(*delta->changed));
+        size_t k = 0;
+        for (size_t i = 0, j = 0; i < os->n || j < p->n;) {
+                const struct shed_decl *e = i < os->n ? &os->shed[i] : NULL;
+                if (e && e->pos >= first && e->pos <= last) {
+                        i++;
+                        continue;
+                }
+                if (e && (j >= p->n || strcmp(shed_name(os, e), p->v[j].name) < 0)) {
+                        struct shed_decl *to = &src->shed[k];
+                        to->name = pool_add(src, shed_name(os, e));
+                        to->key = e->key ? pool_add(src, shed_key(os, e)) + 1 : 0;
+                        to->pos = e->pos < first ? e->pos : (uint32_t)(e->pos - dropped + p->n);
+                        to->line = e->line > line_first ? e->line + (int32_t)line_shift_after : e->line;
+                        i++;
+                } else {
+                        struct account_decl d = p->v[j];
+                        d.line += line_shift_part;
+                        shed_set(src, &src->shed[k], &d, (uint32_t)part_pos[j]);
+                        if (edited[j])
+                                delta->changed[delta->n++] = k;
+                        j++;
+                }
+                src->index[src->shed[k].pos] = k;
+                k++;
+        }
+        for (size_t b = 0; b < n; b++)
+                src->start[b] = b < first ? os->start[b]
+                                : b < first + p->n ? pt.start[b - first]
+                                                   : os->start[b - p->n + dropped] - olen + len;
+        free(part_pos);
+        src->text = text;
+        delta->partial = true;
+        a = xcalloc(1, sizeof(*a));
+        a->n = n;
+        a->src = src;
+        a->file = xstrdup(filename);
+out:
+        free(edited);
+        part_free(&pt);
+        part_free(&was);
+        return a;
+}
+
 /* Takes text (NUL-terminated, len bytes). */
 static int update_from(char *text, size_t len, const char *filename, enum accounts_flavor flavor,
                        struct accounts *old, struct accounts **out, struct accounts_delta *delta,
                        struct diag_list *d) {
-        if (old && old->src && (*out = reparse(old, text, len, filename, flavor, delta)) != NULL)
+        if (old && old->src && !old->v && old->n &&
+            (*out = reparse_shed(old, text, len, filename, flavor, delta)) != NULL)
+                return 0;
+        if (old && old->src && (old->v || !old->n) && (*out = reparse(old, text, len, filename, flavor, delta)) != NULL)
                 return 0;
         struct shape sh = { 0 };
         int r = parse(text, len, filename, flavor, out, d, &sh);
         if (r == 0)
-                source_attach(*out, text, len, &sh);
+                source_attach(*out, text, len, &sh, flavor);
         else
                 free(text);
         free(sh.lines);
@@ -1841,7 +2166,8 @@ int accounts_load_update(const char *path, enum accounts_flavor flavor, struct a
         size_t len = 0;
         *out = NULL;
         *delta = (struct accounts_delta){ 0 };
-        int r = read_file(path, &buf, &len, d);
+        /* Only the daemon's re-reads (an old file) keep texts to read into. */
+        int r = read_file(path, old && old->src ? text_take_spare() : NULL, &buf, &len, d);
         if (r < 0)
                 return r;
         return update_from(buf, len, path, flavor, old, out, delta, d);
@@ -1880,7 +2206,7 @@ void accounts_free(struct accounts *a) {
 }
 
 const struct account_decl *accounts_find(const struct accounts *a, const char *name) {
-        if (!a || !name || a->n == 0)
+        if (!a || !name || a->n == 0 || !a->v)
                 return NULL;
         struct account_decl key;
         size_t n = strlen(name);

@@ -128,7 +128,24 @@ int accounts_parse_update(const char *buf, size_t len, const char *filename, enu
                           struct accounts *old, struct accounts **out, struct accounts_delta *delta,
                           struct diag_list *d);
 void accounts_delta_clear(struct accounts_delta *delta);
-/* Binary search by name. */
+/* What the daemon keeps between passes: the text and where each account
+ * is, not the declarations (560 bytes each). Drops a->v (a->n stays) when a
+ * came from accounts_load_update and its file allows a re-read in part;
+ * false (a unchanged) otherwise. A shed a is read with accounts_name,
+ * accounts_get and accounts_expand only, and is old for the next
+ * accounts_load_update as before, which then also gives a shed result when
+ * it re-reads in part (delta->changed: indexes in name order). */
+bool accounts_shed(struct accounts *a);
+bool accounts_is_shed(const struct accounts *a);
+/* The i-th name in name order (either form). */
+const char *accounts_name(const struct accounts *a, size_t i);
+/* The declaration named name, copied (either form; shed: parsed from the
+ * kept text). 0, -ENOENT, or -EINVAL if its text no longer parses alone. */
+int accounts_get(const struct accounts *a, const char *name, struct account_decl *out);
+/* Every declaration of a shed a again, in a new accounts (the kept text
+ * parsed as a whole). 0 or negative errno. */
+int accounts_expand(const struct accounts *a, struct accounts **out);
+/* Binary search by name (NULL in a shed a: see accounts_get). */
 const struct account_decl *accounts_find(const struct accounts *a, const char *name);
 /* Same declaration (used to find which accounts an edit touched). */
 bool account_decl_equal(const struct account_decl *x, const struct account_decl *y);

@@ -273,21 +273,26 @@ static void reload_accounts(struct daemon *d) {
         diag_list_clear(&dl);
         /* An edit of a few accounts re-read only those, and delta lists the
          * ones that differ (d->accounts may have been taken over: not read
-         * then); after a whole read, each is compared. */
+         * then); after a whole read, each is compared with the last good file
+         * (whose declarations are read again if they were shed). */
+        struct accounts *before = NULL;
+        if (!delta.partial && accounts_is_shed(d->accounts) && accounts_expand(d->accounts, &before) < 0)
+                before = NULL;
+        const struct accounts *old_file = accounts_is_shed(d->accounts) ? before : d->accounts;
         size_t changed = 0, n_check = delta.partial ? delta.n : a->n;
         for (size_t k = 0; k < n_check; k++) {
-                const struct account_decl *decl = &a->v[delta.partial ? delta.changed[k] : k];
-                const struct account_decl *old =
-                        d->accounts && !delta.partial ? accounts_find(d->accounts, decl->name) : NULL;
-                if (old && account_decl_equal(old, decl))
+                const char *name = accounts_name(a, delta.partial ? delta.changed[k] : k);
+                const struct account_decl *old = old_file && !delta.partial ? accounts_find(old_file, name) : NULL;
+                if (old && account_decl_equal(old, &a->v[k]))
                         continue;
                 changed++;
                 /* Past this many, one full pass is cheaper than asking for each. */
                 if (d->n_pending >= PENDING_MAX)
                         d->need_full = true;
                 if (!d->need_full)
-                        pending_add(d, decl->name);
+                        pending_add(d, name);
         }
+        accounts_free(before);
         if (d->need_full)
                 pending_clear(d);
         log_event(LOG_DEBUG, NULL, NULL, 0, "accounts file read: %zu accounts, %zu changed", a->n, changed);
@@ -497,17 +502,28 @@ static int reconcile(struct daemon *d, const struct accounts *a, bool whole, str
 static int full_pass(struct daemon *d, struct pass_result *res) {
         d->need_full = false;
         pending_clear(d);
-        return reconcile(d, d->accounts, true, res);
+        /* Between passes only the file's text is kept (accounts_shed): every
+         * declaration again for the sweep, for as long as it runs. */
+        if (!accounts_is_shed(d->accounts))
+                return reconcile(d, d->accounts, true, res);
+        struct accounts *all = NULL;
+        int r = accounts_expand(d->accounts, &all);
+        if (r < 0) {
+                log_error("%s: cannot read the accounts again: %s", d->accounts->file, strerror(-r));
+                res->failed++;
+                return r;
+        }
+        r = reconcile(d, all, true, res);
+        accounts_free(all);
+        return r;
 }
 
 /* Only the accounts an edit touched: a constant number of requests each. */
 static int incremental_pass(struct daemon *d, struct pass_result *res) {
         struct accounts sub = { .file = d->accounts->file, .v = xcalloc(d->n_pending + 1, sizeof(*sub.v)) };
-        for (size_t i = 0; i < d->n_pending; i++) {
-                const struct account_decl *decl = accounts_find(d->accounts, d->pending[i]);
-                if (decl) /* else removed from the file: left as it is */
-                        sub.v[sub.n++] = *decl;
-        }
+        for (size_t i = 0; i < d->n_pending; i++)
+                if (accounts_get(d->accounts, d->pending[i], &sub.v[sub.n]) == 0)
+                        sub.n++; /* else removed from the file: left as it is */
         pending_clear(d);
         int r = reconcile(d, &sub, false, res);
         free(sub.v);
@@ -645,6 +661,10 @@ static int on_pass_done(sd_event_source *s, int fd, uint32_t revents, void *user
         if (d->extend_src)
                 sd_event_source_set_enabled(d->extend_src, SD_EVENT_OFF);
         finish_pass(d, &d->result, d->result.started);
+        /* Until the next pass, the accounts file's text and where each
+         * account is in it are enough (560 bytes a declaration otherwise):
+         * a pass reads what it needs from there again. */
+        accounts_shed(d->accounts);
         /* Give back the pages the pass freed (after its log lines, off the
          * path of an edit): the heap is otherwise reused all over and stays
          * as resident as the largest pass made it. */

@@ -40,7 +40,6 @@ struct server_account_state {
 struct observed_account {
         char key[NKEY_PUBLIC_LEN + 1];
         char *name;    /* JWT name claim (may be NULL) */
-        bool name_pooled; /* name lies in its observed's names block (observed_compact): not freed alone */
         char *jwt;     /* as the resolver holds it */
         /* The JetStream limits its claims hold. The decoded claims themselves
          * are not kept (a few KiB each, most of the daemon's memory with
@@ -88,7 +87,6 @@ struct observed {
         size_t n_accounts;
         /* name -> indexes into accounts (sorted by name, then key), for lookups by name */
         size_t *by_name;
-        char *names; /* the accounts' names, in one block (observed_compact); may be NULL */
         uint64_t pack_usec; /* time CLAIMS.PACK took */
 };
 
@@ -96,8 +94,16 @@ struct observed {
 #define OBSERVE_FUTURE_SKEW_SEC 300
 
 /* The servers (observe_servers) and every account JWT (CLAIMS.PACK), each
- * verified (observed_vet). 0, or negative errno with *err set. */
-int observe_all(struct natsconn *c, struct observed **out, char **err);
+ * verified (observed_vet). expected_jwts: about how many JWTs the resolver
+ * holds (the accounts declared, the last PACK's count), for the wait for the
+ * PACK's first message (observe_pack_wait_usec). 0, or negative errno with
+ * *err set. */
+int observe_all(struct natsconn *c, size_t expected_jwts, struct observed **out, char **err);
+/* How long the first message of a CLAIMS.PACK of about expected_jwts JWTs is
+ * awaited: a server reads its whole store before it sends anything (and
+ * answers nothing else on that connection meanwhile), so this grows with the
+ * store from max(request_timeout, 10 s), by 0.5 ms a JWT; at most 10 minutes. */
+uint64_t observe_pack_wait_usec(uint64_t request_timeout_usec, size_t expected_jwts);
 /* The servers of the deployment as they describe themselves, whatever their
  * replies' delays: whoever answers PING.STATSZ, then every server their
  * routes name (in their cluster) and some server of every cluster their
@@ -162,14 +168,4 @@ void observed_vet(struct observed *o, int64_t now);
  * several are. *n_trusted counts them, *n_untrusted the others of that name. */
 struct observed_account *observed_find_trusted_name(const struct observed *o, const char *name, size_t *n_trusted,
                                                     size_t *n_untrusted);
-/* Drop every account's JWT (half of o's memory) once a pass is done with
- * them; observed_account_claims then returns NULL until CLAIMS.PACK or
- * CLAIMS.LOOKUP brings the JWT again, as each pass does before it pushes. */
-void observed_forget_jwts(struct observed *o);
-/* Keep only what the daemon needs between passes, in two allocations: each
- * account's key, name, claimed limits and iat — not its JWT or each server's
- * state of it, which every pass fetches again for the accounts it looks at.
- * A sweep leaves the heap a sieve of freed replies with the names and states
- * strewn across it; gathered here, the rest can go back to the system. */
-void observed_compact(struct observed *o);
 void observed_free(struct observed *o);

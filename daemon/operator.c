@@ -6,6 +6,7 @@
 #include "apply.h"
 #include "backend.h"
 #include "log.h"
+#include "obsindex.h"
 #include "observe.h"
 #include "util.h"
 
@@ -14,10 +15,13 @@ struct operator_backend {
         const struct settings *s;
         bool will_apply;
         struct nkey signer;
-        /* The last whole observation, kept for the passes of edits: they look
-         * up the accounts they touch in it and refresh only those. */
+        /* What the last sweep saw of every account, kept for the passes of
+         * edits: they find the accounts they touch in it and refresh only those. */
+        struct observed_index *idx;
+        /* The observation of the pass under way: the whole one of a sweep, or
+         * a working one of the accounts an edit touched (from idx). */
         struct observed *obs;
-        bool compact_next; /* rest() after a whole pass: shrink obs */
+        bool obs_whole;
 };
 
 static struct operator_backend *op(struct backend *b) {
@@ -42,20 +46,15 @@ static int op_check(struct backend *b, const struct accounts *a, FILE *f) {
         return 0;
 }
 
-/* The accounts of a found in the last observation; false when one is not
+/* The keys of a's accounts as the last sweep saw them; false when one is not
  * there (a name it did not see may exist by now). */
-static bool known_keys(const struct observed *obs, const struct accounts *a, const char **keys) {
+static bool known_keys(const struct observed_index *idx, const struct accounts *a, const char **keys) {
         for (size_t i = 0; i < a->n; i++) {
                 const struct account_decl *decl = &a->v[i];
-                const struct observed_account *oa = NULL;
-                size_t n_trusted, n_untrusted;
-                if (decl->key[0])
-                        oa = observed_find_key(obs, decl->key);
-                else
-                        oa = observed_find_trusted_name(obs, decl->name, &n_trusted, &n_untrusted);
-                if (!oa)
+                keys[i] = decl->key[0] ? (observed_index_has_key(idx, decl->key) ? decl->key : NULL)
+                                       : observed_index_trusted_name(idx, decl->name);
+                if (!keys[i])
                         return false;
-                keys[i] = oa->key;
         }
         return true;
 }
@@ -64,27 +63,36 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                    char **err) {
         struct operator_backend *o = op(b);
         *out = NULL;
+        observed_free(o->obs);
+        o->obs = NULL;
         int r;
         if (whole) {
-                struct observed *obs = NULL;
-                if ((r = observe_all(c, &obs, err)) < 0)
+                /* The resolver holds at least what the last sweep saw, and
+                 * about every account declared once they exist. */
+                size_t seen = observed_index_count(o->idx), expected = seen > a->n ? seen : a->n;
+                if ((r = observe_all(c, expected, &o->obs, err)) < 0)
                         return r;
-                observed_free(o->obs);
-                o->obs = obs;
-                o->compact_next = true;
+                o->obs_whole = true;
         } else {
-                if (!o->obs)
+                if (!o->idx)
                         return -ESTALE;
                 const char **keys = xcalloc(a->n + 1, sizeof(*keys));
-                if (!known_keys(o->obs, a, keys)) {
+                const char **names = xcalloc(a->n + 1, sizeof(*names));
+                if (!known_keys(o->idx, a, keys)) {
                         free(keys);
+                        free(names);
                         return -ESTALE;
                 }
-                /* Refresh the JWTs first: another tool may have changed them since the last sweep. */
+                for (size_t i = 0; i < a->n; i++)
+                        names[i] = a->v[i].name;
+                o->obs = observed_index_expand(o->idx, keys, a->n, names, a->n);
+                o->obs_whole = false;
+                free(names);
+                /* The JWTs anew: another tool may have changed them since the last sweep. */
                 r = a->n ? observe_lookup(c, o->obs, keys, a->n, err) : 0;
-                /* The last pass let go of the JWTs, so one still missing is held by no
-                 * server now (deleted by another tool, or a server too slow): look at
-                 * everything, as for a name the last sweep did not see. */
+                /* One still missing is held by no server now (deleted by
+                 * another tool, or a server too slow): look at everything, as
+                 * for a name the last sweep did not see. */
                 for (size_t i = 0; r == 0 && i < a->n; i++) {
                         const struct observed_account *oa = observed_find_key(o->obs, keys[i]);
                         if (!oa || !oa->jwt) {
@@ -122,21 +130,24 @@ static void op_rest(struct backend *b) {
         struct operator_backend *o = op(b);
         if (!o->obs)
                 return;
-        /* The next pass fetches the JWTs it pushes anew (CLAIMS.PACK, or
-         * CLAIMS.LOOKUP of the edited accounts): keeping them all in between
-         * would double the daemon's memory. */
-        observed_forget_jwts(o->obs);
-        /* A sweep frees about all it allocated (two observations overlap, the
-         * replies): keep only what the next passes need, in a few blocks. */
-        if (o->compact_next)
-                observed_compact(o->obs);
-        o->compact_next = false;
+        /* Only keys, names and verdicts are kept: the next pass fetches the
+         * claims it needs anew (CLAIMS.PACK, or CLAIMS.LOOKUP of the edited
+         * accounts). A sweep frees about all it allocated. */
+        if (o->obs_whole || !o->idx) {
+                observed_index_free(o->idx);
+                o->idx = observed_index_new(o->obs);
+        } else {
+                observed_index_update(o->idx, o->obs);
+        }
+        observed_free(o->obs);
+        o->obs = NULL;
 }
 
 static void op_free(struct backend *b) {
         struct operator_backend *o = op(b);
         nkey_wipe(&o->signer);
         observed_free(o->obs);
+        observed_index_free(o->idx);
         free(o);
 }
 

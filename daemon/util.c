@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,11 @@ char *str_strip(char *s) {
 }
 
 int file_read_all(const char *path, size_t max, char **out, size_t *len) {
+        return file_read_reuse(path, max, NULL, out, len);
+}
+
+/* file_read_reuse; takes *reuse when it uses it (NULL then). */
+static int read_whole(const char *path, size_t max, char **reuse, char **out, size_t *len) {
         /* O_NONBLOCK: a FIFO put at the path would block open() until some
          * writer came; fstat() then turns it away with devices and sockets. */
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -108,16 +114,41 @@ int file_read_all(const char *path, size_t max, char **out, size_t *len) {
         }
         /* A regular file may still grow while it is read, or report size 0 (procfs). */
         size_t cap = st.st_size ? (size_t)st.st_size + 1 : 4096, n = 0;
-        char *buf = xmalloc(cap);
+        char *buf;
+        if (*reuse && malloc_usable_size(*reuse) >= cap) {
+                buf = *reuse;
+                *reuse = NULL;
+                cap = malloc_usable_size(buf);
+        } else {
+                buf = xmalloc(cap);
+        }
         for (;;) {
                 if (n + 1 >= cap) {
+                        /* Full: the end of the file, most likely. A small read
+                         * tells, rather than a buffer twice the size (a copy of
+                         * the whole file into fresh pages, each faulted in). */
+                        char more[512];
+                        ssize_t k = read(fd, more, sizeof(more));
+                        if (k < 0 && errno == EINTR)
+                                continue;
+                        if (k <= 0) {
+                                if (k == 0)
+                                        break;
+                                int r = -errno;
+                                free(buf);
+                                close(fd);
+                                return r;
+                        }
                         if (cap > max + 1) {
                                 free(buf);
                                 close(fd);
                                 return -EFBIG;
                         }
-                        cap *= 2;
+                        cap = cap * 2 > n + 1 + (size_t)k ? cap * 2 : n + 1 + (size_t)k;
                         buf = xreallocarray(buf, cap, 1);
+                        memcpy(buf + n, more, (size_t)k);
+                        n += (size_t)k;
+                        continue;
                 }
                 ssize_t k = read(fd, buf + n, cap - n - 1);
                 if (k < 0) {
@@ -142,6 +173,12 @@ int file_read_all(const char *path, size_t max, char **out, size_t *len) {
         if (len)
                 *len = n;
         return 0;
+}
+
+int file_read_reuse(const char *path, size_t max, char *reuse, char **out, size_t *len) {
+        int r = read_whole(path, max, &reuse, out, len);
+        free(reuse); /* too small, or not needed */
+        return r;
 }
 
 const char *file_read_error(int r) {

@@ -24,6 +24,10 @@ char *str_strip(char *s);
  * Returns 0 or a negative errno: -EINVAL when the path is not a regular file
  * (a FIFO, device or socket is never read, and never blocks), -EISDIR. */
 int file_read_all(const char *path, size_t max, char **out, size_t *len);
+/* The same, read into reuse (a malloc'ed block, or NULL) when the file fits in
+ * it: pages already in memory rather than fresh ones, each faulted in. Takes
+ * reuse either way (*out is reuse, or reuse is freed). */
+int file_read_reuse(const char *path, size_t max, char *reuse, char **out, size_t *len);
 /* What file_read_all's error means, for messages. */
 const char *file_read_error(int r);
 /* Write data to path atomically (temp file + rename) with the given mode, and

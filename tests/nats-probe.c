@@ -49,6 +49,13 @@
  *       A hostile responder: answer every $SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE
  *       with "jwt updated" in the name of SERVER_ID, until killed. Prints
  *       "ready" once subscribed.
+ *   slow-pack CREDS URL DELAY_MS
+ *       A CLAIMS.PACK responder as slow as a server with a large store: it
+ *       answers $SYS.REQ.CLAIMS.PACK with the empty end message, DELAY_MS
+ *       after the request (the first one; others meanwhile are ignored).
+ *       Prints "ready" once subscribed, "pack asked" and "pack answered", and
+ *       "asked meanwhile: SUBJECT" for every other $SYS.REQ. request seen
+ *       while the PACK is pending. Runs until killed.
  *   gen-seed operator|account|user
  *       Print a fresh seed.
  *   pubkey-of-seed SEED_FILE
@@ -711,6 +718,62 @@ static int cmd_forge_update_replies(int argc, char **argv) {
         return 0;
 }
 
+static int cmd_slow_pack(int argc, char **argv) {
+        int64_t delay = argc == 4 ? parse_int(argv[3], 0, 3600000) : -1;
+        if (delay < 0)
+                return fail("%s", "usage: slow-pack CREDS URL DELAY_MS");
+        natsConnection *nc = NULL;
+        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
+                return 2;
+        natsSubscription *sub = NULL;
+        natsStatus st = natsConnection_SubscribeSync(&sub, nc, "$SYS.REQ.>");
+        if (st == NATS_OK)
+                st = natsSubscription_SetPendingLimits(sub, -1, -1);
+        if (st == NATS_OK)
+                st = natsConnection_Flush(nc);
+        if (st != NATS_OK) {
+                natsConnection_Destroy(nc);
+                return fail("cannot subscribe: %s", natsStatus_GetText(st));
+        }
+        puts("ready");
+        fflush(stdout);
+        char *reply = NULL; /* of the PACK being "prepared" */
+        uint64_t due = 0;
+        for (;;) {
+                uint64_t now = now_usec();
+                int64_t wait = reply ? (int64_t)((due > now ? due - now : 0) / 1000) + 1 : 60000;
+                natsMsg *m = NULL;
+                st = natsSubscription_NextMsg(&m, sub, wait);
+                if (st == NATS_TIMEOUT && reply && now_usec() >= due) {
+                        natsConnection_Publish(nc, reply, NULL, 0);
+                        natsConnection_Flush(nc);
+                        printf("pack answered\n");
+                        fflush(stdout);
+                        free(reply);
+                        reply = NULL;
+                        continue;
+                }
+                if (st == NATS_TIMEOUT)
+                        continue;
+                if (st != NATS_OK)
+                        break;
+                const char *subject = natsMsg_GetSubject(m), *r = natsMsg_GetReply(m);
+                if (strcmp(subject, "$SYS.REQ.CLAIMS.PACK") == 0 && r && !reply) {
+                        reply = xstrdup(r);
+                        due = now_usec() + (uint64_t)delay * 1000u;
+                        printf("pack asked\n");
+                } else if (reply) {
+                        printf("asked meanwhile: %s\n", subject);
+                }
+                fflush(stdout);
+                natsMsg_Destroy(m);
+        }
+        free(reply);
+        natsSubscription_Destroy(sub);
+        natsConnection_Destroy(nc);
+        return 0;
+}
+
 static int cmd_gen_seed(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -761,13 +824,15 @@ int main(int argc, char **argv) {
                 { "resign-set", cmd_resign_set, false },
                 { "sign-delete", cmd_sign_delete, false },
                 { "forge-update-replies", cmd_forge_update_replies, true },
+                { "slow-pack", cmd_slow_pack, true },
                 { "sign-account", cmd_sign_account, false },
                 { "gen-seed", cmd_gen_seed, false },
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };
         if (argc < 2)
                 return fail("%s", "usage: nats-probe request|request-header|gather|publish-acked|hold|publish|record|"
-                                    "resign-add-export|resign-merge|resign-set|sign-delete|gen-seed|pubkey-of-seed ...");
+                                    "resign-add-export|resign-merge|resign-set|sign-delete|forge-update-replies|slow-pack|sign-account|"
+                                    "gen-seed|pubkey-of-seed ...");
         for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
                 if (strcmp(argv[1], commands[i].name) != 0)
                         continue;

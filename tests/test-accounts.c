@@ -44,7 +44,10 @@ static struct accounts *parse_ok(const char *yaml, enum accounts_flavor flavor) 
 }
 
 static const struct account_decl *find(const struct accounts *a, const char *name) {
-        const struct account_decl *x = accounts_find(a, name);
+        /* A shed file (what the daemon keeps) gives copies: one at a time here. */
+        static struct account_decl copy;
+        const struct account_decl *x = accounts_is_shed(a) ? (accounts_get(a, name, &copy) == 0 ? &copy : NULL)
+                                                           : accounts_find(a, name);
         if (!x)
                 fail_msg("account %s not found", name);
         return x;
@@ -881,6 +884,8 @@ struct reload {
         char *path;
         struct accounts *good; /* the last good file, as the daemon keeps it */
         size_t partial;        /* reloads that re-read only the edited accounts */
+        bool shed;             /* keep it as the daemon does between passes: declarations shed */
+        size_t shed_partial;   /* partial reloads of a shed file */
 };
 
 /* Write text, reload it against the last good file, and check the result is
@@ -891,18 +896,33 @@ static int reload(struct reload *rl, const char *text) {
         struct accounts *a = NULL, *whole = NULL;
         struct accounts_delta delta;
         /* The update may take over the old declarations: keep a copy to compare with. */
-        struct accounts before = { 0 };
+        struct accounts before = { 0 }, *good_full = NULL, *a_full = NULL;
         if (rl->good) {
-                before.n = rl->good->n;
+                const struct accounts *g = rl->good;
+                if (accounts_is_shed(g)) {
+                        assert_int_equal(accounts_expand(g, &good_full), 0);
+                        g = good_full;
+                }
+                before.n = g->n;
                 before.v = xcalloc(before.n + 1, sizeof(*before.v));
-                memcpy(before.v, rl->good->v, before.n * sizeof(*before.v));
+                memcpy(before.v, g->v, before.n * sizeof(*before.v));
         }
+        bool from_shed = accounts_is_shed(rl->good);
         int r = accounts_load_update(rl->path, ACCOUNTS_OPERATOR, rl->good, &a, &delta, &d1);
         int r2 = accounts_parse(text, strlen(text), rl->path, ACCOUNTS_OPERATOR, &whole, &d2);
         if (r != r2)
                 fail_msg("reload returned %d, the whole parse %d, for:\n%s", r, r2, text);
         assert_same_diags(&d1, &d2, text);
         if (r == 0) {
+                struct accounts *shed = NULL;
+                if (accounts_is_shed(a)) {
+                        /* Only a partial reload of a shed file gives a shed one. */
+                        assert_true(from_shed && delta.partial);
+                        rl->shed_partial++;
+                        shed = a;
+                        assert_int_equal(accounts_expand(a, &a_full), 0);
+                        a = a_full;
+                }
                 assert_same_decls(a, whole, text);
                 if (delta.partial) {
                         rl->partial++;
@@ -920,11 +940,31 @@ static int reload(struct reload *rl, const char *text) {
                         }
                         free(listed);
                 }
+                if (shed) {
+                        a = shed;
+                        for (size_t i = 0; i < whole->n; i++)
+                                assert_string_equal(accounts_name(a, i), whole->v[i].name);
+                } else if (rl->shed && accounts_shed(a)) {
+                        shed = a;
+                }
+                /* A shed file gives each declaration as the whole parse has it. */
+                for (size_t i = 0; shed && i < whole->n; i++) {
+                        struct account_decl one;
+                        assert_int_equal(accounts_get(shed, whole->v[i].name, &one), 0);
+                        if (!account_decl_equal(&one, &whole->v[i]) || one.line != whole->v[i].line ||
+                            one.column != whole->v[i].column)
+                                fail_msg("accounts_get(%s) differs from the whole parse of:\n%s", whole->v[i].name,
+                                         text);
+                }
+                if (shed)
+                        assert_int_equal(accounts_get(shed, "NO-SUCH-ACCOUNT", &(struct account_decl){ 0 }), -ENOENT);
                 accounts_free(rl->good);
                 rl->good = a;
         }
         accounts_delta_clear(&delta);
         accounts_free(whole);
+        accounts_free(good_full);
+        accounts_free(a_full);
         free(before.v);
         diag_list_clear(&d1);
         diag_list_clear(&d2);
@@ -949,10 +989,10 @@ static char *numbered_file(size_t n, size_t changed, const char *store) {
         return t;
 }
 
-static void test_load_update(void **state) {
+static void load_update(bool shed) {
         char dir[] = "/tmp/test-accounts-XXXXXX";
         assert_non_null(mkdtemp(dir));
-        struct reload rl = { .path = path_join(dir, "accounts.yaml") };
+        struct reload rl = { .path = path_join(dir, "accounts.yaml"), .shed = shed };
 
         /* One account's value: only it is re-read. */
         char *t = numbered_file(50, 50, "");
@@ -1082,12 +1122,25 @@ static void test_load_update(void **state) {
                 free(lines[i]);
         free(lines);
         free(cand);
-        print_message("%zu good reloads, %zu of them re-read only the edited accounts\n", good_reloads, rl.partial);
+        print_message("%zu good reloads, %zu of them re-read only the edited accounts (%zu of a shed file)\n",
+                      good_reloads, rl.partial, rl.shed_partial);
         assert_true(rl.partial > good_reloads / 2);
+        if (shed)
+                assert_true(rl.shed_partial > rl.partial / 2);
         accounts_free(rl.good);
         assert_int_equal(unlink(rl.path), 0);
         assert_int_equal(rmdir(dir), 0);
         free(rl.path);
+}
+
+static void test_load_update(void **state) {
+        load_update(false);
+}
+
+/* The same edits of a file whose declarations are shed after each reload, as
+ * the daemon keeps it between passes. */
+static void test_load_update_shed(void **state) {
+        load_update(true);
 }
 
 int main(void) {
@@ -1111,6 +1164,7 @@ int main(void) {
                 cmocka_unit_test(test_many_accounts),
                 cmocka_unit_test(test_load),
                 cmocka_unit_test(test_load_update),
+                cmocka_unit_test(test_load_update_shed),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "obsindex.h"
 #include "observe-parse.h"
 #include "observe.h"
 #include "util.h"
@@ -793,6 +794,97 @@ static void test_index(void **state) {
         observed_free(o);
 }
 
+/* What a daemon keeps of a sweep: keys, names, verdicts; an edit's working
+ * observation from it; what that pass learnt folded back. */
+static void test_observed_index(void **state) {
+        const char *k1 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA2";
+        const char *k2 = "ABBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB2";
+        const char *k3 = "ACCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC2";
+        const char *k4 = "ADDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD2";
+        const char *k5 = "AEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE2";
+        struct observed *o = xcalloc(1, sizeof(*o));
+        o->servers = xcalloc(1, sizeof(*o->servers));
+        o->n_servers = 1;
+        snprintf(o->servers[0].id, sizeof(o->servers[0].id), "%s", "NSERVER");
+        o->servers[0].name = xstrdup("s1");
+        o->servers[0].trusted_keys = xcalloc(2, sizeof(char *));
+        o->servers[0].trusted_keys[0] = xstrdup("OPERATOR");
+        add_account(o, k3, "APP", 10);
+        add_account(o, k1, "APP", 10);
+        o->accounts[1].untrusted = xstrdup("forged");
+        add_account(o, k2, NULL, 10);
+        add_account(o, k4, "DB", 5);
+        o->accounts[3].jwt = xstrdup("a.b.c");
+        observed_reindex(o);
+
+        struct observed_index *x = observed_index_new(o);
+        observed_free(o);
+        assert_int_equal(observed_index_count(x), 4);
+        assert_true(observed_index_has_key(x, k2));
+        assert_false(observed_index_has_key(x, k5));
+        /* The forgery named APP is not counted: APP is k3. */
+        assert_string_equal(observed_index_trusted_name(x, "APP"), k3);
+        assert_string_equal(observed_index_trusted_name(x, "DB"), k4);
+        assert_null(observed_index_trusted_name(x, "NONE"));
+        assert_null(observed_index_trusted_name(x, NULL));
+
+        /* An edit of APP: k3 by key, and every account named APP (the forgery too). */
+        const char *keys[] = { k3 }, *names[] = { "APP" };
+        struct observed *w = observed_index_expand(x, keys, 1, names, 1);
+        assert_int_equal(w->n_servers, 1);
+        assert_string_equal(w->servers[0].name, "s1");
+        assert_string_equal(w->servers[0].trusted_keys[0], "OPERATOR");
+        assert_int_equal(w->n_accounts, 2);
+        assert_string_equal(w->accounts[0].key, k1);
+        assert_string_equal(w->accounts[0].untrusted, "forged");
+        assert_string_equal(w->accounts[1].key, k3);
+        assert_null(w->accounts[1].untrusted);
+        assert_null(w->accounts[1].jwt);
+        size_t n_trusted, n_untrusted;
+        assert_ptr_equal(observed_find_trusted_name(w, "APP", &n_trusted, &n_untrusted), &w->accounts[1]);
+        assert_int_equal(n_untrusted, 1);
+
+        /* What the pass learnt: k3 renamed, the forgery replaced by a genuine
+         * JWT, an account created. */
+        free(w->accounts[1].name);
+        w->accounts[1].name = xstrdup("APP2");
+        free(w->accounts[0].untrusted);
+        w->accounts[0].untrusted = NULL;
+        add_account(w, k5, "NEW", 20);
+        w->accounts[2].untrusted = xstrdup("issued in the future");
+        observed_reindex(w);
+        observed_index_update(x, w);
+        observed_free(w);
+        assert_int_equal(observed_index_count(x), 5);
+        assert_string_equal(observed_index_trusted_name(x, "APP"), k1);
+        assert_string_equal(observed_index_trusted_name(x, "APP2"), k3);
+        assert_null(observed_index_trusted_name(x, "NEW"));
+        const char *names2[] = { "NEW", "DB" };
+        w = observed_index_expand(x, NULL, 0, names2, 2);
+        assert_int_equal(w->n_accounts, 2);
+        assert_string_equal(w->accounts[0].key, k4);
+        assert_string_equal(w->accounts[1].key, k5);
+        assert_string_equal(w->accounts[1].untrusted, "issued in the future");
+        observed_free(w);
+
+        /* Renamed many times: the names block is rebuilt, nothing lost. */
+        for (int i = 0; i < 50; i++) {
+                const char *k[] = { k2 };
+                w = observed_index_expand(x, k, 1, NULL, 0);
+                assert_int_equal(w->n_accounts, 1);
+                free(w->accounts[0].name);
+                w->accounts[0].name = xasprintf("RENAMED-%d", i);
+                observed_index_update(x, w);
+                observed_free(w);
+        }
+        assert_string_equal(observed_index_trusted_name(x, "RENAMED-49"), k2);
+        assert_null(observed_index_trusted_name(x, "RENAMED-48"));
+        assert_string_equal(observed_index_trusted_name(x, "APP"), k1);
+        assert_string_equal(observed_index_trusted_name(x, "DB"), k4);
+        observed_index_free(x);
+        observed_index_free(NULL);
+}
+
 static void add_server(struct observed *o, const char *id, const char *name, const char *const *keys) {
         o->servers = xreallocarray(o->servers, o->n_servers + 1, sizeof(*o->servers));
         struct server_info *s = &o->servers[o->n_servers++];
@@ -983,6 +1075,21 @@ static const char UPDATE_REFUSED[] =
         "{\"error\":{\"account\":\"n/a\",\"code\":500,\"description\":\"jwt update resulted in error - expected 3 "
         "chunks\"},\"server\":{\"name\":\"c2\",\"host\":\"127.0.0.1\",\"id\":\"" C2_ID "\",\"ver\":\"2.9.10\"}}";
 
+/* A PACK's first message comes once the server read its whole store: the
+ * wait grows with the JWTs expected, from max(request_timeout, 10 s). */
+static void test_pack_wait(void **state) {
+        const uint64_t s = 1000000;
+        assert_int_equal(observe_pack_wait_usec(2 * s, 0), 10 * s);
+        assert_int_equal(observe_pack_wait_usec(2 * s, 3), 10 * s + 1500);
+        assert_int_equal(observe_pack_wait_usec(30 * s, 0), 30 * s);
+        assert_int_equal(observe_pack_wait_usec(2 * s, 100000), 60 * s);
+        assert_int_equal(observe_pack_wait_usec(30 * s, 100000), 80 * s);
+        /* Never past the 10 minutes a whole PACK may take. */
+        assert_int_equal(observe_pack_wait_usec(2 * s, 10000000), 600 * s);
+        assert_int_equal(observe_pack_wait_usec(2 * s, SIZE_MAX), 600 * s);
+        assert_int_equal(observe_pack_wait_usec(UINT64_MAX, 5), 600 * s);
+}
+
 static void test_update_reply(void **state) {
         struct update_reply r;
         char *why = NULL;
@@ -1049,6 +1156,8 @@ int main(void) {
                 cmocka_unit_test(test_index),
                 cmocka_unit_test(test_key_trusted),
                 cmocka_unit_test(test_update_reply),
+                cmocka_unit_test(test_pack_wait),
+                cmocka_unit_test(test_observed_index),
                 cmocka_unit_test(test_account_jwt_verified),
                 cmocka_unit_test(test_statsz),
                 cmocka_unit_test(test_reply_size_limits),

@@ -2,6 +2,7 @@
  * (-Wl,--wrap) to see what reaches the disk, and in which order. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -129,8 +130,95 @@ static void test_read_refuses_what_is_not_a_file(void **state) {
         free(dir);
 }
 
+/* A file is read into a buffer of its own size: no buffer twice as large
+ * (the whole text copied into it) just to see the end. One that reports a
+ * size other than what it holds (procfs: 0) is read whole all the same. */
+static void test_read_buffer_is_the_file_size(void **state) {
+        char *dir = tmpdir();
+        char *file = path_join(dir, "big.yaml");
+        size_t size = (size_t)3 << 20;
+        char *big = xmalloc(size);
+        for (size_t i = 0; i < size; i++)
+                big[i] = (char)('a' + i % 26);
+        assert_int_equal(file_write_atomic(file, big, size, 0644), 0);
+        char *text = NULL;
+        size_t len = 0;
+        assert_int_equal(file_read_all(file, size, &text, &len), 0);
+        assert_int_equal(len, size);
+        assert_memory_equal(text, big, size);
+        assert_int_equal(text[len], 0);
+        /* The allocator rounds up to a page at most. */
+        assert_true(malloc_usable_size(text) < size + 1 + 2 * 4096);
+        free(text);
+
+        /* /proc/self/smaps: size 0, and longer than the first 4096 bytes read
+         * here (some twenty lines per mapping). */
+        assert_int_equal(file_read_all("/proc/self/smaps", size, &text, &len), 0);
+        assert_true(len > 4096);
+        assert_int_equal(strlen(text), len);
+        assert_non_null(strstr(text, "[stack]"));
+        free(text);
+
+        free(big);
+        free(file);
+        rm_rf(dir);
+        free(dir);
+}
+
+/* A re-read goes into the block it is given when the file fits in it (the
+ * same pages, no fresh ones), else into a new one; the block is taken either
+ * way, also on an error (the sanitizer build checks nothing leaks). */
+static void test_read_reuse(void **state) {
+        char *dir = tmpdir();
+        char *file = path_join(dir, "accounts.yaml");
+        assert_int_equal(file_write_atomic(file, "accounts:\n  A: {}\n", 18, 0644), 0);
+        char *first = NULL, *again = NULL;
+        size_t len = 0;
+        assert_int_equal(file_read_all(file, 1 << 20, &first, &len), 0);
+        char *block = xmalloc(4096);
+        assert_int_equal(file_read_reuse(file, 1 << 20, block, &again, &len), 0);
+        assert_ptr_equal(again, block);
+        assert_int_equal(len, 18);
+        assert_string_equal(again, first);
+
+        /* Larger than the block: a new one, all of the file. */
+        size_t big = 3 * 4096;
+        char *text = xmalloc(big);
+        memset(text, 'x', big);
+        assert_int_equal(file_write_atomic(file, text, big, 0644), 0);
+        char *grown = NULL;
+        assert_int_equal(file_read_reuse(file, 1 << 20, again, &grown, &len), 0);
+        assert_int_equal(len, big);
+        assert_memory_equal(grown, text, big);
+        assert_int_equal(grown[big], 0);
+
+        /* Shorter than the block it reuses: only the file, NUL-terminated. */
+        assert_int_equal(file_write_atomic(file, "x: 1\n", 5, 0644), 0);
+        char *shorter = NULL;
+        assert_int_equal(file_read_reuse(file, 1 << 20, grown, &shorter, &len), 0);
+        assert_ptr_equal(shorter, grown);
+        assert_int_equal(len, 5);
+        assert_string_equal(shorter, "x: 1\n");
+
+        /* Errors free it. */
+        char *missing = path_join(dir, "missing.yaml"), *none = NULL;
+        assert_int_equal(file_read_reuse(missing, 1 << 20, shorter, &none, &len), -ENOENT);
+        assert_null(none);
+        assert_int_equal(file_read_reuse(file, 2, xmalloc(64), &none, &len), -EFBIG);
+        assert_null(none);
+
+        free(missing);
+        free(text);
+        free(first);
+        free(file);
+        rm_rf(dir);
+        free(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_read_reuse),
+                cmocka_unit_test(test_read_buffer_is_the_file_size),
                 cmocka_unit_test(test_write_atomic_syncs_the_folder),
                 cmocka_unit_test(test_read_refuses_what_is_not_a_file),
         };

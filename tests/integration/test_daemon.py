@@ -863,5 +863,63 @@ class DaemonTest(unittest.TestCase):
         self.assertTrue(self.daemon.find(r"^stopping on SIGTERM$", since), self.daemon.text(since))
 
 
+class SlowPackTest(unittest.TestCase):
+    """A resolver whose CLAIMS.PACK takes long to start, as a server with a large
+    store does: it reads every JWT file before it sends the first one (about
+    13 s for 100,000 on a busy host) and answers nothing else on that
+    connection meanwhile. The wait for its first message is sized to the
+    accounts there are, not to request_timeout, and nothing else is asked while
+    it is awaited."""
+
+    DELAY_MS = 12000  # past the 10 s every PACK is given at least
+
+    def setUp(self):
+        self.sb = harness.Sandbox("slowpack")
+        self.responder = None
+        try:
+            # No full resolver: the only PACK responder is nats-probe slow-pack.
+            conf = self.sb.read("nats-server.conf")
+            conf, n = re.subn(r"(?ms)^resolver\s*\{.*?^\}\n", "resolver: MEMORY\n", conf)
+            self.assertEqual(n, 1, conf)
+            self.sb.write("nats-server.conf", conf)
+            self.sb.start_server()
+            self.sb.set_setting("request_timeout", "2s")
+            self.sb.set_setting("create_missing", "yes")
+            self.responder = subprocess.Popen(
+                [self.sb.t["probe"], "slow-pack", self.sb.sys_creds, self.sb.url, str(self.DELAY_MS)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.assertEqual(self.responder.stdout.readline().strip(), "ready")
+        except BaseException:
+            self.tearDown()
+            raise
+
+    def tearDown(self):
+        if self.responder and self.responder.poll() is None:
+            self.responder.kill()
+            self.responder.communicate(timeout=10)
+        self.sb.cleanup()
+
+    def test_wait_for_a_pack_grows_with_the_accounts(self):
+        # 10,000 accounts declared: the PACK's first message is awaited 10 s +
+        # 10,000 x 0.5 ms = 15 s, past the responder's 12 s.
+        self.sb.write_accounts(many_accounts(10000))
+        r = self.sb.accountd("plan", "--detailed-exitcode", timeout=120)
+        self.responder.kill()
+        out, _ = self.responder.communicate(timeout=10)
+        self.assertEqual(r.returncode, 2, "plan waits out the slow PACK: %s" % r.stderr[-2000:])
+        self.assertEqual(sum(1 for line in r.stdout.splitlines() if line.startswith("+ ")), 10000, r.stdout[-500:])
+        self.assertEqual(out.splitlines()[:2], ["pack asked", "pack answered"], out)
+        self.assertEqual([line for line in out.splitlines() if line.startswith("asked meanwhile")], [],
+                         "nothing else is asked while the PACK is awaited")
+
+    def test_few_accounts_wait_ten_seconds(self):
+        # Three accounts: 10 s, then "did not end" (the server would still be
+        # reading its store), exit 69 as for any server that does not answer.
+        r = self.sb.accountd("plan", timeout=120)
+        self.assertEqual(r.returncode, 69, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, r"\$SYS\.REQ\.CLAIMS\.PACK: the reply stream from \S+ did not end "
+                                   r"\(0 messages in 1\d\.\ds\)")
+
+
 if __name__ == "__main__":
     harness.main()
