@@ -681,6 +681,15 @@ int daemon_run(const char *config_path) {
          * system when freed. glibc's default would raise its threshold past
          * them after the first free and let them fragment the heap instead. */
         mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+        /* Blocked before anything is read: a SIGHUP (a reload, a logrotate
+         * script) while a large file loads would otherwise end the process by
+         * its default action; pending, it is served once the loop runs. */
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
         log_open(LOG_INFO);
         int r = settings_load(config_path, &d.settings, &dl);
         if (r < 0) {
@@ -715,12 +724,6 @@ int daemon_run(const char *config_path) {
                 return exit_code_for(r, EX_CONFIG);
         }
 
-        sigset_t mask;
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGHUP);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
         d.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if ((r = sd_event_default(&d.ev)) < 0 || (r = sd_event_add_signal(d.ev, NULL, SIGHUP, on_sighup, &d)) < 0 ||
             (r = sd_event_add_signal(d.ev, NULL, SIGTERM, on_sigterm, &d)) < 0 ||

@@ -295,6 +295,35 @@ class DaemonTest(unittest.TestCase):
              "the daemon to apply the file saved while it started (max_streams 77)", interval=0.2)
         self.assertEqual(self.limits_of("APP").get("streams"), 77)
 
+    def test_sighup_while_starting_does_not_kill_the_daemon(self):
+        # Found by tests/convergence (a reload right after a restart): SIGHUP's
+        # default action ends a process, and the daemon blocked it only after
+        # reading its files. A long comment makes the read take a while; the
+        # SIGHUP lands while the file is parsed and must wait for the loop.
+        padding = ("# " + "x" * 97 + "\n") * 400000
+        self.sb.write_accounts(self.example + padding)
+        size = os.path.getsize(self.sb.accounts_file)
+        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
+        io = "/proc/%d/io" % self.daemon.pid
+
+        def bytes_read():
+            try:
+                with open(io) as f:
+                    return int(next(l for l in f if l.startswith("rchar:")).split()[1])
+            except (OSError, StopIteration, ValueError):
+                return 0
+
+        deadline = time.monotonic() + 10
+        while bytes_read() < size and self.daemon.running() and time.monotonic() < deadline:
+            pass
+        self.daemon.signal(signal.SIGHUP)
+        self.daemon.wait_line(r"^reloading on SIGHUP$", 0, timeout=15)
+        self.assertTrue(self.daemon.running(), "SIGHUP during the start ended the daemon (%s):\n%s" % (
+            self.daemon.proc.poll(), self.daemon.text()))
+        self.daemon.wait_pass_after(0, timeout=15)
+        self.assertInSync()
+        self.assertEqual(self.daemon.stop(), 0, self.daemon.text())
+
     def test_burst_of_200_saves_coalesces(self):
         self.start_daemon()
         self.key_of("APP")
