@@ -476,7 +476,9 @@ def generate(seed, n_steps, topology="standalone", runner="plain", mode="operato
     daemon_stopped = False
     deleted = False
     next_check = rng.randint(4, 10)
-    methods = [m for m in EDIT_METHODS if m != "configmap" or "configmap" in features]
+    # Symlinked files (a link swapped, a ConfigMap, edits through a link) need
+    # the daemon to follow links: the "links" feature.
+    methods = [m for m in EDIT_METHODS if m not in ("symlink", "configmap") or "links" in features]
     foreign_n = 0
     exports = {}  # per account: the max_exports drawn stay above what is added
 
