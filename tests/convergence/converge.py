@@ -335,6 +335,10 @@ class PlainRunner:
     def state_dir(self):
         return self.sb.path("state")
 
+    @property
+    def accounts_dir(self):
+        return self.sb.dir
+
     def start(self, wait_first_pass=True):
         d = Daemon(self.sb.t["accountd"], self.conf)
         self.instances.append(d)
@@ -363,10 +367,23 @@ class PlainRunner:
     def log_text(self):
         return "\n".join(l for _, l in self.lines())
 
+    def ready(self):
+        """As systemd sends a reload only to a started unit: wait until the loop
+        runs (its first line); False when it exited instead."""
+        d = self.current
+        try:
+            d.wait_line(r"^nats-accountd \S+: \d+ accounts from ", 0, timeout=30)
+        except HarnessError:
+            self.poll()
+            return False
+        return True
+
     def sighup(self):
         if self.down:
             return False
         self.cont()
+        if not self.ready():
+            return False
         self.current.signal(signal.SIGHUP)
         return True
 
@@ -509,6 +526,255 @@ class PlainRunner:
         if os.environ.get("KEEP_SANDBOX"):
             with open(os.path.join(self.sb.root, "daemon.log"), "w") as f:
                 f.write(self.log_text())
+
+
+class SystemdRunner(PlainRunner):
+    """nats-accountd.service under a real systemd (PID 1 of a private namespace,
+    tests/system/sysns.py; one at a time on the machine, by its lock), talking
+    to the driver's servers on the machine's loopback. The unit is the built
+    one with the test drop-in of tests/system/test_systemd.py (WatchdogSec=5s)
+    and RestartSec=1s; systemd is the supervisor, the driver reads what it
+    says (NRestarts, MainPID, Result, StatusText) and the journal."""
+
+    kind = "systemd"
+    ETC = "/etc/nats-accountd"
+    UNIT = "nats-accountd.service"
+
+    def __init__(self, servers, history):
+        super().__init__(servers, history)
+        import sysns
+        import test_systemd
+        self.sysns = sysns
+        self.lock = sysns.exclusive()
+        self.lock.__enter__()
+        self.env = test_systemd.Env(self.sb.t["server"])
+        self.ns = self.env.ns
+        self.entries = []  # journal entries of the unit: (monotonic s, MESSAGE)
+        self.cursor = None
+        self.expected_restarts = 0
+        self.main_pid = None
+        try:
+            self._setup()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _setup(self):
+        ns = self.ns
+        ns.boot()
+        inside = self.sysns.INSIDE_ROOT
+        self.env.binary = ns.install(self.sb.t["accountd"], inside + "/bin/nats-accountd")
+        ns.mkdir(inside + "/etc")
+        ns.mkdir(self.ETC)
+        ns.run(["mount", "--bind", inside + "/etc", self.ETC])
+        self.env.etc = ns.path(self.ETC)
+        for name in ("sys.creds", "operator-signer.nk"):
+            shutil.copyfile(self.sb.path(name), os.path.join(self.env.etc, name))
+            os.chmod(os.path.join(self.env.etc, name), 0o600)
+        conf = self.sb.read("nats-accountd.conf")
+        conf = re.sub(r"(?m)^state_dir = .*$", "state_dir = /var/lib/nats-accountd", conf)
+        self.env.write("nats-accountd.conf", conf)
+        # What `plan`-free tools inside need (user-creds reads the state the unit writes).
+        tool = conf.replace("credentials = sys.creds", "credentials = %s/sys.creds" % self.ETC).replace(
+            "signing_key = operator-signer.nk", "signing_key = %s/operator-signer.nk" % self.ETC)
+        self.env.write("tool.conf", tool)
+        self.env.install_unit()
+        dropin = ns.path("/run/systemd/system/%s.d/60-converge.conf" % self.UNIT)
+        with open(dropin, "w") as f:
+            f.write("[Service]\nRestartSec=1s\n")
+        ns.run(["systemctl", "daemon-reload"])
+
+    @property
+    def accounts_dir(self):
+        return self.env.etc
+
+    def state_dir(self):
+        return self.ns.path("/var/lib/private/nats-accountd")
+
+    def show(self):
+        return self.env.show()
+
+    def start(self, wait_first_pass=True):
+        self.ns.run(["systemctl", "reset-failed", self.UNIT], check=False)
+        r = self.ns.run(["systemctl", "start"] + ([] if wait_first_pass else ["--no-block"]) + [self.UNIT],
+                        check=False, timeout=90)
+        self.down = None
+        self.starts_at = time.monotonic()
+        if wait_first_pass and r.returncode != 0:
+            raise Violation("daemon", "systemctl start: %s%s\n%s" % (r.stdout, r.stderr, self.env.journal_text()[-3000:]))
+        self.main_pid = None
+
+    @property
+    def current(self):
+        raise AttributeError("no child process under systemd")
+
+    def running(self):
+        s = self.show()
+        return s["ActiveState"] in ("active", "reloading", "activating")
+
+    def _read_journal(self):
+        args = ["journalctl", "--no-pager", "-o", "json", "-u", self.UNIT]
+        if self.cursor:
+            args += ["--after-cursor", self.cursor]
+        r = self.ns.run(args, check=False, timeout=60)
+        for line in r.stdout.splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            self.cursor = e.get("__CURSOR", self.cursor)
+            if e.get("_PID") and e.get("SYSLOG_IDENTIFIER") == "systemd":
+                continue
+            msg = e.get("MESSAGE")
+            if isinstance(msg, list):  # not text
+                continue
+            t = int(e.get("__MONOTONIC_TIMESTAMP", "0")) / 1e6
+            self.entries.append((t, msg or "", e))
+
+    def lines(self, since=0.0):
+        self._read_journal()
+        return [(t, m) for t, m, e in self.entries if t >= since and e.get("SYSLOG_IDENTIFIER") == "nats-accountd"]
+
+    def sighup(self):
+        if self.down:
+            return False
+        return self.ns.run(["systemctl", "kill", "--signal=SIGHUP", self.UNIT], check=False).returncode == 0
+
+    def reload(self):
+        if self.down:
+            return False
+        r = self.ns.run(["systemctl", "reload", self.UNIT], check=False, timeout=90)
+        if r.returncode != 0:
+            raise Violation("daemon", "systemctl reload: %s%s" % (r.stdout, r.stderr))
+        return True
+
+    def restart(self):
+        if self.down:
+            return False
+        t0 = time.monotonic()
+        r = self.ns.run(["systemctl", "restart", self.UNIT], check=False, timeout=90)
+        self.history.unable.append([t0, time.monotonic() + 1])
+        self.main_pid = None
+        if r.returncode != 0:
+            self.poll()
+            if not self.down:
+                raise Violation("daemon", "systemctl restart: %s%s" % (r.stdout, r.stderr))
+        return True
+
+    def kill_mid_pass(self, delay_ms, since):
+        if self.down:
+            return False
+        time.sleep(delay_ms / 1000.0)
+        t = time.monotonic()
+        self.kills.append(t)
+        self.expected_restarts += 1
+        old = self.show().get("MainPID")
+        self.ns.run(["systemctl", "kill", "--signal=SIGKILL", self.UNIT])
+        self.main_pid = None
+        # systemd starts it again after RestartSec=1s (Restart=on-failure).
+        deadline = time.monotonic() + 30
+        while True:
+            s = self.show()
+            if int(s.get("NRestarts", "0")) >= self.expected_restarts and s.get("MainPID") not in ("0", old):
+                break
+            if s["ActiveState"] == "failed" or time.monotonic() > deadline:
+                break  # poll() tells why
+            time.sleep(0.1)
+        self.starts_at = time.monotonic()
+        self.history.unable.append([t, time.monotonic()])
+        self.poll()
+        return True
+
+    def stop(self):
+        return False  # SIGSTOP longer than WatchdogSec is a watchdog kill, by design
+
+    def cont(self):
+        pass
+
+    def poll(self):
+        s = self.show()
+        if s.get("Result") == "watchdog":
+            raise Violation("daemon", "killed by the watchdog: %s\n%s" % (s, self.env.journal_text()[-3000:]))
+        if int(s.get("NRestarts", "0")) != self.expected_restarts:
+            raise Violation("daemon", "systemd restarted it %s times, the driver killed it %d times: %s\n%s" % (
+                s.get("NRestarts"), self.expected_restarts, s, self.env.journal_text()[-3000:]))
+        if s["ActiveState"] in ("failed", "inactive"):
+            rc = int(s.get("ExecMainStatus", "0"))
+            if rc in (65, 66) and not self.down:
+                seen = self.history.on_disk_during(self.starts_at, time.monotonic())
+                bad = [v for v in seen if (v[1] is None if rc == 66 else (v[1] is not None and not v[2]))]
+                if bad:
+                    self.down = "file"
+                    self.history.unable.append([time.monotonic(), None])
+                    return
+            if not self.down:
+                raise Violation("daemon", "the unit failed: %s\n%s" % (s, self.env.journal_text()[-3000:]))
+            return
+        if s["ActiveState"] == "active" and s.get("MainPID") not in (None, "0"):
+            if self.main_pid is None:
+                self.main_pid = s["MainPID"]
+            elif s["MainPID"] != self.main_pid:
+                raise Violation("daemon", "MainPID changed from %s to %s without the driver: %s" % (
+                    self.main_pid, s["MainPID"], s))
+
+    def revive(self):
+        self.poll()
+        if self.down == "file":
+            self.history.unable[-1][1] = time.monotonic()
+            self.start(wait_first_pass=False)
+            return True
+        return False
+
+    def ready(self):
+        return True
+
+    def settle(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            if self.down:
+                return
+            s = self.show()
+            if s["ActiveState"] == "active":
+                return
+            time.sleep(0.2)
+        raise Violation("daemon", "the unit did not come back within %ds: %s" % (timeout, self.show()))
+
+    def status(self):
+        return self.show().get("StatusText") or None
+
+    def idle(self):
+        for _, m in reversed(self.lines()):
+            if m.startswith("pass ") and " finished in " in m:
+                return True
+            if PASS_STARTED_RE.search(m):
+                return False
+        return True
+
+    def started(self):
+        return None if self.down else self.starts_at
+
+    def user_creds(self, name):
+        r = self.ns.run([self.env.binary, "-c", self.ETC + "/tool.conf", "user-creds", name, "tester"], check=False)
+        if r.returncode != 0:
+            raise HarnessError("user-creds %s: %s" % (name, r.stderr))
+        path = self.sb.write("%s-tester.creds" % name, r.stdout, 0o600)
+        self.sb.creds_written.append(path)
+        return path
+
+    def secrets_text(self):
+        r = subprocess.run(["nsenter", "-t", str(self.ns.pid), "-p", "-m", "--", "journalctl", "--no-pager",
+                            "-o", "export"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        return r.stdout.decode(errors="replace")
+
+    def cleanup(self):
+        try:
+            if os.environ.get("KEEP_SANDBOX") and self.ns.pid is not None:
+                with open(os.path.join(self.sb.root, "journal.txt"), "w") as f:
+                    f.write(self.env.journal_text())
+            self.env.teardown()
+        finally:
+            self.lock.__exit__(None, None, None)
 
 
 # ---- the accounts file ---------------------------------------------------------------------
@@ -674,12 +940,12 @@ class Run:
         sb.set_setting("log_level", "debug")
         sb.set_setting("resync_interval", "%ds" % RESYNC_SEC)
         sb.set_setting("request_timeout", "%gs" % REQUEST_TIMEOUT)
-        self.file = AccountsFile(sb.dir)
-        self.file.write("rename", self.s["initial"])
         self._classify()
         self.history = FileHistory()
+        self.runner = (SystemdRunner if self.s["runner"] == "systemd" else PlainRunner)(self.servers, self.history)
+        self.file = AccountsFile(self.runner.accounts_dir)
+        self.file.write("rename", self.s["initial"])
         self.history.add(self.s["initial"], True, self.s["initial_model"])
-        self.runner = PlainRunner(self.servers, self.history)
         self.runner.start()
         self.sys_key = None
         self.prev = None  # the last check's view: {"t", "jwts": {key: jwt}, "names": {name: key}}
@@ -850,9 +1116,15 @@ class Run:
         # when to look; what counts is what the servers show.
         why = None
         first_match = {}  # candidate -> when the stores first held it
-        time.sleep(max(0, self.last_event + 0.2 - time.monotonic()))
+        quiet_from = self.last_event + 0.2  # a save's pass may be 50 ms away: look again after that
         while True:
             self.runner.poll()
+            for i, want in enumerate(wants):
+                if i not in first_match and not self.store_problems(want):
+                    first_match[i] = time.monotonic()
+            if time.monotonic() < quiet_from:
+                time.sleep(0.02)
+                continue
             status = None if self.runner.down else self.runner.status()
             if not self.runner.down and not self.runner.idle():
                 why = Violation("daemon", "a pass still runs %ds after the last fault" % SETTLE_SEC)
@@ -860,8 +1132,9 @@ class Run:
                 why = Violation("daemon", "still says %r %ds after the last fault" % (status, SETTLE_SEC))
             else:
                 stored = [i for i, want in enumerate(wants) if not self.store_problems(want)]
-                for i in stored:
-                    first_match.setdefault(i, time.monotonic())
+                for i in list(first_match):
+                    if i not in stored:
+                        del first_match[i]  # held for a moment only: it counts from when it is held for good
                 if not stored:
                     why = Violation("applied", "after %ds the servers' stores still differ from the %sfile:\n  %s" % (
                         SETTLE_SEC, "last good " if len(wants) == 1 else "%d last good versions of the " % len(wants),
