@@ -940,6 +940,9 @@ class Run:
         sb.set_setting("log_level", "debug")
         sb.set_setting("resync_interval", "%ds" % RESYNC_SEC)
         sb.set_setting("request_timeout", "%gs" % REQUEST_TIMEOUT)
+        for k, v in self.s.get("settings", {}).items():
+            sb.set_setting(k, v)
+        self.settle_sec = self.s.get("settle", SETTLE_SEC)
         self._classify()
         self.history = FileHistory()
         self.runner = (SystemdRunner if self.s["runner"] == "systemd" else PlainRunner)(self.servers, self.history)
@@ -1037,6 +1040,8 @@ class Run:
         elif op == "check":
             self.check()
             return
+        elif op.startswith("sabotage_"):
+            self.sabotage(st)
         else:
             raise ValueError("unknown step %r" % op)
         self.runner.poll()
@@ -1085,6 +1090,30 @@ class Run:
             self.exports.setdefault(st["account"], {})[st["subject"]] = (t0, t1)
         return True
 
+    def sabotage(self, st):
+        """What --selftest does behind the daemon's back, to show each invariant can fail."""
+        sv = self.servers
+        sb = sv.sb
+        key = self.current_keys()[st["account"]]
+        if st["op"] == "sabotage_copy_key":
+            n = sv.nodes[0]
+            with open(os.path.join(n.jwt_dir, key + ".jwt")) as f:
+                jwt = f.read()
+            with open(os.path.join(n.jwt_dir, "A" + "B" * 55 + ".jwt"), "w") as f:
+                f.write(jwt)
+            return
+        if st["op"] == "sabotage_repush_first":
+            first = [j for t in sv.tails for _, j in t.snapshot() if jwt_claims(j).get("sub") == key]
+            new = first[0]
+        else:  # sabotage_push: another tool's change the driver does not register as such
+            r = sb.request(sb.sys_creds, "$SYS.REQ.ACCOUNT.%s.CLAIMS.LOOKUP" % key, "", 2000)
+            src = os.path.join(sb.root, "sabotage.jwt")
+            with open(src, "w") as f:
+                f.write(r.stdout.strip())
+            r = sb.probe("resign-merge", sb.signer, src, json.dumps(st["patch"]))
+            new = r.stdout.strip()
+        sb.gather_json("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE" % key, len(sv.nodes), new)
+
     def current_keys(self):
         """name -> key of the accounts the first up server holds (its resolver folder)."""
         out = {}
@@ -1105,7 +1134,7 @@ class Run:
         if healed:
             self.count("healed-by-check")
         t_fault_end = max(time.monotonic() if healed else self.last_event, self.last_event)
-        deadline = time.monotonic() + SETTLE_SEC
+        deadline = time.monotonic() + self.settle_sec
         self.runner.settle()
         candidates = self.history.acceptable(self.since_version, self.accepted, self.runner.started())
         wants = [{n: model.expected_claims(d) for n, d in m.items()} for m in candidates]
@@ -1127,9 +1156,9 @@ class Run:
                 continue
             status = None if self.runner.down else self.runner.status()
             if not self.runner.down and not self.runner.idle():
-                why = Violation("daemon", "a pass still runs %ds after the last fault" % SETTLE_SEC)
+                why = Violation("daemon", "a pass still runs %ds after the last fault" % self.settle_sec)
             elif status is not None and not status.startswith("in sync"):
-                why = Violation("daemon", "still says %r %ds after the last fault" % (status, SETTLE_SEC))
+                why = Violation("daemon", "still says %r %ds after the last fault" % (status, self.settle_sec))
             else:
                 stored = [i for i, want in enumerate(wants) if not self.store_problems(want)]
                 for i in list(first_match):
@@ -1137,7 +1166,7 @@ class Run:
                         del first_match[i]  # held for a moment only: it counts from when it is held for good
                 if not stored:
                     why = Violation("applied", "after %ds the servers' stores still differ from the %sfile:\n  %s" % (
-                        SETTLE_SEC, "last good " if len(wants) == 1 else "%d last good versions of the " % len(wants),
+                        self.settle_sec, "last good " if len(wants) == 1 else "%d last good versions of the " % len(wants),
                         "\n  ".join(self.store_problems(wants[-1]))))
                 else:
                     problems = self.applied_problems(wants[stored[-1]])
@@ -1145,7 +1174,7 @@ class Run:
                         chosen = stored[-1]
                         break
                     why = Violation("applied", "after %ds the servers do not apply the file they store:\n  %s" % (
-                        SETTLE_SEC, "\n  ".join(problems)))
+                        self.settle_sec, "\n  ".join(problems)))
             if time.monotonic() > deadline:
                 raise why
             time.sleep(0.1)
@@ -1533,6 +1562,64 @@ def run_and_report(schedule, args, total):
     return False
 
 
+def selftests():
+    """(invariant, schedule): each schedule breaks that invariant behind the daemon's back."""
+    rng = random.Random(0)
+    base = {"APP": {"js": {"flat": {"max_streams": 10}}, "limits": {"max_connections": 100}},
+            "ORDERS": {"js": "enabled", "limits": None}, "AUDIT": {"js": "disabled", "limits": None}}
+
+    def with_app(**limits):
+        m = json.loads(json.dumps(base))
+        m["APP"]["js"]["flat"].update({k: v for k, v in limits.items() if k.startswith("max_s")})
+        m["APP"]["limits"].update({k: v for k, v in limits.items() if k == "max_connections"})
+        return m
+
+    def edit(m):
+        return {"op": "edit", "method": "rename", "text": model.render(m, rng), "valid": True, "model": m}
+
+    def schedule(name, steps, **extra):
+        return dict({"seed": 0, "topology": "standalone", "runner": "plain", "mode": "operator", "selftest": name,
+                     "initial": model.render(base, rng), "initial_model": base, "steps": steps}, **extra)
+
+    no_audit = {n: d for n, d in base.items() if n != "AUDIT"}
+    bad_text, _ = model.render_invalid(base, rng)
+    return [
+        ("applied", schedule("a limit changed behind the daemon, no resync", [
+            {"op": "check"}, {"op": "sabotage_push", "account": "APP", "patch": {"limits": {"streams": 3}}},
+            {"op": "check"}], settings={"resync_interval": "0"}, settle=8)),
+        ("unmanaged", schedule("an account no longer listed changed", [
+            edit(no_audit), {"op": "check"},
+            {"op": "sabotage_push", "account": "AUDIT", "patch": {"limits": {"conn": 7}}}, {"op": "check"}])),
+        ("iat", schedule("an older JWT pushed again", [
+            {"op": "check"}, edit(with_app(max_streams=20)), {"op": "check"}, edit(base), {"op": "check"},
+            {"op": "sabotage_repush_first", "account": "APP"}, {"op": "check"}])),
+        ("one-key", schedule("a second account of the same name", [
+            {"op": "check"}, {"op": "sabotage_copy_key", "account": "APP"}, {"op": "check"}])),
+        ("journal", schedule("a change that no line reports", [
+            {"op": "check"}, {"op": "sabotage_push", "account": "APP", "patch": {"limits": {"conn": 55}}},
+            edit(with_app(max_connections=55)), {"op": "check"}], settings={"resync_interval": "0"})),
+        ("files", schedule("a broken file the driver takes for a good one", [
+            {"op": "edit", "method": "rename", "text": bad_text, "valid": True, "model": base}, {"op": "check"}])),
+    ]
+
+
+def run_selftests():
+    """Each invariant must be reported when it is broken on purpose."""
+    ok = True
+    for kind, sched in selftests():
+        try:
+            v, at, _ = run_schedule(sched)
+        except EnvironmentBroken as e:
+            log("selftest %s: environment broke: %s" % (kind, e))
+            return 2
+        got = v.kind if v else None
+        good = got == kind
+        ok = ok and good
+        log("selftest %-9s %s: %s -> %s" % (kind, "ok" if good else "FAILED", sched["selftest"],
+                                           str(v).splitlines()[0][:200] if v else "nothing reported"))
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=None, help="seed of the schedule (default: from the clock, printed)")
@@ -1546,11 +1633,14 @@ def main():
     ap.add_argument("--features", default="", help="comma-separated: links (accounts file as a swapped symlink, a ConfigMap)")
     ap.add_argument("--out", default=None, help="where failing schedules are saved (default: a temp folder)")
     ap.add_argument("--figures", help="write the figures as JSON here")
+    ap.add_argument("--selftest", action="store_true", help="break each invariant on purpose: each must be reported")
     args = ap.parse_args()
     why = harness.server_missing()
     if why:
         print("SKIP: %s" % why)
         return 77
+    if args.selftest:
+        return run_selftests()
     args.out = args.out or tempfile.mkdtemp(prefix="nats-accountd-converge.")
     features = tuple(f for f in args.features.split(",") if f)
     total = {"schedules": 0, "steps": {}, "skipped": {}, "checks": 0, "converge": [], "races": 0,
