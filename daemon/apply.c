@@ -268,24 +268,6 @@ static size_t plan_tiers_lowered(const struct plan *p, struct observed_account *
         return k;
 }
 
-/* A lower max_subscriptions closes every connection that has that many
- * subscriptions: where it is lowered and the account has connections, CONNZ
- * says whether any has, before the plan is shown. */
-static size_t plan_subs_lowered(const struct plan *p, struct observed_account **out) {
-        size_t k = 0;
-        for (size_t i = 0; i < p->n; i++) {
-                const struct plan_entry *e = &p->v[i];
-                if (!e->obs || !plan_entry_lowers(e, "max_subscriptions"))
-                        continue;
-                bool connected = false;
-                for (size_t s = 0; s < e->obs->n_servers; s++)
-                        connected |= e->obs->servers[s].connections + e->obs->servers[s].leafnodes > 0;
-                if (connected)
-                        out[k++] = e->obs;
-        }
-        return k;
-}
-
 int plan_with_state(struct natsconn *c, struct observed *obs, const struct accounts *a,
                     const struct plan_options *opt, struct plan **out, char **err) {
         struct plan *p = plan_compute(a, obs, opt);

@@ -18,6 +18,7 @@
 
 #include "accounts.h"
 #include "apply.h"
+#include "backend.h"
 #include "diff.h"
 #include "log.h"
 #include "natsconn.h"
@@ -45,15 +46,16 @@ struct daemon {
         const char *config_path;
         struct settings *settings;
         struct accounts *accounts; /* the last good file */
-        struct nkey signer;
+        struct backend *backend;   /* the mode: observes, applies, verifies */
         struct natsconn *nc;
-        struct observed *obs; /* last observed state; NULL until a full sweep */
 
         int event_fd;
         atomic_int nats_events; /* written by cnats' threads, read by the loop */
 
         sd_event_source *pass_src, *resync_src, *retry_src, *inotify_src, *event_src;
         char *watch_dir, *watch_name;
+        struct file_watch **file_watches; /* the backend's other files */
+        size_t n_file_watches;
 
         /* What the next pass has to do. */
         bool need_full, file_changed, reload_settings, reloading;
@@ -184,6 +186,19 @@ static void log_diags(const struct diag_list *dl, const char *what) {
         log_error("%s", what);
 }
 
+/* Settings that are valid but have no effect. */
+static void log_settings_warnings(const struct settings *s) {
+        for (size_t i = 0; i < s->warnings.n; i++) {
+                const struct diag *e = &s->warnings.v[i];
+                char line[16];
+                snprintf(line, sizeof(line), "%d", e->line);
+                struct log_field f[] = { { "CONFIG_FILE", e->file }, { "CONFIG_LINE", e->line ? line : NULL } };
+                char *text = diag_format(e);
+                log_event(LOG_WARNING, NULL, f, ARRAY_SIZE(f), "%s", text);
+                free(text);
+        }
+}
+
 /* Parse a new accounts file; on success swap it in and queue the accounts it changed. */
 static void reload_accounts(struct daemon *d) {
         struct diag_list dl = { 0 };
@@ -229,6 +244,7 @@ static void reload_accounts(struct daemon *d) {
 }
 
 static int setup_watch(struct daemon *d);
+static void setup_file_watches(struct daemon *d);
 
 static bool same_text(const char *a, const char *b) {
         return a == b || (a && b && strcmp(a, b) == 0);
@@ -250,16 +266,20 @@ static void reload_settings(struct daemon *d) {
                 return;
         }
         diag_list_clear(&dl);
-        struct nkey k;
         char *err = NULL;
-        if (signer_load(s, &k, &err) < 0) {
+        if (s->mode != d->settings->mode) {
+                log_error("%s: mode changed to %s; restart the service to switch modes; keeping the running settings",
+                          s->path, s->mode == ACCOUNTS_CONFIG ? "config" : "operator");
+                settings_free(s);
+                return;
+        }
+        if (d->backend->ops->configure(d->backend, s, &err) < 0) {
                 log_error("%s; keeping the running settings", err);
                 free(err);
                 settings_free(s);
                 return;
         }
-        nkey_wipe(&d->signer);
-        d->signer = k;
+        log_settings_warnings(s);
         if (connection_settings_differ(d->settings, s) && d->nc) {
                 log_info("connection settings changed: reconnecting");
                 natsconn_close(d->nc);
@@ -269,6 +289,7 @@ static void reload_settings(struct daemon *d) {
         log_set_max_priority((int)s->log_level);
         settings_free(d->settings);
         d->settings = s;
+        setup_file_watches(d);
         if (moved) {
                 log_notice("accounts file is now %s", s->accounts_file);
                 int r = setup_watch(d);
@@ -355,28 +376,19 @@ static void log_plan_problems(const struct plan *p, struct pass_result *res) {
         }
 }
 
-/* Observe the given accounts' applied state, diff, apply. `a` is the whole file
- * or a subset of it. */
-static int reconcile(struct daemon *d, const struct accounts *a, struct pass_result *res) {
+/* Observe, diff, apply and verify a's accounts: the whole file (whole), or
+ * the few an edit touched. -ESTALE: the backend needs a whole pass first. */
+static int reconcile(struct daemon *d, const struct accounts *a, bool whole, struct pass_result *res) {
         char *err = NULL;
-        struct plan_options opt = { .create_missing = d->settings->create_missing };
         struct plan *p = NULL;
-        int r = plan_with_state(d->nc, d->obs, a, &opt, &p, &err);
+        struct backend *b = d->backend;
+        int r = b->ops->plan(b, d->nc, a, whole, &p, &err);
+        if (r == -ESTALE)
+                return r;
         if (r == 0) {
                 res->checked += p->n;
                 log_plan_problems(p, res);
-                r = apply_plan(d->nc, d->settings, &d->signer, d->obs, p, log_done, res, &err);
-        }
-        if (r == 0) {
-                /* Created accounts join the known state, so the next edit finds them by name. */
-                const char **created = xcalloc(p->n ? p->n : 1, sizeof(*created));
-                size_t k = 0;
-                for (size_t i = 0; i < p->n; i++)
-                        if (p->v[i].key[0] && !p->v[i].obs && p->v[i].action == PLAN_CREATE)
-                                created[k++] = p->v[i].key;
-                if (k)
-                        r = observe_lookup(d->nc, d->obs, created, k, &err);
-                free(created);
+                r = b->ops->apply(b, d->nc, p, log_done, res, &err);
         }
         if (r < 0) {
                 log_error("%s", err ? err : strerror(-r));
@@ -387,88 +399,30 @@ static int reconcile(struct daemon *d, const struct accounts *a, struct pass_res
         }
         free(err);
         plan_free(p);
-        /* The next pass fetches the JWTs it pushes anew (CLAIMS.PACK, or
-         * CLAIMS.LOOKUP of the edited accounts): keeping them all in between
-         * would double the daemon's memory. */
-        observed_forget_jwts(d->obs);
+        b->ops->rest(b);
         return r;
 }
 
 static int full_pass(struct daemon *d, struct pass_result *res) {
-        char *err = NULL;
-        struct observed *o = NULL;
-        int r = observe_all(d->nc, &o, &err);
-        if (r < 0) {
-                log_error("%s", err ? err : strerror(-r));
-                free(err);
-                res->connection_failed = true;
-                return r;
-        }
-        observed_free(d->obs);
-        d->obs = o;
         d->need_full = false;
         pending_clear(d);
-        r = reconcile(d, d->accounts, res);
-        /* A sweep frees about all it allocated (two observations overlap, the
-         * replies): keep only what the next passes need, in a few blocks. */
-        observed_compact(d->obs);
-        return r;
+        return reconcile(d, d->accounts, true, res);
 }
 
 /* Only the accounts an edit touched: a constant number of requests each. */
 static int incremental_pass(struct daemon *d, struct pass_result *res) {
         struct accounts sub = { .file = d->accounts->file, .v = xcalloc(d->n_pending + 1, sizeof(*sub.v)) };
-        const char **keys = xcalloc(d->n_pending + 1, sizeof(*keys));
-        size_t nkeys = 0;
-        bool unknown = false;
         for (size_t i = 0; i < d->n_pending; i++) {
                 const struct account_decl *decl = accounts_find(d->accounts, d->pending[i]);
-                if (!decl)
-                        continue; /* removed from the file: left as it is */
-                sub.v[sub.n++] = *decl;
-                const struct observed_account *oa = NULL;
-                size_t first = 0;
-                if (decl->key[0])
-                        oa = observed_find_key(d->obs, decl->key);
-                else if (observed_find_name(d->obs, decl->name, &first) == 1)
-                        oa = &d->obs->accounts[d->obs->by_name[first]];
-                if (oa)
-                        keys[nkeys++] = oa->key;
-                else
-                        unknown = true;
+                if (decl) /* else removed from the file: left as it is */
+                        sub.v[sub.n++] = *decl;
         }
-        int r = 0;
-        if (unknown) {
-                /* A name the last sweep did not see may exist by now: look at everything. */
-                free(keys);
-                free(sub.v);
-                return full_pass(d, res);
-        }
-        char *err = NULL;
-        /* Refresh the JWTs first: another tool may have changed them since the last sweep. */
-        if (nkeys && (r = observe_lookup(d->nc, d->obs, keys, nkeys, &err)) < 0) {
-                log_error("%s", err ? err : strerror(-r));
-                free(err);
-                res->connection_failed = true;
-        }
-        /* The last pass let go of the JWTs, so one still missing is held by no
-         * server now (deleted by another tool, or a server too slow): look at
-         * everything, as for a name the last sweep did not see. */
-        for (size_t i = 0; r == 0 && i < nkeys; i++) {
-                const struct observed_account *oa = observed_find_key(d->obs, keys[i]);
-                if (!oa || !oa->jwt) {
-                        log_debug("%s: no server sent its JWT; checking every account", keys[i]);
-                        free(keys);
-                        free(sub.v);
-                        return full_pass(d, res);
-                }
-        }
-        free(keys);
-        if (r == 0) {
-                pending_clear(d);
-                r = reconcile(d, &sub, res);
-        }
+        pending_clear(d);
+        int r = reconcile(d, &sub, false, res);
         free(sub.v);
+        /* A name the last sweep did not see may exist by now: look at everything. */
+        if (r == -ESTALE)
+                r = full_pass(d, res);
         return r;
 }
 
@@ -538,7 +492,7 @@ static void run_pass(struct daemon *d) {
                 res.connection_failed = true;
         } else {
                 res.requests_before = natsconn_requests(d->nc);
-                if (d->need_full || !d->obs)
+                if (d->need_full)
                         full_pass(d, &res);
                 else if (d->n_pending)
                         incremental_pass(d, &res);
@@ -644,6 +598,57 @@ static int setup_watch(struct daemon *d) {
                                     on_inotify, d);
 }
 
+/* A file the backend reads besides the accounts file (config mode: a
+ * server's config, where an include line gets added): its edit brings a
+ * whole pass at once rather than at the next resync. */
+struct file_watch {
+        struct daemon *d;
+        char *dir, *name;
+        sd_event_source *src;
+};
+
+static int on_file_watch(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        struct file_watch *w = userdata;
+        if (!ev->len || strcmp(ev->name, w->name) != 0)
+                return 0;
+        log_debug("%s/%s changed: a whole pass follows", w->dir, w->name);
+        w->d->need_full = true;
+        schedule_pass(w->d);
+        return 0;
+}
+
+static void clear_file_watches(struct daemon *d) {
+        for (size_t i = 0; i < d->n_file_watches; i++) {
+                struct file_watch *w = d->file_watches[i];
+                sd_event_source_unref(w->src);
+                free(w->dir);
+                free(w->name);
+                free(w);
+        }
+        free(d->file_watches);
+        d->file_watches = NULL;
+        d->n_file_watches = 0;
+}
+
+static void setup_file_watches(struct daemon *d) {
+        clear_file_watches(d);
+        char *const *files = d->backend->ops->watch_files ? d->backend->ops->watch_files(d->backend) : NULL;
+        for (size_t i = 0; files && files[i]; i++) {
+                struct file_watch *w = xcalloc(1, sizeof(*w));
+                const char *slash = strrchr(files[i], '/');
+                w->d = d;
+                w->dir = path_dirname(files[i]);
+                w->name = xstrdup(slash ? slash + 1 : files[i]);
+                int r = sd_event_add_inotify(d->ev, &w->src, w->dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR,
+                                             on_file_watch, w);
+                if (r < 0)
+                        log_warning("cannot watch %s: %s; its edits are seen at the next resync", files[i],
+                                    strerror(-r));
+                d->file_watches = xreallocarray(d->file_watches, d->n_file_watches + 1, sizeof(*d->file_watches));
+                d->file_watches[d->n_file_watches++] = w;
+        }
+}
+
 /* One version of a file: a rename brings a new inode, a write a new mtime. */
 static bool same_file_version(const struct stat *a, const struct stat *b) {
         return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
@@ -656,14 +661,14 @@ static void daemon_free(struct daemon *d) {
         sd_event_source_unref(d->retry_src);
         sd_event_source_unref(d->inotify_src);
         sd_event_source_unref(d->event_src);
+        clear_file_watches(d);
         sd_event_unref(d->ev);
         natsconn_close(d->nc);
         if (d->event_fd >= 0)
                 close(d->event_fd);
-        observed_free(d->obs);
+        backend_free(d->backend);
         accounts_free(d->accounts);
         settings_free(d->settings);
-        nkey_wipe(&d->signer);
         pending_clear(d);
         free(d->watch_dir);
         free(d->watch_name);
@@ -698,11 +703,7 @@ int daemon_run(const char *config_path) {
                 return exit_code_for(r, EX_CONFIG);
         }
         log_set_max_priority((int)d.settings->log_level);
-        if (d.settings->mode != ACCOUNTS_OPERATOR) {
-                log_error("%s: mode = config is not available in this version; use mode = operator", d.settings->path);
-                daemon_free(&d);
-                return EX_CONFIG;
-        }
+        log_settings_warnings(d.settings);
         /* The folder is watched only after the file is read: a save in between
          * sends no event, so what was read is compared with what is there then. */
         struct stat read_st, watched_st;
@@ -717,7 +718,7 @@ int daemon_run(const char *config_path) {
                 return exit_code_for(r, EX_DATAERR);
         }
         char *err = NULL;
-        if ((r = signer_load(d.settings, &d.signer, &err)) < 0) {
+        if ((r = backend_new(d.settings, true, &d.backend, &err)) < 0) {
                 log_error("%s", err);
                 free(err);
                 daemon_free(&d);
@@ -739,6 +740,7 @@ int daemon_run(const char *config_path) {
                 daemon_free(&d);
                 return EX_OSERR;
         }
+        setup_file_watches(&d);
         if (!read_known || stat(d.settings->accounts_file, &watched_st) < 0 ||
             !same_file_version(&read_st, &watched_st))
                 d.file_changed = true;

@@ -86,6 +86,22 @@ bool plan_entry_lowers(const struct plan_entry *e, const char *field) {
         return c && c->new_value >= 0 && (c->old_value < 0 || c->new_value < c->old_value);
 }
 
+size_t plan_subs_lowered(const struct plan *p, struct observed_account **out) {
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                const struct plan_entry *e = &p->v[i];
+                if (!e->obs || !plan_entry_lowers(e, "max_subscriptions"))
+                        continue;
+                bool connected = false;
+                for (size_t s = 0; s < e->obs->n_servers; s++)
+                        connected |= e->obs->servers[s].connections + e->obs->servers[s].leafnodes > 0;
+                if (connected)
+                        out[k++] = e->obs;
+        }
+        return k;
+}
+
+
 static bool tier_set_differs(const struct js_state *cur, const struct js_state *want) {
         if (cur->mode != JS_TIERED || want->mode != JS_TIERED)
                 return false;
@@ -274,11 +290,13 @@ static void plan_one(struct plan_entry *e, const char *file, const struct observ
         e->obs = oa;
         snprintf(e->key, sizeof(e->key), "%s", oa->key);
         /* Only the servers know which account is the system account (VARZ
-         * system_account), so this is the place to refuse it, with the file's
-         * location: a limit there could lock out the very user nats-accountd
-         * connects as, and nothing else of it is ours to manage either. */
+         * system_account: its key, or in config mode, without keys, its name),
+         * so this is the place to refuse it, with the file's location: a limit
+         * there could lock out the very user nats-accountd connects as, and
+         * nothing else of it is ours to manage either. */
+        const char *id = oa->key[0] ? oa->key : oa->name;
         for (size_t i = 0; i < obs->n_servers; i++)
-                if (obs->servers[i].system_account && strcmp(obs->servers[i].system_account, oa->key) == 0) {
+                if (obs->servers[i].system_account && id && strcmp(obs->servers[i].system_account, id) == 0) {
                         const struct server_info *srv = &obs->servers[i];
                         plan_entry_set_error(e,
                                              "%s:%d:%d: %s is the system account (system_account of server %s); "

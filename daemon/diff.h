@@ -50,3 +50,8 @@ void plan_entry_set_error(struct plan_entry *e, const char *fmt, ...) __attribut
 void plan_entry_add_warning(struct plan_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The entry changes field to a limit tighter than before (an unlimited one, or a lower one). */
 bool plan_entry_lowers(const struct plan_entry *e, const char *field);
+/* A lower max_subscriptions closes every connection that has that many
+ * subscriptions: the accounts of p where it is lowered and that have
+ * connections, for CONNZ to say whether any has, before the plan is shown.
+ * out has room for p->n; returns how many. */
+size_t plan_subs_lowered(const struct plan *p, struct observed_account **out);

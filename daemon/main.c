@@ -10,6 +10,7 @@
 
 #include "accounts.h"
 #include "apply.h"
+#include "backend.h"
 #include "daemon.h"
 #include "diag.h"
 #include "diff.h"
@@ -30,7 +31,8 @@ static const char usage_text[] =
         "                                                   show what apply would change\n"
         "  nats-accountd [-c FILE] apply [--json]           one reconcile pass, then exit\n"
         "  nats-accountd [-c FILE] run                      the daemon: keep the servers in line with the file\n"
-        "  nats-accountd init DIR [--port N]                write a ready sandbox into DIR\n"
+        "  nats-accountd init DIR [--mode operator|config] [--port N]\n"
+        "                                                   write a ready sandbox into DIR\n"
         "  nats-accountd [-c FILE] user-creds ACCOUNT USER  print a user .creds for an account nats-accountd created\n"
         "  nats-accountd --help | --version\n"
         "\n"
@@ -86,7 +88,12 @@ static int load_settings(const struct cli *cli, struct settings **out) {
         int code = report_load(r, &d, EX_CONFIG);
         if (code)
                 return code;
-        const char *secrets[] = { (*out)->credentials, (*out)->signing_key, (*out)->tls_key };
+        for (size_t i = 0; i < (*out)->warnings.n; i++) {
+                char *w = diag_format(&(*out)->warnings.v[i]);
+                fprintf(stderr, "nats-accountd: warning: %s\n", w);
+                free(w);
+        }
+        const char *secrets[] = { (*out)->credentials, (*out)->password_file, (*out)->signing_key, (*out)->tls_key };
         for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
                 if (!secrets[i])
                         continue;
@@ -109,9 +116,11 @@ static int load_accounts(const struct settings *s, struct accounts **out) {
         return report_load(r, &d, EX_DATAERR);
 }
 
-static int load_signer(const struct settings *s, struct nkey *out) {
+/* The mode's backend, configured: operator mode reads its signing key,
+ * config mode checks its fragments folder and the servers' config files. */
+static int open_backend(const struct settings *s, bool will_apply, struct backend **out) {
         char *err = NULL;
-        int r = signer_load(s, out, &err);
+        int r = backend_new(s, will_apply, out, &err);
         if (r < 0) {
                 fprintf(stderr, "nats-accountd: %s\n", err);
                 free(err);
@@ -120,31 +129,39 @@ static int load_signer(const struct settings *s, struct nkey *out) {
         return 0;
 }
 
-/* The system user's .creds must hold a user JWT and a user seed. */
+/* The system user's credentials: a .creds file (operator mode needs one), an
+ * nkey user seed file, or a password file. */
 static int check_credentials(const struct settings *s) {
-        if (!s->credentials)
-                return 0;
-        char *text = NULL, *why = NULL;
-        size_t len = 0;
-        int r = secret_read(s->credentials, &text, &len, &why);
+        char *why = NULL;
+        int r = 0;
+        if (s->credentials) {
+                struct nkey k;
+                bool is_creds = false;
+                r = secret_load_credentials(s->credentials, &k, &is_creds, &why);
+                nkey_wipe(&k);
+                if ((r == -EINVAL || (r == 0 && !is_creds)) && s->mode == ACCOUNTS_OPERATOR) {
+                        free(why);
+                        why = xasprintf("credentials %s: not a user .creds file (expected a user JWT and a user seed; "
+                                        "an nkey seed alone is for config mode)",
+                                        s->credentials);
+                        r = -EINVAL;
+                } else if (r == -EINVAL) {
+                        char *w = xasprintf("credentials %s", why);
+                        free(why);
+                        why = w;
+                }
+        } else if (s->password_file) {
+                char *password = NULL;
+                r = secret_load_password(s->password_file, &password, &why);
+                if (r == 0)
+                        secret_free(password, strlen(password));
+        }
         if (r < 0) {
                 fprintf(stderr, "nats-accountd: %s\n", why ? why : strerror(-r));
                 free(why);
-                return r == -ENOENT ? EX_NOINPUT : EX_NOPERM;
+                return r == -ENOENT ? EX_NOINPUT : r == -EACCES ? EX_NOPERM : EX_CONFIG;
         }
-        char *jwt = secret_find_jwt(text);
-        char *seed = secret_find_seed(text);
-        secret_free(text, len);
-        int code = 0;
-        if (!jwt || !seed || seed[0] != 'S' || seed[1] != 'U') {
-                fprintf(stderr, "nats-accountd: credentials %s: not a user .creds file (expected a user JWT and a user seed)\n",
-                        s->credentials);
-                code = EX_CONFIG;
-        }
-        free(jwt);
-        if (seed)
-                secret_free(seed, strlen(seed));
-        return code;
+        return 0;
 }
 
 static int cmd_check(const struct cli *cli) {
@@ -154,31 +171,18 @@ static int cmd_check(const struct cli *cli) {
         int code = load_settings(cli, &s);
         if (code)
                 return code;
-        struct nkey signer = { 0 };
-        if (s->mode == ACCOUNTS_OPERATOR && (code = load_signer(s, &signer)) == 0)
-                code = check_credentials(s);
-        nkey_wipe(&signer);
+        struct backend *b = NULL;
         struct accounts *a = NULL;
-        if (code == 0)
+        if ((code = open_backend(s, true, &b)) == 0 && (code = check_credentials(s)) == 0)
                 code = load_accounts(s, &a);
+        if (code == 0)
+                code = b->ops->check(b, a, stderr);
         if (code == 0)
                 printf("%s: %zu account%s OK\n", s->accounts_file, a->n, a->n == 1 ? "" : "s");
         accounts_free(a);
+        backend_free(b);
         settings_free(s);
         return code;
-}
-
-/* Observe, then diff: the plan as `plan` prints it and `apply` carries it out. */
-static int make_plan(struct natsconn *c, const struct settings *s, const struct accounts *a, struct observed **obs,
-                     struct plan **plan) {
-        char *err = NULL;
-        struct plan_options opt = { .create_missing = s->create_missing };
-        if (observe_all(c, obs, &err) < 0 || plan_with_state(c, *obs, a, &opt, plan, &err) < 0) {
-                fprintf(stderr, "nats-accountd: %s\n", err);
-                free(err);
-                return EX_UNAVAILABLE;
-        }
-        return 0;
 }
 
 static int connect_servers(const struct settings *s, struct natsconn **c) {
@@ -205,31 +209,25 @@ static int cmd_plan_apply(const struct cli *cli, bool do_apply) {
         struct settings *s = NULL;
         struct accounts *a = NULL;
         struct natsconn *c = NULL;
-        struct observed *obs = NULL;
+        struct backend *b = NULL;
         struct plan *p = NULL;
-        struct nkey signer = { 0 };
+        char *err = NULL;
         int code = load_settings(cli, &s);
         if (code)
                 return code;
-        if (s->mode != ACCOUNTS_OPERATOR) {
-                fprintf(stderr, "nats-accountd: %s: mode = config is not available in this version; use mode = operator\n",
-                        s->path);
-                code = EX_CONFIG;
+        if ((code = load_accounts(s, &a)) || (code = open_backend(s, do_apply, &b)) ||
+            (code = connect_servers(s, &c)))
+                goto out;
+        int r = b->ops->plan(b, c, a, true, &p, &err);
+        if (r < 0) {
+                fprintf(stderr, "nats-accountd: %s\n", err ? err : strerror(-r));
+                code = EX_UNAVAILABLE;
                 goto out;
         }
-        if ((code = load_accounts(s, &a)) || (do_apply && (code = load_signer(s, &signer))) ||
-            (code = connect_servers(s, &c)) || (code = make_plan(c, s, a, &obs, &p)))
+        if (do_apply && (r = b->ops->apply(b, c, p, NULL, NULL, &err)) < 0) {
+                fprintf(stderr, "nats-accountd: %s\n", err ? err : strerror(-r));
+                code = r == -EACCES ? EX_NOPERM : EX_UNAVAILABLE;
                 goto out;
-
-        if (do_apply) {
-                char *err = NULL;
-                int r = apply_plan(c, s, &signer, obs, p, NULL, NULL, &err);
-                if (r < 0) {
-                        fprintf(stderr, "nats-accountd: %s\n", err);
-                        free(err);
-                        code = r == -EACCES ? EX_NOPERM : EX_UNAVAILABLE;
-                        goto out;
-                }
         }
         if (json) {
                 report_json(p, stdout);
@@ -249,9 +247,9 @@ static int cmd_plan_apply(const struct cli *cli, bool do_apply) {
         else if (!do_apply && detailed && pending)
                 code = 2;
 out:
-        nkey_wipe(&signer);
+        free(err);
         plan_free(p);
-        observed_free(obs);
+        backend_free(b);
         natsconn_close(c);
         accounts_free(a);
         settings_free(s);
@@ -275,9 +273,18 @@ static int cmd_run(const struct cli *cli) {
 static int cmd_init(const struct cli *cli) {
         const char *dir = NULL;
         int port = 4222;
+        bool config = false;
         for (int i = 1; i < cli->argc; i++) {
                 const char *arg = cli->argv[i];
-                if (strcmp(arg, "--port") == 0 || strncmp(arg, "--port=", 7) == 0) {
+                if (strcmp(arg, "--mode") == 0 || strncmp(arg, "--mode=", 7) == 0) {
+                        const char *v = arg[6] == '=' ? arg + 7 : (i + 1 < cli->argc ? cli->argv[++i] : NULL);
+                        if (v && strcmp(v, "config") == 0)
+                                config = true;
+                        else if (v && strcmp(v, "operator") == 0)
+                                config = false;
+                        else
+                                return usage_error("init: --mode takes operator or config (got '%s')", v ? v : "");
+                } else if (strcmp(arg, "--port") == 0 || strncmp(arg, "--port=", 7) == 0) {
                         const char *v = arg[6] == '=' ? arg + 7 : (i + 1 < cli->argc ? cli->argv[++i] : NULL);
                         char *end = NULL;
                         long n = v ? strtol(v, &end, 10) : 0;
@@ -296,7 +303,7 @@ static int cmd_init(const struct cli *cli) {
         if (!dir)
                 return usage_error("%s", "init: missing DIR");
         char *err = NULL;
-        int r = init_sandbox(dir, port, &err);
+        int r = config ? init_sandbox_config(dir, port, &err) : init_sandbox(dir, port, &err);
         if (r < 0) {
                 fprintf(stderr, "nats-accountd: init: %s\n", err);
                 free(err);
@@ -319,6 +326,11 @@ static int cmd_user_creds(const struct cli *cli) {
         int code = load_settings(cli, &s);
         if (code)
                 return code;
+        if (s->mode == ACCOUNTS_CONFIG) {
+                settings_free(s);
+                return usage_error("%s", "user-creds: operator mode only; in config mode an account's users are "
+                                         "written in nats-server.conf");
+        }
         struct nkey acct, user;
         char *err = NULL;
         int r = statedir_load(s->state_dir, cli->argv[1], &acct, &err);

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nkeys.h"
+#include "secrets.h"
 #include "util.h"
 
 enum {
@@ -43,6 +45,7 @@ struct relay {
 struct natsconn {
         natsConnection *nc;
         struct relay *relay;
+        struct nkey *user_key; /* an nkey user's seed: signs each (re)connect's nonce */
         char *urls;    /* the configured list, credentials removed */
         char *url_buf; /* natsconn_url's answer, refreshed on each call */
         uint64_t timeout_usec;
@@ -143,26 +146,83 @@ static void relay_free(struct relay *r) {
         free(r);
 }
 
-static int set_options(natsOptions *o, const struct settings *s, struct relay *r, char **err) {
-        natsStatus st = natsOptions_SetServers(o, (const char **)s->server_urls, (int)s->n_servers);
-        if (st != NATS_OK) {
-                *err = xasprintf("invalid server list: %s", nats_error_text(st));
-                return -EINVAL;
-        }
+/* cnats asks for the nonce's signature on every (re)connect, on its own thread. */
+static natsStatus sign_nonce(char **custom_err, unsigned char **signature, int *signature_len, const char *nonce,
+                             void *closure) {
+        const struct nkey *k = closure;
+        unsigned char *sig = malloc(64);
+        if (!sig)
+                return NATS_NO_MEMORY;
+        nkey_sign(k, nonce, strlen(nonce), sig);
+        *signature = sig;
+        *signature_len = 64;
+        return NATS_OK;
+}
+
+/* The system user: a .creds file (JWT and seed), an nkey user seed file, or
+ * a user name with its password in a file. Secrets are read here and wiped;
+ * an nkey user's key stays in *user_key for reconnects. */
+static int set_auth(natsOptions *o, const struct settings *s, struct nkey **user_key, char **err) {
+        natsStatus st = NATS_OK;
         if (s->credentials) {
-                /* cnats reads the file only while connecting, and then reports
-                 * it no better than "no server available": check it here. */
+                /* cnats reads a .creds file only while connecting, and then
+                 * reports it no better than "no server available": check it here. */
                 if (access(s->credentials, R_OK) < 0) {
                         int r0 = -errno;
                         *err = xasprintf("cannot read credentials file %s: %s", s->credentials, strerror(errno));
                         return r0;
                 }
-                st = natsOptions_SetUserCredentialsFromFiles(o, s->credentials, NULL);
+                struct nkey *k = xcalloc(1, sizeof(*k));
+                bool is_creds = false;
+                char *why = NULL;
+                int r = secret_load_credentials(s->credentials, k, &is_creds, &why);
+                if (r < 0 || is_creds) {
+                        nkey_wipe(k);
+                        free(k);
+                }
+                if (r < 0) {
+                        *err = xasprintf("credentials file %s", why);
+                        free(why);
+                        return r;
+                }
+                if (is_creds)
+                        st = natsOptions_SetUserCredentialsFromFiles(o, s->credentials, NULL);
+                else if ((st = natsOptions_SetNKey(o, k->pub, sign_nonce, k)) == NATS_OK)
+                        *user_key = k;
+                else {
+                        nkey_wipe(k);
+                        free(k);
+                }
                 if (st != NATS_OK) {
                         *err = xasprintf("credentials file %s: %s", s->credentials, nats_error_text(st));
                         return -EINVAL;
                 }
         }
+        if (s->user) {
+                char *password = NULL;
+                int r = secret_load_password(s->password_file, &password, err);
+                if (r < 0)
+                        return r;
+                st = natsOptions_SetUserInfo(o, s->user, password);
+                secret_free(password, strlen(password));
+                if (st != NATS_OK) {
+                        *err = xasprintf("user %s: %s", s->user, nats_error_text(st));
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+static int set_options(natsOptions *o, const struct settings *s, struct relay *r, struct nkey **user_key,
+                       char **err) {
+        natsStatus st = natsOptions_SetServers(o, (const char **)s->server_urls, (int)s->n_servers);
+        if (st != NATS_OK) {
+                *err = xasprintf("invalid server list: %s", nats_error_text(st));
+                return -EINVAL;
+        }
+        int ar = set_auth(o, s, user_key, err);
+        if (ar < 0)
+                return ar;
         if (s->tls_ca || s->tls_cert || s->tls_key) {
                 if (!s->tls_cert != !s->tls_key) {
                         *err = xstrdup("TLS: tls_cert and tls_key go together");
@@ -230,7 +290,8 @@ int natsconn_open(const struct settings *s, natsconn_event_fn ev, void *userdata
                 relay_free(r);
                 return -ENOMEM;
         }
-        int ret = set_options(o, s, r, err);
+        struct nkey *user_key = NULL;
+        int ret = set_options(o, s, r, &user_key, err);
         if (ret < 0)
                 goto fail;
 
@@ -252,7 +313,10 @@ int natsconn_open(const struct settings *s, natsconn_event_fn ev, void *userdata
                         ret = -EINVAL;
                         goto fail;
                 }
-                if (st == NATS_NOT_PERMITTED || st == NATS_CONNECTION_AUTH_FAILED)
+                if ((st == NATS_NOT_PERMITTED || st == NATS_CONNECTION_AUTH_FAILED) && s->user)
+                        *err = xasprintf("%s refused user %s (password in %s): %s", urls, s->user,
+                                         s->password_file, text);
+                else if (st == NATS_NOT_PERMITTED || st == NATS_CONNECTION_AUTH_FAILED)
                         *err = xasprintf("%s refused the credentials%s%s: %s", urls, s->credentials ? " in " : "",
                                          s->credentials ? s->credentials : "", text);
                 else if (st == NATS_SSL_ERROR || st == NATS_SECURE_CONNECTION_REQUIRED ||
@@ -268,6 +332,7 @@ int natsconn_open(const struct settings *s, natsconn_event_fn ev, void *userdata
         struct natsconn *c = xcalloc(1, sizeof(*c));
         c->nc = nc;
         c->relay = r;
+        c->user_key = user_key;
         c->urls = urls;
         c->url_buf = xcalloc(1, URL_MAX);
         c->timeout_usec = s->request_timeout_usec;
@@ -278,6 +343,10 @@ fail:
         natsOptions_Destroy(o);
         free(urls);
         relay_free(r);
+        if (user_key) {
+                nkey_wipe(user_key);
+                free(user_key);
+        }
         return ret;
 }
 
@@ -307,6 +376,11 @@ void natsconn_close(struct natsconn *c) {
         natsConnection_Destroy(c->nc);
         if (closed)
                 relay_free(r);
+        if (c->user_key) {
+                /* No (re)connect can ask for a signature any more. */
+                nkey_wipe(c->user_key);
+                free(c->user_key);
+        }
         free(c->urls);
         free(c->url_buf);
         free(c);

@@ -14,7 +14,7 @@
 #define SUBJ_PACK "$SYS.REQ.CLAIMS.PACK"
 #define SUBJ_ACCOUNTZ "$SYS.REQ.SERVER.PING.ACCOUNTZ"
 #define SUBJ_ACCOUNT_FMT "$SYS.REQ.ACCOUNT.%s.%s"
-/* Room for "$SYS.REQ.ACCOUNT.<56>.CLAIMS.LOOKUP" and a NUL. */
+/* Room for "$SYS.REQ.ACCOUNT.<56>.CLAIMS.LOOKUP" or ".<64-character name>.INFO" and a NUL. */
 #define ACCOUNT_SUBJ_MAX 96
 
 /* VARZ is answered once per server, and how many servers there are is what we
@@ -329,6 +329,44 @@ static const char *reply_error(const json_t *root, int64_t *code) {
         return d ? d : "";
 }
 
+/* RFC 3339 as Go writes a time.Time ("2006-01-02T15:04:05.999999999Z07:00"),
+ * in nanoseconds since the epoch. */
+static bool parse_rfc3339_ns(const char *s, int64_t *out) {
+        int y, mo, d, h, mi, sec, n = 0;
+        if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
+                return false;
+        if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+                return false;
+        const char *p = s + n;
+        int64_t frac = 0;
+        if (*p == '.') {
+                int digits = 0;
+                for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+                        if (digits < 9)
+                                frac = frac * 10 + (*p - '0');
+                if (digits == 0)
+                        return false;
+                for (; digits < 9; digits++)
+                        frac *= 10;
+        }
+        int64_t offset = 0;
+        if (*p == 'Z' && p[1] == 0) {
+                offset = 0;
+        } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+                int oh = 0, om = 0;
+                if (sscanf(p + 1, "%2d:%2d", &oh, &om) != 2 || oh > 23 || om > 59)
+                        return false;
+                offset = (int64_t)(oh * 3600 + om * 60) * (*p == '-' ? -1 : 1);
+        } else {
+                return false;
+        }
+        struct tm tm = { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi,
+                         .tm_sec = sec };
+        time_t t = timegm(&tm);
+        *out = ((int64_t)t - offset) * 1000000000 + frac;
+        return true;
+}
+
 void server_info_clear(struct server_info *s) {
         if (!s)
                 return;
@@ -393,6 +431,11 @@ int observe_parse_varz(const char *data, size_t len, struct server_info *out, ch
 
         const char *sys = json_str(d, "system_account");
         out->system_account = sys ? xstrdup(sys) : NULL;
+        const char *loaded = json_str(d, "config_load_time");
+        if (loaded && !parse_rfc3339_ns(loaded, &out->config_load_ns)) {
+                set_why(why, xstrdup("data.config_load_time is not an RFC 3339 time"));
+                goto out;
+        }
 
         /* 2.9.10 sends "cluster":{}, "gateway":{} and "leaf":{} when none is
          * configured (and their settings otherwise); anything else, missing
@@ -530,6 +573,14 @@ int observe_parse_jsz(const char *data, size_t len, struct server_account_state 
                         goto out;
                 }
                 out->have_usage = true;
+                /* uint64 on the wire: -1 (unlimited) arrives as 2^64-1, read here as the clamped INT64_MAX. */
+                int64_t rm, rs;
+                if (json_int64(json_object_get(d, "reserved_memory"), &rm) &&
+                    json_int64(json_object_get(d, "reserved_storage"), &rs) && rm >= 0 && rs >= 0) {
+                        out->have_reserved = true;
+                        out->reserved_memory = rm == INT64_MAX ? -1 : rm;
+                        out->reserved_storage = rs == INT64_MAX ? -1 : rs;
+                }
         } else if (err) {
                 /* Not loaded here ("account ... not found") or JetStream off for
                  * the account or the server: no usage to report, not a fault. */
@@ -1013,8 +1064,9 @@ static const char **account_subjects(struct observed_account *const *accts, cons
         for (size_t s = 0; s < n_suffixes; s++)
                 for (size_t i = 0; i < n; i++) {
                         char *p = buf + (s * n + i) * ACCOUNT_SUBJ_MAX;
-                        snprintf(p, ACCOUNT_SUBJ_MAX, SUBJ_ACCOUNT_FMT, accts ? accts[i]->key : keys[i],
-                                 suffixes[s]);
+                        /* Config-mode accounts have no key: the system API takes their name. */
+                        const char *id = accts ? (accts[i]->key[0] ? accts[i]->key : accts[i]->name) : keys[i];
+                        snprintf(p, ACCOUNT_SUBJ_MAX, SUBJ_ACCOUNT_FMT, id, suffixes[s]);
                         subjects[s * n + i] = p;
                 }
         *buf_out = buf;
@@ -1191,6 +1243,9 @@ static void state_reply(void *userdata, size_t index, const char *data, size_t l
                 s->st.have_usage = st.have_usage;
                 s->st.memory = st.memory;
                 s->st.storage = st.storage;
+                s->st.have_reserved = st.have_reserved;
+                s->st.reserved_memory = st.reserved_memory;
+                s->st.reserved_storage = st.reserved_storage;
                 free(s->jsz_error);
                 s->jsz_error = st.error;
         } else {
@@ -1222,6 +1277,9 @@ static void usage_merge(struct observed_account *oa, const struct state_slot *sl
         st->have_usage = slot->st.have_usage;
         st->memory = slot->st.memory;
         st->storage = slot->st.storage;
+        st->have_reserved = slot->st.have_reserved;
+        st->reserved_memory = slot->st.reserved_memory;
+        st->reserved_storage = slot->st.reserved_storage;
         if (slot->jsz_error) {
                 char *e = st->error ? xasprintf("%s; %s", st->error, slot->jsz_error) : xstrdup(slot->jsz_error);
                 free(st->error);
@@ -1364,7 +1422,8 @@ static void set_not_loaded(const struct observed *o, struct observed_account *oa
 int observe_accounts_state(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
                            bool want_usage, char **err) {
         struct loaded_accounts *sets = NULL;
-        if (n <= ACCOUNTZ_ABOVE || !o->n_servers || loaded_everywhere(c, o, &sets) < 0)
+        /* ACCOUNTZ lists keys; accounts without one (config mode) are all loaded anyway. */
+        if (n <= ACCOUNTZ_ABOVE || !o->n_servers || !accts[0]->key[0] || loaded_everywhere(c, o, &sets) < 0)
                 return accounts_state_run(c, o, accts, n, true, want_usage, err);
         struct observed_account **ask = xcalloc(n, sizeof(*ask));
         size_t k = 0;

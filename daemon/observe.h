@@ -30,6 +30,10 @@ struct server_account_state {
         int32_t max_subs;       /* CONNZ: subscriptions of the account's connection to this server with the most */
         bool have_subs;         /* CONNZ answered */
         bool have_tier_usage;   /* JSZ with streams answered: its bytes are in the account's tier_usage */
+        /* JSZ reserved_memory / reserved_storage: the max_mem / max_file the
+         * server applies to the account (-1 unlimited; 0 when tiered). */
+        bool have_reserved;
+        int64_t reserved_memory, reserved_storage;
         char *error;            /* INFO/JSZ error text other than "does not exist", else NULL */
 };
 
@@ -64,6 +68,9 @@ struct server_info {
         /* No routes, gateways or leaf nodes configured: no other server can
          * hear what is sent to this one. */
         bool alone;
+        /* VARZ config_load_time: when the server last read its config file
+         * (start or reload), in nanoseconds since the epoch; 0 when not sent. */
+        int64_t config_load_ns;
 };
 
 struct observed {

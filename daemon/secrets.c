@@ -242,14 +242,21 @@ char *secret_find_jwt(const char *text) {
         return NULL;
 }
 
-int secret_load_nkey(const char *path, struct nkey *out, char **err) {
-        char *text = NULL, *why = NULL;
-        size_t len = 0;
-        int r = secret_read(path, &text, &len, &why);
-        if (r < 0) {
+/* secret_read with its failure as one message naming the file. */
+static int read_explained(const char *path, char **text, size_t *len, char **err) {
+        char *why = NULL;
+        int r = secret_read(path, text, len, &why);
+        if (r < 0)
                 *err = why ? why : xasprintf("%s: %s", path, strerror(-r));
+        return r;
+}
+
+int secret_load_nkey(const char *path, struct nkey *out, char **err) {
+        char *text = NULL;
+        size_t len = 0;
+        int r = read_explained(path, &text, &len, err);
+        if (r < 0)
                 return r;
-        }
         char *seed = secret_find_seed(text);
         secret_free(text, len);
         const char *problem = "no nkey seed found in it";
@@ -261,4 +268,54 @@ int secret_load_nkey(const char *path, struct nkey *out, char **err) {
                 *err = xasprintf("%s: %s", path, problem);
         }
         return r;
+}
+
+int secret_load_credentials(const char *path, struct nkey *user_key, bool *is_creds, char **err) {
+        char *text = NULL;
+        size_t len = 0;
+        int r = read_explained(path, &text, &len, err);
+        if (r < 0)
+                return r;
+        char *jwt = secret_find_jwt(text);
+        char *seed = secret_find_seed(text);
+        secret_free(text, len);
+        const char *problem = NULL;
+        *is_creds = jwt != NULL;
+        if (!seed || seed[0] != 'S' || seed[1] != 'U')
+                problem = jwt ? "not a user .creds file (expected a user JWT and a user seed)"
+                              : "neither a user .creds file nor an nkey user seed file (expected a seed starting "
+                                "with SU)";
+        r = problem || nkey_from_seed(seed, user_key, &problem) < 0 ? -EINVAL : 0;
+        free(jwt);
+        if (seed)
+                secret_free(seed, strlen(seed));
+        if (r < 0) {
+                nkey_wipe(user_key);
+                *err = xasprintf("%s: %s", path, problem);
+        }
+        return r;
+}
+
+int secret_load_password(const char *path, char **out, char **err) {
+        char *text = NULL;
+        size_t len = 0;
+        int r = read_explained(path, &text, &len, err);
+        if (r < 0)
+                return r;
+        /* One line; the newline an editor or `echo` adds is not part of it. */
+        size_t n = strcspn(text, "\r\n");
+        const char *rest = text + n;
+        rest += strspn(rest, "\r\n");
+        const char *problem = n == 0 ? "is empty (expected the password on its first line)"
+                              : *rest ? "holds more than one line (expected only the password)"
+                              : memchr(text, 0, len) ? "contains a NUL byte"
+                                                     : NULL;
+        if (problem) {
+                secret_free(text, len);
+                *err = xasprintf("password file %s %s", path, problem);
+                return -EINVAL;
+        }
+        text[n] = 0;
+        *out = text; /* the caller wipes it with secret_free(*out, strlen(*out)) */
+        return 0;
 }

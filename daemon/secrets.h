@@ -1,5 +1,6 @@
 /* Secret files: seeds, creds. Refused when group or others can read them. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "nkeys.h"
@@ -22,3 +23,11 @@ char *secret_find_seed(const char *text);
 int secret_load_nkey(const char *path, struct nkey *out, char **err);
 /* The JWT of a .creds file, or NULL. Allocated. */
 char *secret_find_jwt(const char *text);
+/* The system user's credentials: a .creds file (*is_creds) or an nkey user
+ * seed file. Either way *user_key is the user's nkey (wipe it). 0; a negative
+ * errno from secret_read; -EINVAL when the file is neither (*err names it). */
+int secret_load_credentials(const char *path, struct nkey *user_key, bool *is_creds, char **err);
+/* The password in a password file: its first line, without the newline. 0 with
+ * *out (wipe with secret_free(*out, strlen(*out))); a negative errno from
+ * secret_read; -EINVAL when empty or more than one line. */
+int secret_load_password(const char *path, char **out, char **err);

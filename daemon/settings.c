@@ -57,14 +57,25 @@ static int parse_secret_path(struct parser *p, const struct setting *def, const 
 static int parse_duration(struct parser *p, const struct setting *def, const char *value);
 static int parse_bool(struct parser *p, const struct setting *def, const char *value);
 static int parse_choice(struct parser *p, const struct setting *def, const char *value);
+static int parse_user(struct parser *p, const struct setting *def, const char *value);
+static int parse_path_list(struct parser *p, const struct setting *def, const char *value);
 
 /* parse_choice stores through an int. */
 _Static_assert(sizeof(enum accounts_flavor) == sizeof(int), "enum accounts_flavor is not int-sized");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is not int-sized");
+_Static_assert(sizeof(enum reload_route) == sizeof(int), "enum reload_route is not int-sized");
 
 static const struct choice mode_choices[] = {
         { "operator", ACCOUNTS_OPERATOR },
         { "config", ACCOUNTS_CONFIG },
+        { NULL, 0 },
+};
+
+static const struct choice reload_choices[] = {
+        { "auto", RELOAD_AUTO },
+        { "request", RELOAD_REQUEST },
+        { "signal", RELOAD_SIGNAL },
+        { "external", RELOAD_EXTERNAL },
         { NULL, 0 },
 };
 
@@ -95,9 +106,19 @@ static const char *const sections[] = { "nats", "accounts", "operator", "config"
 
 #define FIELD(f) offsetof(struct settings, f)
 
+/* A comma-separated list of paths: the text goes to the setting's field, the
+ * resolved paths (NULL-terminated) and their count to these. */
+struct path_list_fields {
+        size_t list, count;
+};
+static const struct path_list_fields server_config_fields = { FIELD(server_configs), FIELD(n_server_configs) };
+static const struct path_list_fields pid_file_fields = { FIELD(pid_files), FIELD(n_pid_files) };
+
 static const struct setting settings_table[] = {
         { "nats", "servers", parse_servers, FIELD(servers), NULL, "nats://127.0.0.1:4222" },
         { "nats", "credentials", parse_secret_path, FIELD(credentials), NULL, NULL },
+        { "nats", "user", parse_user, FIELD(user), NULL, NULL },
+        { "nats", "password_file", parse_secret_path, FIELD(password_file), NULL, NULL },
         { "nats", "tls_ca", parse_optional_path, FIELD(tls_ca), NULL, NULL },
         { "nats", "tls_cert", parse_optional_path, FIELD(tls_cert), NULL, NULL },
         { "nats", "tls_key", parse_secret_path, FIELD(tls_key), NULL, NULL },
@@ -108,7 +129,10 @@ static const struct setting settings_table[] = {
         { "accounts", "state_dir", parse_path, FIELD(state_dir), NULL, "/var/lib/nats-accountd" },
         { "operator", "signing_key", parse_secret_path, FIELD(signing_key), NULL, NULL },
         { "config", "fragments_dir", parse_path, FIELD(fragments_dir), NULL, "/etc/nats-server/accounts.d" },
-        { "config", "pid_file", parse_path, FIELD(pid_file), NULL, "/run/nats-server/nats-server.pid" },
+        { "config", "server_config", parse_path_list, FIELD(server_config), &server_config_fields,
+          "/etc/nats-server/nats-server.conf" },
+        { "config", "reload", parse_choice, FIELD(reload), reload_choices, "auto" },
+        { "config", "pid_file", parse_path_list, FIELD(pid_file), &pid_file_fields, NULL },
         { "daemon", "resync_interval", parse_duration, FIELD(resync_interval_usec), &resync_interval_range, "5m" },
         { "daemon", "log_level", parse_choice, FIELD(log_level), log_level_choices, "info" },
 };
@@ -273,6 +297,62 @@ static int parse_path(struct parser *p, const struct setting *def, const char *v
         if (!*value)
                 return bad_value(p, def, value, "a path");
         replace_string(field_of(p, def), path_join(p->s->dir, value));
+        return 0;
+}
+
+/* comma-separated paths, each resolved like parse_path; empty = none. */
+static int parse_path_list(struct parser *p, const struct setting *def, const char *value) {
+        const struct path_list_fields *f = def->arg;
+        char ***list = (char ***)(void *)((char *)p->s + f->list);
+        size_t *count = (size_t *)(void *)((char *)p->s + f->count);
+        char *copy = xstrdup(value), q[SHOW_SIZE];
+        char **paths = xcalloc(1, sizeof(*paths));
+        size_t n = 0;
+        int r = 0;
+        for (char *item = *copy ? copy : NULL, *comma; item; item = comma ? comma + 1 : NULL) {
+                comma = strchr(item, ',');
+                if (comma)
+                        *comma = 0;
+                str_strip(item);
+                if (!*item) {
+                        error_at(p, p->line, "%s: empty entry in the list", def->key);
+                        r = -EINVAL;
+                } else if (n == SERVERS_MAX) {
+                        error_at(p, p->line, "%s: more than %d paths", def->key, SERVERS_MAX);
+                        r = -EINVAL;
+                        break;
+                } else if (strpbrk(item, "\n\r\t")) {
+                        error_at(p, p->line, "%s: \"%s\" contains a control character", def->key,
+                                 show(item, strlen(item), q));
+                        r = -EINVAL;
+                } else {
+                        paths = xreallocarray(paths, n + 2, sizeof(*paths));
+                        paths[n++] = path_join(p->s->dir, item);
+                        paths[n] = NULL;
+                }
+        }
+        free(copy);
+        if (r < 0) {
+                free_strv(paths);
+                return r;
+        }
+        replace_string(field_of(p, def), *value ? xstrdup(value) : NULL);
+        free_strv(*list);
+        *list = paths;
+        *count = n;
+        return 0;
+}
+
+/* A NATS user name: it goes into CONNECT, never into a URL. */
+static int parse_user(struct parser *p, const struct setting *def, const char *value) {
+        if (!*value) {
+                replace_string(field_of(p, def), NULL);
+                return 0;
+        }
+        for (const char *c = value; *c; c++)
+                if ((unsigned char)*c <= ' ' || *c == 0x7f)
+                        return bad_value(p, def, value, "a user name without spaces or control characters");
+        replace_string(field_of(p, def), xstrdup(value));
         return 0;
 }
 
@@ -597,6 +677,32 @@ static void cross_check(struct parser *p) {
                 error_at(p, p->seen[tls_cert], "[nats] tls_cert is set but tls_key is not; a client certificate needs both");
         if (s->tls_key && !s->tls_cert)
                 error_at(p, p->seen[tls_key], "[nats] tls_key is set but tls_cert is not; a client certificate needs both");
+
+        size_t user = setting_index(FIELD(user)), password_file = setting_index(FIELD(password_file));
+        size_t credentials = setting_index(FIELD(credentials));
+        if (s->user && !s->password_file)
+                error_at(p, p->seen[user], "[nats] user is set but password_file is not; a password user needs both");
+        if (s->password_file && !s->user)
+                error_at(p, p->seen[password_file],
+                         "[nats] password_file is set but user is not; a password user needs both");
+        if (s->credentials && (s->user || s->password_file))
+                error_at(p, p->seen[credentials],
+                         "[nats] credentials and user/password_file are two ways to connect; keep one");
+        if (!p->failed[mode] && s->mode == ACCOUNTS_OPERATOR && s->user)
+                error_at(p, p->seen[user],
+                         "[nats] user/password_file: operator mode servers need a .creds file (credentials =)");
+        if (!p->failed[mode] && s->mode == ACCOUNTS_CONFIG && s->n_server_configs == 0)
+                error_at(p, p->seen[setting_index(FIELD(server_config))],
+                         "[config] server_config: config mode needs the nats-server config file(s)");
+
+        /* Valid, but without effect in config mode: say so rather than ignore it silently. */
+        size_t create_missing = setting_index(FIELD(create_missing));
+        if (!p->failed[mode] && s->mode == ACCOUNTS_CONFIG && p->seen[create_missing])
+                diag_add(&p->s->warnings, p->file, p->seen[create_missing], 0,
+                         "create_missing is ignored in config mode: accounts are created in the server's config file");
+        if (!p->failed[mode] && s->mode == ACCOUNTS_CONFIG && p->seen[signing_key])
+                diag_add(&p->s->warnings, p->file, p->seen[signing_key], 0,
+                         "signing_key is not used in config mode");
 }
 
 void settings_free(struct settings *s) {
@@ -607,6 +713,8 @@ void settings_free(struct settings *s) {
         free(s->servers);
         free_strv(s->server_urls);
         free(s->credentials);
+        free(s->user);
+        free(s->password_file);
         free(s->tls_ca);
         free(s->tls_cert);
         free(s->tls_key);
@@ -614,7 +722,11 @@ void settings_free(struct settings *s) {
         free(s->state_dir);
         free(s->signing_key);
         free(s->fragments_dir);
+        free(s->server_config);
+        free_strv(s->server_configs);
         free(s->pid_file);
+        free_strv(s->pid_files);
+        diag_list_clear(&s->warnings);
         free(s);
 }
 

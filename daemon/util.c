@@ -195,6 +195,15 @@ int dir_sync(const char *dir) {
         return r;
 }
 
+int dir_fsync(const char *dir) {
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        int r = fsync(fd) < 0 ? -errno : 0;
+        close(fd);
+        return r;
+}
+
 char *path_dirname(const char *path) {
         const char *slash = strrchr(path, '/');
         if (!slash)
@@ -209,4 +218,87 @@ char *path_join(const char *dir, const char *name) {
                 return xstrdup(name);
         size_t n = strlen(dir);
         return xasprintf("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
+}
+
+char *path_clean(const char *path) {
+        /* Go's filepath.Clean: the same lexical rules nats-server's includes go through. */
+        size_t n = strlen(path);
+        bool rooted = n && path[0] == '/';
+        char *out = xmalloc(n + 2), *w = out;
+        size_t *starts = xcalloc(n + 1, sizeof(*starts)); /* where each kept element begins in out */
+        size_t depth = 0, dotdot = 0;                      /* kept elements; leading ".." of a relative path */
+        if (rooted)
+                *w++ = '/';
+        for (const char *p = path; *p;) {
+                while (*p == '/')
+                        p++;
+                const char *e = p;
+                while (*e && *e != '/')
+                        e++;
+                size_t len = (size_t)(e - p);
+                if (len == 0 || (len == 1 && p[0] == '.')) {
+                        /* nothing */
+                } else if (len == 2 && p[0] == '.' && p[1] == '.') {
+                        if (depth > dotdot) {
+                                w = out + starts[--depth];
+                                if (w > out + rooted && w[-1] == '/')
+                                        w--;
+                        } else if (!rooted) {
+                                if (w > out)
+                                        *w++ = '/';
+                                *w++ = '.';
+                                *w++ = '.';
+                                depth++;
+                                dotdot++;
+                                starts[depth - 1] = (size_t)(w - out - 2);
+                        }
+                } else {
+                        if (w > out + rooted)
+                                *w++ = '/';
+                        starts[depth++] = (size_t)(w - out);
+                        memcpy(w, p, len);
+                        w += len;
+                }
+                p = e;
+        }
+        if (w == out)
+                *w++ = '.';
+        *w = 0;
+        free(starts);
+        return out;
+}
+
+/* The elements of a cleaned absolute path, in place ("/a/b" -> "a", "b"). */
+static size_t path_elements(char *clean, char ***out) {
+        size_t n = 0;
+        char **v = xcalloc(strlen(clean) + 1, sizeof(*v));
+        for (char *save = NULL, *e = strtok_r(clean, "/", &save); e; e = strtok_r(NULL, "/", &save))
+                v[n++] = e;
+        *out = v;
+        return n;
+}
+
+char *path_relative(const char *from_dir, const char *to) {
+        char *a = path_clean(from_dir), *b = path_clean(to);
+        if (a[0] != '/' || b[0] != '/') {
+                free(a);
+                return b;
+        }
+        char **va, **vb;
+        size_t na = path_elements(a, &va), nb = path_elements(b, &vb), common = 0;
+        while (common < na && common < nb && strcmp(va[common], vb[common]) == 0)
+                common++;
+        size_t cap = 3 * (na - common) + strlen(to) + 2;
+        char *out = xmalloc(cap), *w = out;
+        for (size_t i = common; i < na; i++)
+                w += sprintf(w, "%s..", w == out ? "" : "/");
+        for (size_t i = common; i < nb; i++)
+                w += sprintf(w, "%s%s", w == out ? "" : "/", vb[i]);
+        if (w == out)
+                strcpy(out, ".");
+        free(va);
+        free(vb);
+        free(a);
+        free(b);
+        return out;
 }

@@ -31,6 +31,14 @@ int file_write_atomic_nosync(const char *path, const void *data, size_t len, uns
 /* Everything written on dir's file system, and dir's own entries, on disk
  * (syncfs + fsync of the folder). 0 or negative errno. */
 int dir_sync(const char *dir);
+/* Only dir's own entries on disk (fsync of the folder): after a few
+ * file_write_atomic, whose files are each synced already. */
+int dir_fsync(const char *dir);
 /* dirname / join; results are allocated. */
 char *path_dirname(const char *path);
 char *path_join(const char *dir, const char *name);
+/* Lexical clean-up as Go's filepath.Clean ("a//b/./c/.." -> "a/b"). */
+char *path_clean(const char *path);
+/* to as a path relative to the folder from_dir (both absolute), e.g.
+ * ("/etc/nats", "/etc/nats/accounts.d/APP.conf") -> "accounts.d/APP.conf". */
+char *path_relative(const char *from_dir, const char *to);

@@ -95,6 +95,19 @@ static bool is_auth_failure(natsStatus st) {
         return st == NATS_CONNECTION_AUTH_FAILED || st == NATS_NOT_PERMITTED;
 }
 
+static natsStatus sign_nonce(char **custom_err, unsigned char **signature, int *signature_len, const char *nonce,
+                             void *closure) {
+        *signature = malloc(64);
+        if (!*signature)
+                return NATS_NO_MEMORY;
+        nkey_sign(closure, nonce, strlen(nonce), *signature);
+        *signature_len = 64;
+        return NATS_OK;
+}
+
+/* CREDS: a .creds file, an nkey user seed file, or "" (none; a URL may carry user:password@). */
+static struct nkey user_key;
+
 static natsStatus connect_with(const char *creds, const char *url, natsConnectionHandler closed_cb,
                                natsConnection **nc) {
         natsOptions *opts = NULL;
@@ -103,8 +116,20 @@ static natsStatus connect_with(const char *creds, const char *url, natsConnectio
                 st = natsOptions_SetURL(opts, url);
         if (st == NATS_OK && closed_cb)
                 st = natsOptions_SetClosedCB(opts, closed_cb, NULL);
-        if (st == NATS_OK && creds && *creds)
-                st = natsOptions_SetUserCredentialsFromFiles(opts, creds, NULL);
+        if (st == NATS_OK && creds && *creds) {
+                bool is_creds = false;
+                char *err = NULL;
+                if (secret_load_credentials(creds, &user_key, &is_creds, &err) < 0) {
+                        fprintf(stderr, "nats-probe: %s\n", err);
+                        free(err);
+                        natsOptions_Destroy(opts);
+                        return NATS_INVALID_ARG;
+                }
+                if (is_creds)
+                        st = natsOptions_SetUserCredentialsFromFiles(opts, creds, NULL);
+                else
+                        st = natsOptions_SetNKey(opts, user_key.pub, sign_nonce, &user_key);
+        }
         if (st == NATS_OK)
                 st = natsOptions_SetTimeout(opts, 2000);
         if (st == NATS_OK)

@@ -105,8 +105,54 @@ printf 'accounts:\n  APP:\n    limits:\n      max_connections: 4294967296\n' >"$
 expect 65 "accounts.yaml:4:24: APP.limits.max_connections: .*32 bits" "a limit nats-server would cut to 32 bits" -- -c "$C" check
 printf 'accounts:\n  APP:\n    limits: { max_connections: 5, max_data: 1GiB }\n' >"$T/etc/accounts.yaml"
 expect 0 "1 account OK" "operator-only account limits in operator mode" -- -c "$C" check
-sed -i 's/^mode = operator$/mode = config/' "$C"
-expect 65 "accounts.yaml:3:35: APP.limits.max_data: .*needs operator mode" "operator-only account limits in config mode" -- -c "$C" check
+
+# Config mode.
+expect 64 "init: --mode takes operator or config" "init with an unknown mode" -- init "$T/x" --mode both
+"$BIN" init "$T/cfg" --mode config --port 14998 >/dev/null || { echo "not ok - init --mode config failed"; exit 1; }
+CC="$T/cfg/nats-accountd.conf"
+expect 0 'accounts.yaml: 3 accounts OK' "check of the config-mode sandbox" -- -c "$CC" check
+expect 73 "already exists" "init --mode config over a sandbox" -- init "$T/cfg" --mode config
+expect 64 "user-creds: operator mode only" "user-creds in config mode" -- -c "$CC" user-creds APP me
+cp "$CC" "$T/cfg/saved.conf"
+printf 'accounts:\n  APP:\n    jetstream:\n      tiers:\n        R1: {max_store: 1GiB}\n' >"$T/cfg/t.yaml"
+sed -i 's|^file = accounts.yaml|file = t.yaml|' "$CC"
+expect 65 "t.yaml:4:7: .*tiers need operator mode" "tiers in config mode" -- -c "$CC" check
+printf 'accounts:\n  APP:\n    limits: { max_connections: 5, max_data: 1GiB }\n' >"$T/cfg/t.yaml"
+expect 65 "t.yaml:3:35: APP.limits.max_data: .*needs operator mode" "operator-only account limits in config mode" -- -c "$CC" check
+cp "$T/cfg/saved.conf" "$CC"
+sed -i 's|^\[accounts\]|[accounts]\ncreate_missing = yes|' "$CC"
+expect 0 "nats-accountd.conf:[0-9]+: create_missing is ignored in config mode" "create_missing warned about" -- -c "$CC" check
+cp "$T/cfg/saved.conf" "$CC"
+sed -i 's|^fragments_dir = .*|fragments_dir = nope.d|' "$CC"
+expect 66 "fragments_dir .*nope.d: No such file or directory; create it" "missing fragments folder" -- -c "$CC" check
+sed -i 's|^fragments_dir = .*|fragments_dir = accounts.yaml|' "$CC"
+expect 66 "fragments_dir .*accounts.yaml: not a folder" "fragments folder that is a file" -- -c "$CC" check
+cp "$T/cfg/saved.conf" "$CC"
+sed -i 's|^server_config = .*|server_config = nope.conf|' "$CC"
+expect 66 "server_config .*nope.conf: No such file" "missing server config" -- -c "$CC" check
+cp "$T/cfg/saved.conf" "$CC"
+sed -i 's|^reload = .*|reload = signal|' "$CC"
+expect 66 "pid file .*nats-server.pid: No such file or directory \(reload = signal reads it" "signal route without a pid file" -- -c "$CC" check
+sed -i 's|^pid_file: .*||' "$T/cfg/nats-server.conf"
+expect 78 "reload = signal needs a pid file: .*nats-server.conf sets no pid_file" "signal route, no pid_file anywhere" -- -c "$CC" check
+cp "$T/cfg/saved.conf" "$CC"
+sed -i 's|include "accounts.d/ORDERS.conf".*||' "$T/cfg/nats-server.conf"
+expect 0 'note: .*nats-server.conf:[0-9]+: the block of account ORDERS does not include its fragment; add the line: include "accounts.d/ORDERS.conf"' "a missing include is a note" -- -c "$CC" check
+chmod 640 "$T/cfg/accountd.nk"
+expect 77 "accountd.nk is readable by group or others" "nkey seed readable by group" -- -c "$CC" check
+chmod 600 "$T/cfg/accountd.nk"
+sed -i 's|^credentials = .*|user = accountd\npassword_file = pw|' "$CC"
+printf 'secret\n' >"$T/cfg/pw"
+chmod 644 "$T/cfg/pw"
+expect 77 "pw is readable by group or others" "password file readable by others" -- -c "$CC" check
+: >"$T/cfg/pw"
+chmod 600 "$T/cfg/pw"
+expect 78 "password file .*pw is empty" "empty password file" -- -c "$CC" check
+printf 'secret\n' >"$T/cfg/pw"
+expect 0 "3 accounts OK" "password user" -- -c "$CC" check
+printf 'not a seed\n' >"$T/cfg/accountd.nk"
+cp "$T/cfg/saved.conf" "$CC"
+expect 78 "credentials .*accountd.nk: neither a user .creds file nor an nkey user seed file" "credentials that are neither" -- -c "$CC" check
 
 echo "1..$n"
 [ "$fails" = 0 ]

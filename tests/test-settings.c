@@ -53,7 +53,17 @@ static void test_defaults(void **state) {
         assert_string_equal(s->state_dir, "/var/lib/nats-accountd");
         assert_string_equal(s->signing_key, "/etc/x/op.nk");
         assert_string_equal(s->fragments_dir, "/etc/nats-server/accounts.d");
-        assert_string_equal(s->pid_file, "/run/nats-server/nats-server.pid");
+        assert_string_equal(s->server_config, "/etc/nats-server/nats-server.conf");
+        assert_int_equal(s->n_server_configs, 1);
+        assert_string_equal(s->server_configs[0], "/etc/nats-server/nats-server.conf");
+        assert_null(s->server_configs[1]);
+        assert_int_equal(s->reload, RELOAD_AUTO);
+        /* No pid file: each server config's pid_file is used. */
+        assert_null(s->pid_file);
+        assert_int_equal(s->n_pid_files, 0);
+        assert_null(s->user);
+        assert_null(s->password_file);
+        assert_int_equal(s->warnings.n, 0);
         assert_int_equal(s->resync_interval_usec, 300 * SEC);
         assert_int_equal(s->log_level, LOG_LEVEL_INFO);
         settings_free(s);
@@ -83,6 +93,8 @@ static void test_every_key(void **state) {
                                    "signing_key = /o/signer.nk\n"
                                    "[config]\n"
                                    "fragments_dir = /etc/ns/acc.d\n"
+                                   "server_config = /etc/ns/c1.conf, c2.conf\n"
+                                   "reload = External\n"
                                    "pid_file = run/ns.pid\n"
                                    "[daemon]\n"
                                    "resync_interval = 0\n"
@@ -105,7 +117,22 @@ static void test_every_key(void **state) {
         assert_string_equal(s->state_dir, "/etc/x/state");
         assert_string_equal(s->signing_key, "/o/signer.nk");
         assert_string_equal(s->fragments_dir, "/etc/ns/acc.d");
-        assert_string_equal(s->pid_file, "/etc/x/run/ns.pid");
+        assert_string_equal(s->server_config, "/etc/ns/c1.conf, c2.conf");
+        assert_int_equal(s->n_server_configs, 2);
+        assert_string_equal(s->server_configs[0], "/etc/ns/c1.conf");
+        assert_string_equal(s->server_configs[1], "/etc/x/c2.conf");
+        assert_int_equal(s->reload, RELOAD_EXTERNAL);
+        assert_string_equal(s->pid_file, "run/ns.pid");
+        assert_int_equal(s->n_pid_files, 1);
+        assert_string_equal(s->pid_files[0], "/etc/x/run/ns.pid");
+        assert_null(s->pid_files[1]);
+        /* Valid but without effect in config mode: warned, with their lines. */
+        assert_int_equal(s->warnings.n, 2);
+        assert_int_equal(s->warnings.v[0].line, 11);
+        assert_string_equal(s->warnings.v[0].msg,
+                            "create_missing is ignored in config mode: accounts are created in the server's config file");
+        assert_int_equal(s->warnings.v[1].line, 14);
+        assert_string_equal(s->warnings.v[1].msg, "signing_key is not used in config mode");
         assert_int_equal(s->resync_interval_usec, 0);
         assert_int_equal(s->log_level, LOG_LEVEL_DEBUG);
         settings_free(s);
@@ -321,7 +348,8 @@ static void test_bad_input(void **state) {
                 { "[foo]\n", 1,
                   "unknown section [foo]; expected one of [nats], [accounts], [operator], [config], [daemon]" },
                 { "[nats]\nbar = 1\n", 2,
-                  "unknown key `bar` in [nats]; expected one of servers, credentials, tls_ca, tls_cert, tls_key, "
+                  "unknown key `bar` in [nats]; expected one of servers, credentials, user, password_file, tls_ca, tls_cert, "
+                  "tls_key, "
                   "request_timeout" },
                 { "[nats]\nsigning_key = k\n", 2, "unknown key `signing_key` in [nats]; expected one of" },
                 { "[nats]\nsigning_key = k\n", 2, "`signing_key` belongs in [operator]" },
@@ -364,6 +392,21 @@ static void test_bad_input(void **state) {
                 { "", 0, "[operator] signing_key is required in operator mode" },
                 { "[operator]\nsigning_key =\n", 2, "[operator] signing_key is required in operator mode" },
                 { "[nats]\nrequest_timeout = \x01\x02\n", 2, "got \"??\"" },
+                { "[accounts]\nmode = config\n[nats]\nuser = accountd\n", 4,
+                  "[nats] user is set but password_file is not; a password user needs both" },
+                { "[accounts]\nmode = config\n[nats]\npassword_file = p\n", 4,
+                  "[nats] password_file is set but user is not" },
+                { "[accounts]\nmode = config\n[nats]\ncredentials = a.nk\nuser = u\npassword_file = p\n", 4,
+                  "[nats] credentials and user/password_file are two ways to connect; keep one" },
+                { "[nats]\nuser = u\npassword_file = p\n", 2,
+                  "[nats] user/password_file: operator mode servers need a .creds file" },
+                { "[accounts]\nmode = config\n[nats]\nuser = a b\n", 4,
+                  "user: expected a user name without spaces or control characters, got \"a b\"" },
+                { "[accounts]\nmode = config\n[config]\nserver_config =\n", 4,
+                  "[config] server_config: config mode needs the nats-server config file(s)" },
+                { "[config]\nserver_config = a.conf,,b.conf\n", 2, "server_config: empty entry in the list" },
+                { "[config]\npid_file = a.pid,\n", 2, "pid_file: empty entry in the list" },
+                { "[config]\nreload = hup\n", 2, "reload: expected one of auto, request, signal, external, got \"hup\"" },
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 const struct bad_case *c = &cases[i];

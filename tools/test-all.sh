@@ -112,9 +112,14 @@ fi
 # Fuzzing smoke run: each target for a few seconds, from the examples.
 if CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Dman=disabled -Db_lundef=false >build-fuzz.setup.log 2>&1 &&
         ninja -C build-fuzz >build-fuzz.build.log 2>&1; then
-        for target in accounts accounts-update settings; do
+        for target in accounts accounts-update settings serverconf fragment; do
                 corpus=$(mktemp -d)
-                case $target in accounts*) cp config/accounts.yaml "$corpus"/ ;; settings) cp config/nats-accountd.conf "$corpus"/ ;; esac
+                case $target in
+                accounts*) cp config/accounts.yaml "$corpus"/ ;;
+                settings) cp config/nats-accountd.conf "$corpus"/ ;;
+                serverconf) cp config/nats-server.conf "$corpus"/ ;;
+                fragment) cp config/accounts.d/APP.conf "$corpus"/ ;;
+                esac
                 if ./build-fuzz/fuzz/fuzz-"$target" -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=1024 \
                         -print_final_stats=0 "$corpus" >build-fuzz/"$target".log 2>&1; then
                         echo "fuzz $target: OK"

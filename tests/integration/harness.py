@@ -552,3 +552,36 @@ class Cluster(Sandbox):
         super().cleanup()
         if getattr(self, "_held", None):
             self._held.close()
+
+
+class Holder:
+    """A client of an account that stays connected (nats-probe hold) until close()."""
+
+    def __init__(self, sb, creds, subjects=(), url=None):
+        self.proc = subprocess.Popen(
+            [sb.t["probe"], "hold", creds, url or sb.url] + list(subjects),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.first = self.proc.stdout.readline().strip()  # "connected", or "" when refused
+        self.connected = self.first == "connected"
+        if not self.connected:
+            self.proc.wait(timeout=30)
+            self.error = self.proc.stderr.read()
+
+    def closed_by_server(self, timeout):
+        """The server's reason when it closed the connection within timeout seconds, else None."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.proc.stdout.readline().strip()
+        return line[len("closed: "):] if line.startswith("closed: ") else None
+
+    def close(self):
+        self.proc.stdin.close()  # ends hold
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()

@@ -9,8 +9,6 @@ nats-server must be on PATH (or NATS_SERVER); without any, the program skips (ex
 import json
 import os
 import re
-import select
-import subprocess
 import sys
 import time
 import unittest
@@ -432,39 +430,6 @@ class StandaloneTest(FreshServerCase):
             self.assertRegex(r.stderr, r"(?i)connect|unreachable|no server", "the message says what failed")
 
 
-class Holder:
-    """A client of an account that stays connected (nats-probe hold) until close()."""
-
-    def __init__(self, sb, creds, subjects=(), url=None):
-        self.proc = subprocess.Popen(
-            [sb.t["probe"], "hold", creds, url or sb.url] + list(subjects),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.first = self.proc.stdout.readline().strip()  # "connected", or "" when refused
-        self.connected = self.first == "connected"
-        if not self.connected:
-            self.proc.wait(timeout=30)
-            self.error = self.proc.stderr.read()
-
-    def closed_by_server(self, timeout):
-        """The server's reason when it closed the connection within timeout seconds, else None."""
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-        line = self.proc.stdout.readline().strip()
-        return line[len("closed: "):] if line.startswith("closed: ") else None
-
-    def close(self):
-        self.proc.stdin.close()  # ends hold
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for f in (self.proc.stdout, self.proc.stderr):
-            f.close()
-
-
 APP_LIMITS = """accounts:
   APP:
     jetstream:
@@ -498,7 +463,7 @@ class LimitsTest(FreshServerCase):
         super().tearDown()
 
     def hold(self, creds, *subjects, url=None):
-        h = Holder(self.sb, creds, subjects, url)
+        h = harness.Holder(self.sb, creds, subjects, url)
         self.holders.append(h)
         return h
 
@@ -841,7 +806,7 @@ class ClusterTest(OperatorCase):
         self.apply_ok()
         key = self.keys()["ORDERS"]
         creds = self.sb.user_creds("ORDERS", "conns")
-        held = [Holder(self.sb, creds, url=srv.url) for srv in (self.sb.servers[0], self.sb.servers[0], self.sb.servers[1])]
+        held = [harness.Holder(self.sb, creds, url=srv.url) for srv in (self.sb.servers[0], self.sb.servers[0], self.sb.servers[1])]
         try:
             self.assertTrue(all(h.connected for h in held), [h.first for h in held])
 

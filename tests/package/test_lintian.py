@@ -109,8 +109,17 @@ class DebianPackageTest(unittest.TestCase):
         for scd in glob.glob(os.path.join(SRC, "docs", "*.scd")):
             page = os.path.basename(scd)[:-len(".scd")]
             want.add("usr/share/man/man%s/%s.gz" % (page.rsplit(".", 1)[1], page))
-        for example in os.listdir(os.path.join(SRC, "config")):
-            want.add(doc + "/examples/" + example)
+        for folder, _, names in os.walk(os.path.join(SRC, "config")):
+            for name in names:
+                want.add(doc + "/examples/" + os.path.relpath(os.path.join(folder, name), os.path.join(SRC, "config")))
+        # Config mode: the reloader for servers nats-accountd may not signal, the static user
+        # that owns the fragments folder, and the unit's drop-in (an example).
+        want |= {
+            "lib/systemd/system/nats-accountd-reload.path",
+            "lib/systemd/system/nats-accountd-reload.service",
+            "usr/lib/sysusers.d/nats-accountd.conf",
+            doc + "/examples/config-mode.conf",
+        }
         if os.path.exists(os.path.join(SRC, "debian", debbuild.NAME + ".lintian-overrides")):
             want.add("usr/share/lintian/overrides/" + debbuild.NAME)
         self.assertEqual(files, want)

@@ -131,7 +131,13 @@ class Env:
     def setup(self):
         self.ns.boot()
         ns = self.ns
-        # The namespace starts as a copy of the machine: nothing of the package yet.
+        # The namespace starts as a copy of the machine. Files of nats-accountd the
+        # machine has outside dpkg (a `ninja install`, a sandbox in /etc/nats-accountd)
+        # are removed in here only: the copy must hold nothing of the package.
+        for p in TRACES:
+            if os.path.lexists(ns.path(p)):
+                ns.run(["rm", "-rf", "--one-file-system", p])
+                log("removed %s in the namespace's root (the machine's stays)" % p)
         inside = [p for p in TRACES if os.path.lexists(ns.path(p))]
         if inside or self.status()[0] != "not-installed":
             raise SetupError("the namespace's root has nats-accountd before the test: %s %s" % (inside, self.status()))
@@ -355,10 +361,11 @@ def main():
     if missing:
         print("missing %s: run tools/install-deps.sh" % ", ".join(missing), file=sys.stderr)
         return 1
-    traces = machine_traces()
-    if traces:
-        print("this machine has nats-accountd already (%s): the test installs, upgrades and purges it in a copy of "
-              "this machine's root and needs that copy without it" % ", ".join(traces), file=sys.stderr)
+    traces_before = machine_traces()
+    installed = [t for t in traces_before if t.startswith("dpkg:")]
+    if installed:
+        print("this machine has the nats-accountd package installed (%s): the test installs, upgrades and purges it "
+              "in a copy of this machine's root and needs that copy without it" % ", ".join(installed), file=sys.stderr)
         return 1
 
     policy_rc_d = os.path.lexists(POLICY_RC_D)  # removed inside the namespace only
@@ -385,13 +392,14 @@ def main():
     finally:
         if builds is not None:
             builds.remove()
-    traces = machine_traces()
+    traces = [t for t in machine_traces() if t not in traces_before]
     if os.path.lexists(POLICY_RC_D) != policy_rc_d:
         traces.append("%s %s" % (POLICY_RC_D, "appeared" if not policy_rc_d else "was removed"))
     if traces:
         print("FAIL: the test left traces on the machine: %s" % ", ".join(traces), file=sys.stderr)
         return 1
-    log("the machine has no trace of %s" % NAME)
+    log("the machine has no new trace of %s%s" % (NAME, " (it had %s before)" % ", ".join(traces_before)
+                                                      if traces_before else ""))
     return rc
 
 

@@ -1,0 +1,158 @@
+/* Operator mode as a backend: account JWTs in a full resolver. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apply.h"
+#include "backend.h"
+#include "log.h"
+#include "observe.h"
+#include "util.h"
+
+struct operator_backend {
+        struct backend base;
+        const struct settings *s;
+        bool will_apply;
+        struct nkey signer;
+        /* The last whole observation, kept for the passes of edits: they look
+         * up the accounts they touch in it and refresh only those. */
+        struct observed *obs;
+        bool compact_next; /* rest() after a whole pass: shrink obs */
+};
+
+static struct operator_backend *op(struct backend *b) {
+        return (struct operator_backend *)b;
+}
+
+static int op_configure(struct backend *b, const struct settings *s, char **err) {
+        struct operator_backend *o = op(b);
+        if (o->will_apply) {
+                struct nkey k;
+                int r = signer_load(s, &k, err);
+                if (r < 0)
+                        return r;
+                nkey_wipe(&o->signer);
+                o->signer = k;
+        }
+        o->s = s;
+        return 0;
+}
+
+static int op_check(struct backend *b, const struct accounts *a, FILE *f) {
+        return 0;
+}
+
+/* The accounts of a found in the last observation; false when one is not
+ * there (a name it did not see may exist by now). */
+static bool known_keys(const struct observed *obs, const struct accounts *a, const char **keys) {
+        for (size_t i = 0; i < a->n; i++) {
+                const struct account_decl *decl = &a->v[i];
+                const struct observed_account *oa = NULL;
+                size_t first = 0;
+                if (decl->key[0])
+                        oa = observed_find_key(obs, decl->key);
+                else if (observed_find_name(obs, decl->name, &first) == 1)
+                        oa = &obs->accounts[obs->by_name[first]];
+                if (!oa)
+                        return false;
+                keys[i] = oa->key;
+        }
+        return true;
+}
+
+static int op_plan(struct backend *b, struct natsconn *c, const struct accounts *a, bool whole, struct plan **out,
+                   char **err) {
+        struct operator_backend *o = op(b);
+        *out = NULL;
+        int r;
+        if (whole) {
+                struct observed *obs = NULL;
+                if ((r = observe_all(c, &obs, err)) < 0)
+                        return r;
+                observed_free(o->obs);
+                o->obs = obs;
+                o->compact_next = true;
+        } else {
+                if (!o->obs)
+                        return -ESTALE;
+                const char **keys = xcalloc(a->n + 1, sizeof(*keys));
+                if (!known_keys(o->obs, a, keys)) {
+                        free(keys);
+                        return -ESTALE;
+                }
+                /* Refresh the JWTs first: another tool may have changed them since the last sweep. */
+                r = a->n ? observe_lookup(c, o->obs, keys, a->n, err) : 0;
+                /* The last pass let go of the JWTs, so one still missing is held by no
+                 * server now (deleted by another tool, or a server too slow): look at
+                 * everything, as for a name the last sweep did not see. */
+                for (size_t i = 0; r == 0 && i < a->n; i++) {
+                        const struct observed_account *oa = observed_find_key(o->obs, keys[i]);
+                        if (!oa || !oa->jwt) {
+                                log_debug("%s: no server sent its JWT; checking every account", keys[i]);
+                                r = -ESTALE;
+                        }
+                }
+                free(keys);
+                if (r < 0)
+                        return r;
+        }
+        struct plan_options opt = { .create_missing = o->s->create_missing };
+        return plan_with_state(c, o->obs, a, &opt, out, err);
+}
+
+static int op_apply(struct backend *b, struct natsconn *c, struct plan *p, apply_done_fn done, void *userdata,
+                    char **err) {
+        struct operator_backend *o = op(b);
+        int r = apply_plan(c, o->s, &o->signer, o->obs, p, done, userdata, err);
+        if (r < 0)
+                return r;
+        /* Created accounts join the known state, so the next edit finds them by name. */
+        const char **created = xcalloc(p->n ? p->n : 1, sizeof(*created));
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++)
+                if (p->v[i].key[0] && !p->v[i].obs && p->v[i].action == PLAN_CREATE)
+                        created[k++] = p->v[i].key;
+        if (k)
+                r = observe_lookup(c, o->obs, created, k, err);
+        free(created);
+        return r;
+}
+
+static void op_rest(struct backend *b) {
+        struct operator_backend *o = op(b);
+        if (!o->obs)
+                return;
+        /* The next pass fetches the JWTs it pushes anew (CLAIMS.PACK, or
+         * CLAIMS.LOOKUP of the edited accounts): keeping them all in between
+         * would double the daemon's memory. */
+        observed_forget_jwts(o->obs);
+        /* A sweep frees about all it allocated (two observations overlap, the
+         * replies): keep only what the next passes need, in a few blocks. */
+        if (o->compact_next)
+                observed_compact(o->obs);
+        o->compact_next = false;
+}
+
+static void op_free(struct backend *b) {
+        struct operator_backend *o = op(b);
+        nkey_wipe(&o->signer);
+        observed_free(o->obs);
+        free(o);
+}
+
+static const struct backend_ops operator_ops = {
+        .mode = "operator",
+        .configure = op_configure,
+        .check = op_check,
+        .plan = op_plan,
+        .apply = op_apply,
+        .rest = op_rest,
+        .free = op_free,
+};
+
+struct backend *operator_backend_new(bool will_apply) {
+        struct operator_backend *o = xcalloc(1, sizeof(*o));
+        o->base.ops = &operator_ops;
+        o->will_apply = will_apply;
+        return &o->base;
+}
