@@ -1440,6 +1440,8 @@ def describe(st):
 
 def run_schedule(schedule, quiet=False):
     """(violation, step index, figures)."""
+    if schedule.get("server"):
+        os.environ["NATS_SERVER"] = schedule["server"]
     run = Run(schedule)
     try:
         v, at = run.execute()
@@ -1513,6 +1515,8 @@ def summarize(total, wall):
     lines = ["schedules: %d, steps: %d, checks: %d, violations: %d, environment failures: %d, %.0f s" % (
         total["schedules"], sum(total["steps"].values()), total["checks"], len(total["violations"]),
         total["broken"], wall)]
+    lines.append("schedules by topology/runner/server: " + ", ".join("%s %d" % kv for kv in sorted(
+        total["kinds"].items())))
     lines.append("steps by kind: " + ", ".join("%s %d" % kv for kv in sorted(total["steps"].items())))
     if total["skipped"]:
         lines.append("skipped (not applicable then): " + ", ".join("%s %d" % kv for kv in sorted(
@@ -1536,8 +1540,12 @@ def merge_figures(total, fig):
 
 
 def run_and_report(schedule, args, total):
-    log("schedule seed %d: %d steps, %s, %s runner, %s mode" % (
-        schedule["seed"], len(schedule["steps"]), schedule["topology"], schedule["runner"], schedule["mode"]))
+    log("schedule seed %d: %d steps, %s, %s runner, %s mode%s" % (
+        schedule["seed"], len(schedule["steps"]), schedule["topology"], schedule["runner"], schedule["mode"],
+        ", " + schedule["server"] if schedule.get("server") else ""))
+    kind = "%s/%s/%s" % (schedule["topology"], schedule["runner"], os.path.basename(os.path.dirname(
+        schedule["server"])) if schedule.get("server") else "default server")
+    total["kinds"][kind] = total["kinds"].get(kind, 0) + 1
     try:
         v, at, fig = run_schedule(schedule)
     except EnvironmentBroken as e:
@@ -1633,6 +1641,8 @@ def main():
     ap.add_argument("--features", default="", help="comma-separated: links (accounts file as a swapped symlink, a ConfigMap)")
     ap.add_argument("--out", default=None, help="where failing schedules are saved (default: a temp folder)")
     ap.add_argument("--figures", help="write the figures as JSON here")
+    ap.add_argument("--servers", default="", help="comma-separated nats-server binaries: each schedule draws one "
+                    "(default: NATS_SERVER, else nats-server on PATH)")
     ap.add_argument("--selftest", action="store_true", help="break each invariant on purpose: each must be reported")
     args = ap.parse_args()
     why = harness.server_missing()
@@ -1641,10 +1651,20 @@ def main():
         return 77
     if args.selftest:
         return run_selftests()
+    if args.runner in ("systemd", "mixed"):
+        import sysns
+        why = sysns.skip_reason()
+        if why and args.runner == "systemd":
+            print("SKIP: %s" % why)
+            return 77
+        if why:
+            log("no systemd runs: %s" % why)
+            args.runner = "plain"
     args.out = args.out or tempfile.mkdtemp(prefix="nats-accountd-converge.")
     features = tuple(f for f in args.features.split(",") if f)
+    servers = [os.path.abspath(p) for p in args.servers.split(",") if p]
     total = {"schedules": 0, "steps": {}, "skipped": {}, "checks": 0, "converge": [], "races": 0,
-             "violations": [], "broken": 0}
+             "violations": [], "broken": 0, "kinds": {}}
     t0 = time.monotonic()
     ok = True
     if args.replay:
@@ -1663,6 +1683,8 @@ def main():
             runner = args.runner if args.runner != "mixed" else ("systemd" if rng.random() < 0.25 else "plain")
             schedule = model.generate(sub, args.steps, topology, runner, args.mode, WATCHDOG_SEC, REQUEST_TIMEOUT,
                                       features)
+            if servers:
+                schedule["server"] = rng.choice(servers)
             ok = run_and_report(schedule, args, total) and ok
             k += 1
             if not args.minutes or time.monotonic() - t0 > args.minutes * 60:
