@@ -4,7 +4,8 @@
 #     default nats-server (Debian's, on PATH);
 #   - the integration tests again against each nats-server of the matrix in
 #     tools/go-pins.txt (built with Go by tools/go-tools.sh, with the nats CLI,
-#     nsc and tests/jwtcheck), and the system tests against the newest of them;
+#     nsc and tests/jwtcheck), and the systemd and convergence tests against
+#     the newest of them;
 #     without Go this part is skipped with one line, which is not a failure;
 #   - a build under AddressSanitizer and UndefinedBehaviorSanitizer: every test
 #     against the default server;
@@ -94,7 +95,9 @@ if build build; then
                 if [ "$newest" = 0 ]; then
                         # The unit under systemd; the system suite's other tests do not use a server.
                         NATS_SERVER=$path run_tests build "testlog-nats-$version-systemd" systemd
-                        versions+=("$version (integration, systemd)")
+                        # The short convergence schedules (the default server runs them with every suite).
+                        NATS_SERVER=$path run_tests build "testlog-nats-$version-convergence" --suite convergence
+                        versions+=("$version (integration, systemd, convergence)")
                 else
                         versions+=("$version (integration)")
                 fi
