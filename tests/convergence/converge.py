@@ -81,6 +81,17 @@ ACTION_RE = re.compile(r"^(?:\w+: )?(?P<name>[A-Za-z0-9_-]+) (?P<verb>created|en
 PASS_STARTED_RE = re.compile(r"pass (\d+) started")
 
 
+def parse_time(text):
+    """Seconds since the epoch of an RFC 3339 time as nats-server writes it (nanoseconds), or None."""
+    import datetime
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", text or "")
+    if not m:
+        return None
+    frac = (m.group(2) or "0")[:6].ljust(6, "0")
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.datetime.fromisoformat("%s.%s%s" % (m.group(1), frac, tz)).timestamp()
+
+
 def log(msg):
     sys.stderr.write("%s %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()
@@ -119,10 +130,16 @@ class Node:
 class Servers:
     """A standalone server or a 3-node cluster from harness, each node restartable on its ports."""
 
-    def __init__(self, topology):
+    def __init__(self, topology, mode="operator"):
         self.topology = topology
+        self.mode = mode
+        if mode == "config":
+            import confmode
+            self.sb = confmode.ConfigCluster() if topology == "cluster" else confmode.ConfigSandbox("converge-config")
+            self._add_config_accounts()
+        else:
+            self.sb = harness.Cluster() if topology == "cluster" else harness.Sandbox("converge")
         if topology == "cluster":
-            self.sb = harness.Cluster()
             self.sb.start_cluster()
             self.nodes = []
             for i, srv in enumerate(self.sb.servers, start=1):
@@ -131,7 +148,6 @@ class Servers:
                 n.srv = srv
                 self.nodes.append(n)
         else:
-            self.sb = harness.Sandbox("converge")
             srv = self.sb.start_server()
             n = Node(None, srv.conf, self.sb.dir, self.sb.path("jwt"), srv.log_path)
             n.srv = srv
@@ -145,11 +161,38 @@ class Servers:
             self.nodes[0].name = next(iter(self.names))
         self.recorders = []
         self.tails = []
-        for i, n in enumerate(self.nodes):
+        for i, n in enumerate(self.nodes if mode == "operator" else []):
             path = self.sb.pushed if i == 0 else os.path.join(self.sb.root, "pushed-%s.jwts" % n.name)
             if i > 0:
                 self.recorders.append(harness.Recorder(self.sb.t["probe"], self.sb.sys_creds, n.url, path))
             self.tails.append(RecordTail(path))
+
+    def _add_config_accounts(self):
+        """Config mode: the accounts of model.POOL that init did not write, each in the servers'
+        config with a user (an nkey, as init's) and the include of its fragment."""
+        sb = self.sb
+        blocks = []
+        for name in model.POOL:
+            if "\n  %s {" % name in sb.read("nats-server.conf"):
+                continue
+            seed = sb.path("%s-user.nk" % name)
+            r = sb.probe("gen-seed", "user")
+            fd = os.open(seed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(r.stdout)
+            pub = sb.probe("pubkey-of-seed", seed).stdout.strip()
+            sb.write(os.path.join("accounts.d", "%s.conf" % name), "# not written by nats-accountd yet\n")
+            blocks.append('  %s {\n    users = [ { nkey: %s } ]\n    include "accounts.d/%s.conf"\n  }\n' % (
+                name, pub, name))
+
+        def add(text, prefix=""):
+            at = text.index("}\nsystem_account:")
+            return text[:at] + "".join(b.replace('include "accounts.d/', 'include "%saccounts.d/' % prefix)
+                                       for b in blocks) + text[at:]
+
+        sb.write("nats-server.conf", add(sb.read("nats-server.conf")))
+        if hasattr(sb, "node_confs"):
+            sb.node_confs = [(node, add(text, "../")) for node, text in sb.node_confs]
 
     def _pin(self, n):
         """Restarts come back on the ports the node picked first (the daemon's settings name them)."""
@@ -935,7 +978,8 @@ class Run:
 
     def setup(self):
         t0 = time.monotonic()
-        self.servers = Servers(self.s["topology"])
+        self.mode = self.s.get("mode", "operator")
+        self.servers = Servers(self.s["topology"], self.mode)
         sb = self.servers.sb
         sb.set_setting("log_level", "debug")
         sb.set_setting("resync_interval", "%ds" % RESYNC_SEC)
@@ -960,8 +1004,8 @@ class Run:
         self.touched = set(self.accepted)  # names listed in any valid file since the last check
         self.creds = {}
         self.last_event = time.monotonic()
-        log("set-up %.1fs: %s, %s runner, nats-server %s" % (
-            time.monotonic() - t0, self.s["topology"], self.runner.kind, sb.t["server"]))
+        log("set-up %.1fs: %s, %s runner, %s mode, nats-server %s" % (
+            time.monotonic() - t0, self.s["topology"], self.runner.kind, self.mode, sb.t["server"]))
 
     def _classify(self):
         """`nats-accountd check` of every file text the schedule writes: valid as meant, or a violation."""
@@ -1049,8 +1093,11 @@ class Run:
         self.last_step_start = t
 
     def foreign_push(self, st):
-        """Another tool re-signs an account's JWT (an export added, a limit changed) and pushes it."""
+        """Another tool re-signs an account's JWT (an export added, a limit changed) and pushes it;
+        in config mode, someone edits an account's fragment by hand and reloads the servers."""
         sv = self.servers
+        if self.mode == "config":
+            return self.fragment_drift(st)
         if len(sv.up()) != len(sv.nodes):
             return False  # it would reach only part of the deployment
         key = self.current_keys().get(st["account"])
@@ -1090,10 +1137,30 @@ class Run:
             self.exports.setdefault(st["account"], {})[st["subject"]] = (t0, t1)
         return True
 
+    def fragment_drift(self, st):
+        path = os.path.join(self.servers.sb.dir, "accounts.d", "%s.conf" % st["account"])
+        if not os.path.exists(path) or len(self.servers.up()) != len(self.servers.nodes):
+            return False
+        mib = model.MiB
+        text = "# edited by hand\njetstream {\n  max_mem: %d\n  max_file: %d\n}\n" % (
+            (st["patch"]["limits"].get("streams") or 1) * mib, (st["patch"]["limits"].get("conn") or 3) * mib)
+        t0 = time.monotonic()
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(path + ".tmp", path)
+        for n in self.servers.up():
+            os.kill(n.srv.proc.pid, signal.SIGHUP)
+        self.foreign[text] = (t0, time.monotonic(), st["account"])
+        return True
+
     def sabotage(self, st):
         """What --selftest does behind the daemon's back, to show each invariant can fail."""
         sv = self.servers
         sb = sv.sb
+        if st["op"] == "sabotage_fragment":
+            self.fragment_drift(dict(st, patch={"limits": {"streams": 2, "conn": 5}}))
+            self.foreign.clear()  # not registered: as if the daemon had written it
+            return
         key = self.current_keys()[st["account"]]
         if st["op"] == "sabotage_copy_key":
             n = sv.nodes[0]
@@ -1137,7 +1204,7 @@ class Run:
         deadline = time.monotonic() + self.settle_sec
         self.runner.settle()
         candidates = self.history.acceptable(self.since_version, self.accepted, self.runner.started())
-        wants = [{n: model.expected_claims(d) for n, d in m.items()} for m in candidates]
+        wants = [{n: model.expected_claims(d, self.mode) for n, d in m.items()} for m in candidates]
         # Settled: the daemon says it is in sync (or none runs: it refused a bad
         # file), every server stores one of the acceptable files (the resolver
         # folders: cheap to poll), and every server applies that same file
@@ -1203,7 +1270,82 @@ class Run:
             out.setdefault(c.get("name"), []).append((key, jwt, c))
         return out
 
+    def fragments(self):
+        out = {}
+        for p in glob.glob(os.path.join(self.servers.sb.dir, "accounts.d", "*.conf")):
+            try:
+                with open(p) as f:
+                    out[os.path.basename(p)[:-5]] = (f.read(), os.stat(p).st_mtime)
+            except OSError:
+                pass
+        return out
+
+    def config_store_problems(self, want):
+        """Config mode: each managed fragment's limits {} as the file says, and every server
+        has read its config since the fragments were last written (VARZ config_load_time)."""
+        problems = []
+        frags = self.fragments()
+        newest = 0.0
+        for name, exp in sorted(want.items()):
+            text, mtime = frags.get(name, ("", 0.0))
+            newest = max(newest, mtime)
+            if exp["limits"] is None:
+                continue
+            m = re.search(r"(?m)^limits \{\n(.*?)^\}", text, re.S)
+            got = {k: int(v) for k, v in re.findall(r"(\w+): (-?\d+)", m.group(1))} if m else {}
+            for f, v in exp["limits"].items():
+                if got.get(f) != v:
+                    problems.append("fragment of %s: %s: want %s, has %s" % (name, f, v, got.get(f)))
+        try:
+            varz = self.servers.sb.gather_json("$SYS.REQ.SERVER.PING.VARZ", len(self.servers.nodes), timeout_ms=2000)
+        except HarnessError as e:
+            return problems + ["VARZ: %s" % e]
+        for v in varz:
+            t = (v.get("data") or {}).get("config_load_time", "")
+            loaded = parse_time(t)
+            if loaded is None or loaded < newest:
+                problems.append("%s: config read at %s, before the last fragment was written" % (
+                    (v.get("server") or {}).get("name"), t))
+        return problems
+
+    def config_applied_problems(self, want):
+        """Config mode: a user's $JS.API.INFO on each server, and the JetStream reservations each server reports."""
+        problems = []
+        sb = self.servers.sb
+        for name, exp in sorted(want.items()):
+            if exp["js"] is None:
+                continue
+            for n in self.servers.nodes:
+                r = sb.request(sb.user(name), "$JS.API.INFO", "", 3000, url=n.url)
+                if r.returncode != 0:
+                    problems.append("%s: %s: $JS.API.INFO as a user failed: %s" % (n.name, name, r.stderr.strip()))
+                    continue
+                info = model.js_info_state(json.loads(r.stdout))
+                problems += ["%s: %s: %s" % (n.name, name, d) for d in model.js_info_differences(exp["js"], info)]
+            r = sb.probe("gather", sb.sys_creds, sb.url, "$SYS.REQ.ACCOUNT.%s.JSZ" % name, "", 3000,
+                         len(self.servers.nodes))
+            for line in r.stdout.splitlines():
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue
+                server = (doc.get("server") or {}).get("name")
+                d = doc.get("data")
+                if exp["js"] == "disabled":
+                    if d and not doc.get("error") and (d.get("reserved_memory") or d.get("reserved_storage")):
+                        problems.append("%s: %s: JSZ reserves %s/%s with JetStream disabled" % (
+                            server, name, d.get("reserved_memory"), d.get("reserved_storage")))
+                    continue
+                flat = exp["js"]["flat"]
+                want_res = (flat["max_memory"] % 2 ** 64, flat["max_store"] % 2 ** 64)
+                got_res = (d.get("reserved_memory"), d.get("reserved_storage")) if d else None
+                if got_res != want_res:
+                    problems.append("%s: %s: JSZ reserved %s, want %s" % (server, name, got_res, want_res))
+        return problems
+
     def store_problems(self, want):
+        if self.mode == "config":
+            return self.config_store_problems(want)
         problems = []
         for n in self.servers.nodes:
             names = self.by_name(self.servers.stored(n))
@@ -1232,6 +1374,8 @@ class Run:
         return self.creds[name][1]
 
     def applied_problems(self, want):
+        if self.mode == "config":
+            return self.config_applied_problems(want)
         problems = []
         sb = self.servers.sb
         keys = self.current_keys()
@@ -1274,8 +1418,19 @@ class Run:
         return problems
 
     def snapshot(self):
-        """{node name: {key: jwt}}"""
+        """{place: {id: blob}}: each node's {key: JWT}; in config mode the fragments folder's {name: text}."""
+        if self.mode == "config":
+            return {"accounts.d": {name: text for name, (text, _) in self.fragments().items()}}
         return {n.name: self.servers.stored(n) for n in self.servers.nodes}
+
+    def blob_name(self, ident, blob):
+        return ident if self.mode == "config" else jwt_claims(blob).get("name")
+
+    def blob_state(self, blob):
+        """What of a JWT (a fragment) the daemon manages: equal states, nothing to report."""
+        if self.mode == "config":
+            return [l for l in blob.splitlines() if not l.startswith("#")]
+        return model.claims_state(jwt_claims(blob).get("nats") or {})
 
     def check_unmanaged(self):
         """Accounts no valid file listed since the last check keep their JWT (or what another tool pushed)."""
@@ -1288,15 +1443,14 @@ class Run:
                 old = before.get(key)
                 if old is None or old == jwt:
                     continue
-                name = jwt_claims(jwt).get("name")
+                name = self.blob_name(key, jwt)
                 if name in self.touched:
                     continue
                 if jwt in self.foreign:
                     continue
                 raise Violation("unmanaged", "%s: %s (%s), listed in no valid file since the last check, "
                                 "changed:\n  before %s\n  now    %s" % (
-                                    node, name, key, json.dumps(jwt_claims(old).get("nats")),
-                                    json.dumps(jwt_claims(jwt).get("nats"))))
+                                    node, name, key, self.blob_state(old), self.blob_state(jwt)))
 
     def check_iat(self):
         """Each JWT the daemon pushed has an iat above the one it replaced, in every recording."""
@@ -1364,12 +1518,11 @@ class Run:
             for key, jwt in jwts.items():
                 if before.get(key) == jwt or jwt in self.foreign:
                     continue
-                name = jwt_claims(jwt).get("name")
+                name = self.blob_name(key, jwt)
                 if name not in accepted:
                     continue
                 old = before.get(key)
-                if old and model.claims_state(jwt_claims(old).get("nats") or {}) == model.claims_state(
-                        jwt_claims(jwt).get("nats") or {}):
+                if old and self.blob_state(old) == self.blob_state(jwt):
                     continue  # the same limits again (a retry to a server that missed it)
                 if not logged.get(name):
                     raise Violation("journal", "%s: %s's JWT changed since the last check, and no line says so:"
@@ -1378,7 +1531,7 @@ class Run:
     def check_secrets(self):
         sb = self.servers.sb
         secrets = set()
-        for p in [sb.signer, sb.sys_creds, sb.path("operator.nk")] + glob.glob(os.path.join(
+        for p in glob.glob(sb.path("*.nk")) + glob.glob(sb.path("*.creds")) + glob.glob(os.path.join(
                 self.runner.state_dir(), "*")):
             try:
                 with open(p) as f:
@@ -1515,7 +1668,7 @@ def summarize(total, wall):
     lines = ["schedules: %d, steps: %d, checks: %d, violations: %d, environment failures: %d, %.0f s" % (
         total["schedules"], sum(total["steps"].values()), total["checks"], len(total["violations"]),
         total["broken"], wall)]
-    lines.append("schedules by topology/runner/server: " + ", ".join("%s %d" % kv for kv in sorted(
+    lines.append("schedules by mode/topology/runner/server: " + ", ".join("%s %d" % kv for kv in sorted(
         total["kinds"].items())))
     lines.append("steps by kind: " + ", ".join("%s %d" % kv for kv in sorted(total["steps"].items())))
     if total["skipped"]:
@@ -1543,7 +1696,7 @@ def run_and_report(schedule, args, total):
     log("schedule seed %d: %d steps, %s, %s runner, %s mode%s" % (
         schedule["seed"], len(schedule["steps"]), schedule["topology"], schedule["runner"], schedule["mode"],
         ", " + schedule["server"] if schedule.get("server") else ""))
-    kind = "%s/%s/%s" % (schedule["topology"], schedule["runner"], os.path.basename(os.path.dirname(
+    kind = "%s/%s/%s/%s" % (schedule["mode"], schedule["topology"], schedule["runner"], os.path.basename(os.path.dirname(
         schedule["server"])) if schedule.get("server") else "default server")
     total["kinds"][kind] = total["kinds"].get(kind, 0) + 1
     try:
@@ -1606,6 +1759,12 @@ def selftests():
         ("journal", schedule("a change that no line reports", [
             {"op": "check"}, {"op": "sabotage_push", "account": "APP", "patch": {"limits": {"conn": 55}}},
             edit(with_app(max_connections=55)), {"op": "check"}], settings={"resync_interval": "0"})),
+        ("applied", schedule("config mode: a fragment edited by hand, no resync", [
+            {"op": "check"}, {"op": "sabotage_fragment", "account": "APP"}, {"op": "check"}],
+            mode="config", settings={"resync_interval": "0"}, settle=8)),
+        ("unmanaged", schedule("config mode: the fragment of an account no longer listed changed", [
+            edit(no_audit), {"op": "check"}, {"op": "sabotage_fragment", "account": "AUDIT"}, {"op": "check"}],
+            mode="config")),
         ("files", schedule("a broken file the driver takes for a good one", [
             {"op": "edit", "method": "rename", "text": bad_text, "valid": True, "model": base}, {"op": "check"}])),
     ]
@@ -1634,7 +1793,7 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--topology", choices=("standalone", "cluster", "mixed"), default="standalone")
     ap.add_argument("--runner", choices=("plain", "systemd", "mixed"), default="plain")
-    ap.add_argument("--mode", choices=("operator",), default="operator")
+    ap.add_argument("--mode", choices=("operator", "config", "mixed"), default="operator")
     ap.add_argument("--minutes", type=float, default=0, help="soak: schedules back to back for this long")
     ap.add_argument("--replay", help="a schedule saved by an earlier run (JSON)")
     ap.add_argument("--shrink-minutes", type=float, default=15)
@@ -1673,15 +1832,19 @@ def main():
         ok = run_and_report(schedule, args, total)
     else:
         seed = args.seed if args.seed is not None else int(time.time()) % 1000000
-        log("seed %d (replay with --seed %d --steps %d --topology %s --runner %s%s)" % (
-            seed, seed, args.steps, args.topology, args.runner, " --features " + args.features if features else ""))
+        log("seed %d (replay with --seed %d --steps %d --topology %s --runner %s --mode %s%s)" % (
+            seed, seed, args.steps, args.topology, args.runner, args.mode,
+            " --features " + args.features if features else ""))
         rng = random.Random(seed)
         k = 0
         while True:
             sub = seed if not args.minutes else seed * 1000 + k
             topology = args.topology if args.topology != "mixed" else rng.choice(("standalone", "cluster"))
             runner = args.runner if args.runner != "mixed" else ("systemd" if rng.random() < 0.25 else "plain")
-            schedule = model.generate(sub, args.steps, topology, runner, args.mode, WATCHDOG_SEC, REQUEST_TIMEOUT,
+            mode = args.mode if args.mode != "mixed" else ("config" if rng.random() < 0.3 else "operator")
+            if mode == "config" and runner == "systemd":
+                runner = "plain"  # the systemd runner runs operator mode (config mode's unit: tests/system)
+            schedule = model.generate(sub, args.steps, topology, runner, mode, WATCHDOG_SEC, REQUEST_TIMEOUT,
                                       features)
             if servers:
                 schedule["server"] = rng.choice(servers)

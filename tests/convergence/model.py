@@ -82,9 +82,12 @@ def _js_limits(rng, tier=False):
     return out
 
 
-def _account_limits(rng):
+CONFIG_LIMIT_FIELDS = ("max_connections", "max_subscriptions", "max_payload", "max_leafnodes")
+
+
+def _account_limits(rng, mode="operator"):
     out = {}
-    for f in LIMIT_FIELDS:
+    for f in LIMIT_FIELDS if mode == "operator" else CONFIG_LIMIT_FIELDS:
         if rng.random() < 0.4:
             continue
         if rng.random() < 0.2:
@@ -109,7 +112,7 @@ def _account_limits(rng):
 FOREIGN_EXPORTS_MAX = 6
 
 
-def random_decl(rng, topology):
+def random_decl(rng, topology, mode="operator"):
     """One account's declaration: {"js": ..., "limits": ...}.
 
     js: None (omitted: left as the servers have it), "enabled", "disabled",
@@ -121,7 +124,7 @@ def random_decl(rng, topology):
         js = "enabled"
     elif r < 0.30:
         js = "disabled"
-    elif r < 0.45:
+    elif r < 0.45 and mode == "operator":
         tiers = ["R1", "R3"] if topology == "cluster" else ["R1"]
         chosen = [t for t in tiers if rng.random() < 0.7] or ["R1"]
         js = {"tiers": {t: _js_limits(rng, tier=True) for t in chosen}}
@@ -130,27 +133,21 @@ def random_decl(rng, topology):
             js["tiers"] = {t: dict(js["tiers"][chosen[0]]) for t in chosen}
     else:
         js = {"flat": _js_limits(rng)}
-    limits = None if rng.random() < 0.3 else _account_limits(rng)
+    limits = None if rng.random() < 0.3 else _account_limits(rng, mode)
     return {"js": js, "limits": limits}
 
 
-def random_file(rng, topology, names=POOL):
-    """A whole valid model: {name: decl} for a random non-empty subset of names."""
-    chosen = [n for n in names if rng.random() < 0.8] or [rng.choice(names)]
-    return {n: random_decl(rng, topology) for n in chosen}
-
-
-def mutate(rng, model, topology, names=POOL):
+def mutate(rng, model, topology, mode="operator", names=POOL):
     """A new valid model from `model`: 1..N accounts changed, sometimes one added or removed."""
     new = {n: d for n, d in model.items()}
     k = rng.randint(1, max(1, len(new)))
     for n in rng.sample(sorted(new), min(k, len(new))):
-        new[n] = random_decl(rng, topology)
+        new[n] = random_decl(rng, topology, mode)
     r = rng.random()
     missing = [n for n in names if n not in new]
     if r < 0.15 and missing:
         n = rng.choice(missing)
-        new[n] = random_decl(rng, topology)
+        new[n] = random_decl(rng, topology, mode)
     elif r < 0.25 and len(new) > 1:
         del new[rng.choice(sorted(new))]
     return new
@@ -308,16 +305,23 @@ def _spoilers():
     def tab_indent(lines, pos, rng):
         _insert_in(lines, pos, rng, "\tlimits: {}")
 
-    return [unknown_key, negative_size, wrong_type, zero_count, both_zero, overflow, conn_overflow, bad_tier,
-            bad_key, bad_name, duplicate_account, duplicate_key, syntax, top_level, tab_indent]
+    def tiers_in_config_mode(lines, pos, rng):
+        _insert_in(lines, pos, rng, "    jetstream: { tiers: { R1: {} } }")
+
+    def operator_only_limit(lines, pos, rng):
+        _insert_in(lines, pos, rng, "    limits: { %s: 5 }" % rng.choice(["max_imports", "max_exports", "max_data"]))
+
+    common = [unknown_key, negative_size, wrong_type, zero_count, both_zero, overflow, conn_overflow, bad_tier,
+              bad_key, bad_name, duplicate_account, duplicate_key, syntax, top_level, tab_indent]
+    return {"operator": common, "config": common + [tiers_in_config_mode, operator_only_limit]}
 
 
 SPOILERS = _spoilers()
 
 
-def render_invalid(model, rng):
+def render_invalid(model, rng, mode="operator"):
     """(text, what): a file with one error."""
-    spoil = rng.choice(SPOILERS)
+    spoil = rng.choice(SPOILERS[mode])
     return render(model, rng, inject=spoil), spoil.__name__
 
 
@@ -365,7 +369,7 @@ def claims_state(nats):
     return {"js": js, "limits": acct}
 
 
-def expected_claims(decl):
+def expected_claims(decl, mode="operator"):
     """The claims state a declaration asks for; None where it leaves things as they are."""
     js = decl["js"]
     if js is None:
@@ -380,7 +384,7 @@ def expected_claims(decl):
         ejs = {"tiers": {t: _full_js(v) for t, v in js["tiers"].items()}}
     lim = None
     if decl["limits"] is not None:
-        lim = {f: -1 for f in LIMIT_FIELDS}
+        lim = {f: -1 for f in (LIMIT_FIELDS if mode == "operator" else CONFIG_LIMIT_FIELDS)}
         lim.update(decl["limits"])
     return {"js": ejs, "limits": lim}
 
@@ -469,7 +473,7 @@ def generate(seed, n_steps, topology="standalone", runner="plain", mode="operato
     every fault still open before it waits for the servers to settle."""
     rng = random.Random(seed)
     nodes = 3 if topology == "cluster" else 1
-    initial = {n: random_decl(rng, topology) for n in POOL}
+    initial = {n: random_decl(rng, topology, mode) for n in POOL}
     model = initial
     steps = []
     node_state = ["up"] * nodes
@@ -486,16 +490,16 @@ def generate(seed, n_steps, topology="standalone", runner="plain", mode="operato
         nonlocal model
         m = method or rng.choice(methods)
         if valid:
-            model = mutate(rng, model, topology)
+            model = mutate(rng, model, topology, mode)
             return {"op": "edit", "method": m, "text": render(model, rng), "valid": True, "model": model}
-        text, what = render_invalid(model, rng)
+        text, what = render_invalid(model, rng, mode)
         return {"op": "edit", "method": m, "text": text, "valid": False, "error": what}
 
     weights = {
         "edit": 26, "burst": 4, "invalid": 8, "delete": 2, "restore": 0, "sighup": 5, "restart": 2,
         "daemon_kill": 4, "daemon_stop": 2 if runner == "plain" else 0, "daemon_cont": 0, "server_kill": 4,
         "server_stop": 4, "node_down": 3 if nodes > 1 else 0, "server_start": 0, "server_cont": 0,
-        "foreign_export": 4 if mode == "operator" else 0, "foreign_drift": 2 if mode == "operator" else 0,
+        "foreign_export": 4 if mode == "operator" else 0, "foreign_drift": 2,
         "pause": 10, "reload": 3 if runner == "systemd" else 0,
     }
     while len(steps) < n_steps:
