@@ -443,7 +443,7 @@ class PlainRunner:
             rc = d.stop(timeout=15)
         except HarnessError as e:
             raise Violation("daemon", "restart: %s" % e)
-        if rc != 0:
+        if rc not in (0, -signal.SIGTERM):  # as systemd, a death by the SIGTERM itself is a clean stop
             raise Violation("daemon", "exited %s on SIGTERM:\n%s" % (rc, d.text()[-3000:]))
         self.history.unable.append([t0, time.monotonic() + 1])
         self.start(wait_first_pass=False)
@@ -1525,8 +1525,11 @@ class Run:
                 if old and self.blob_state(old) == self.blob_state(jwt):
                     continue  # the same limits again (a retry to a server that missed it)
                 if not logged.get(name):
-                    raise Violation("journal", "%s: %s's JWT changed since the last check, and no line says so:"
-                                    "\n%s" % (node, name, "\n".join(l for _, l in self.runner.lines(since))[-4000:]))
+                    raise Violation("journal", "%s: %s's %s changed since the last check, and no line says so:"
+                                    "\n  before %s\n  now    %s\n--- log since the last check:\n%s" % (
+                                        node, name, "fragment" if self.mode == "config" else "JWT",
+                                        self.blob_state(old) if old else None, self.blob_state(jwt),
+                                        "\n".join(l for _, l in self.runner.lines(since))[-4000:]))
 
     def check_secrets(self):
         sb = self.servers.sb
