@@ -561,6 +561,9 @@ class PlainRunner:
     def pass_starts(self):
         return [t for t, l in self.lines() if PASS_STARTED_RE.search(l)]
 
+    def full_pass_since(self, t):
+        return any(PASS_STARTED_RE.search(l) and "(full)" in l for _, l in self.lines(t))
+
     def user_creds(self, name):
         return self.sb.user_creds(name)
 
@@ -1223,6 +1226,7 @@ class Run:
         # when to look; what counts is what the servers show.
         why = None
         first_match = {}  # candidate -> when the stores first held it
+        stuck_since = None
         quiet_from = self.last_event + 0.2  # a save's pass may be 50 ms away: look again after that
         while True:
             self.runner.poll()
@@ -1233,6 +1237,11 @@ class Run:
                 time.sleep(0.02)
                 continue
             status = None if self.runner.down else self.runner.status()
+            settled = self.runner.down or (self.runner.idle() and (status is None or status.startswith("in sync")))
+            if not settled:
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = time.monotonic()
             if not self.runner.down and not self.runner.idle():
                 why = Violation("daemon", "a pass still runs %ds after the last fault" % self.settle_sec)
             elif status is not None and not status.startswith("in sync"):
@@ -1254,6 +1263,11 @@ class Run:
                     why = Violation("applied", "after %ds the servers do not apply the file they store:\n  %s" % (
                         self.settle_sec, "\n  ".join(problems)))
             if time.monotonic() > deadline:
+                raise why
+            # Idle and "in sync" while the servers differ, through a whole pass
+            # (the resync) begun since: nothing will change any more.
+            if stuck_since is not None and self.runner.full_pass_since(stuck_since) and self.runner.idle():
+                why.args = ("%s (a whole pass since changed nothing)" % why.args[0],)
                 raise why
             time.sleep(0.1)
         t_applied = time.monotonic()
