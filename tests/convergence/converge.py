@@ -1263,11 +1263,14 @@ class Run:
                     why = Violation("applied", "after %ds the servers do not apply the file they store:\n  %s" % (
                         self.settle_sec, "\n  ".join(problems)))
             if time.monotonic() > deadline:
+                why.args = (why.args[0].replace("after %ds" % self.settle_sec, "after %.0fs" % (
+                    time.monotonic() - t_fault_end)),)
                 raise why
             # Idle and "in sync" while the servers differ, through a whole pass
             # (the resync) begun since: nothing will change any more.
             if stuck_since is not None and self.runner.full_pass_since(stuck_since) and self.runner.idle():
-                why.args = ("%s (a whole pass since changed nothing)" % why.args[0],)
+                why.args = ("%s (a whole pass since changed nothing)" % why.args[0].replace(
+                    "after %ds" % self.settle_sec, "after %.0fs" % (time.monotonic() - t_fault_end)),)
                 raise why
             time.sleep(0.1)
         t_applied = time.monotonic()
@@ -1665,10 +1668,9 @@ def shrink(schedule, kind, budget_sec):
     while chunk >= 1 and time.monotonic() < deadline:
         i = 0
         progressed = False
-        while i < len(best["steps"]) and time.monotonic() < deadline:
-            cand_steps = best["steps"][:i] + best["steps"][i + chunk:]
-            if not cand_steps or cand_steps[-1]["op"] != "check":
-                cand_steps = cand_steps + [{"op": "check"}]
+        # The last step (the check that failed) stays.
+        while i < len(best["steps"]) - 1 and time.monotonic() < deadline:
+            cand_steps = best["steps"][:i] + best["steps"][i + chunk:len(best["steps"]) - 1] + best["steps"][-1:]
             cand = dict(best, steps=cand_steps)
             try:
                 v, at, _ = run_schedule(cand)
