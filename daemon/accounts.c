@@ -1405,7 +1405,7 @@ static int read_file(const char *path, char **buf, size_t *len, struct diag_list
         if (r == -EFBIG)
                 report_too_large(d, path);
         else if (r < 0)
-                diag_add(d, path, 0, 0, "cannot read: %s", strerror(-r));
+                diag_add(d, path, 0, 0, "cannot read: %s", file_read_error(r));
         return r;
 }
 

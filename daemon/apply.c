@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "jwt.h"
+#include "observe-parse.h"
 #include "secrets.h"
 #include "statedir.h"
 #include "util.h"
@@ -20,8 +21,10 @@ struct push {
         struct acct_state acct; /* and the other account limits */
         int64_t iat;
         char *subject;
-        size_t ok;      /* servers that answered "jwt updated" */
-        char *failure;  /* first server error */
+        bool sent;
+        size_t ok;          /* servers that answered "jwt updated" */
+        uint8_t *answered;  /* per server of the observation: 0 not yet, 1 updated, 2 refused */
+        char *failure;      /* first server error */
 };
 
 struct push_ctx {
@@ -34,47 +37,113 @@ struct push_ctx {
         size_t *creates;
         size_t n_creates, written, synced;
         const char **subjects; /* the pipeline's, filled as each push is made */
+        const struct observed *obs; /* its servers are the ones that must answer */
+        size_t n_ignored;           /* replies not counted (malformed, unknown server, other account) */
+        char *first_ignored;
 };
 
-static void on_reply(void *userdata, size_t index, const char *data, size_t len) {
+static ptrdiff_t server_index(const struct observed *o, const char *id) {
+        for (size_t s = 0; s < o->n_servers; s++)
+                if (strcmp(o->servers[s].id, id) == 0)
+                        return (ptrdiff_t)s;
+        return -1;
+}
+
+static void ignore_reply(struct push_ctx *ctx, char *why) {
+        if (ctx->n_ignored++ == 0)
+                ctx->first_ignored = why;
+        else
+                free(why);
+}
+
+/* Each reply is attributed: to a server of the observation (by its id, once
+ * per server) and to the pushed account. A duplicate or a reply about another
+ * account never stands in for a server that stayed silent. */
+static bool on_reply(void *userdata, size_t index, const char *data, size_t len) {
         struct push_ctx *ctx = userdata;
         struct push *p = &ctx->pushes[index];
-        json_error_t jerr;
-        json_t *doc = json_loadb(data, len, 0, &jerr);
-        const char *server = json_string_value(json_object_get(json_object_get(doc, "server"), "name"));
-        json_t *d = json_object_get(doc, "data");
-        json_t *e = json_object_get(doc, "error");
-        if (json_is_object(d) && json_integer_value(json_object_get(d, "code")) == 200) {
-                p->ok++;
-        } else if (!p->failure) {
-                const char *desc = json_string_value(json_object_get(e, "description"));
-                if (!doc)
-                        p->failure = xasprintf("unreadable reply to CLAIMS.UPDATE: %s", jerr.text);
-                else
-                        p->failure = xasprintf("server %s: %s", server ? server : "?",
-                                               desc ? desc : "unexpected reply to CLAIMS.UPDATE");
+        struct update_reply r;
+        char *why = NULL;
+        if (observe_parse_update_reply(data, len, &r, &why) < 0) {
+                ignore_reply(ctx, xasprintf("%s: %s", p->subject, why));
+                free(why);
+        } else {
+                ptrdiff_t s = server_index(ctx->obs, r.server_id);
+                if (s < 0)
+                        ignore_reply(ctx, xasprintf("%s: server %s is not one of the %zu servers observed",
+                                                    p->subject, r.server_id, ctx->obs->n_servers));
+                else if (r.account[0] && strcmp(r.account, p->entry->key) != 0)
+                        ignore_reply(ctx, xasprintf("%s: server %s answered about account %s", p->subject,
+                                                    r.server_id, r.account));
+                else if (p->answered[s] == 0) {
+                        p->answered[s] = r.ok ? 1 : 2;
+                        if (r.ok)
+                                p->ok++;
+                        else if (!p->failure)
+                                p->failure = xasprintf("server %s: %s", ctx->obs->servers[s].name
+                                                                                ? ctx->obs->servers[s].name
+                                                                                : r.server_id,
+                                                       r.error);
+                }
+                update_reply_clear(&r);
         }
-        json_decref(doc);
+        for (size_t s = 0; s < ctx->obs->n_servers; s++)
+                if (!p->answered[s])
+                        return false;
+        return true;
+}
+
+/* "c3 (NABC...), c4 (...)": the servers that have not confirmed the push. */
+static char *silent_servers(const struct push_ctx *ctx, const struct push *p) {
+        char *list = xstrdup("");
+        size_t listed = 0;
+        for (size_t s = 0; s < ctx->obs->n_servers; s++) {
+                if (p->answered[s])
+                        continue;
+                const struct server_info *si = &ctx->obs->servers[s];
+                char *next = listed < 3 ? xasprintf("%s%s%s (%s)", list, listed ? ", " : "", si->name ? si->name : "?",
+                                                    si->id)
+                                        : listed == 3 ? xasprintf("%s, ...", list) : NULL;
+                listed++;
+                if (next) {
+                        free(list);
+                        list = next;
+                }
+        }
+        return list;
+}
+
+static char *unconfirmed(const struct push_ctx *ctx, const struct push *p, const char *what) {
+        char *silent = silent_servers(ctx, p);
+        char *msg = xasprintf("%zu of %zu servers confirmed the update%s%s; no reply from %s%s%s", p->ok,
+                              ctx->obs->n_servers, what[0] ? " " : "", what, silent,
+                              ctx->n_ignored ? "; ignored replies, first: " : "", ctx->n_ignored ? ctx->first_ignored : "");
+        free(silent);
+        return msg;
 }
 
 static void on_timeout(void *userdata, size_t index, size_t got) {
         struct push_ctx *ctx = userdata;
         struct push *p = &ctx->pushes[index];
         if (!p->failure)
-                p->failure = xasprintf("only %zu server%s answered the update in time", got, got == 1 ? "" : "s");
+                p->failure = unconfirmed(ctx, p, "in time");
 }
 
 static int64_t now_seconds(void) {
         return (int64_t)time(NULL);
 }
 
-/* A created account's key, written to state_dir (not yet synced). */
+/* A created account's key, written to state_dir (not yet synced); or the key
+ * of a seed already there for that name: one name, one key, however often a
+ * create is retried. */
 static void create_key(struct push *p, const struct settings *s) {
-        struct nkey k;
-        nkey_generate(NKEY_ACCOUNT, &k);
-        (void)statedir_write(s->state_dir, p->entry->decl->name, &k, &p->failure);
-        snprintf(p->entry->key, sizeof(p->entry->key), "%s", k.pub);
-        nkey_wipe(&k);
+        if (!p->entry->seed_reused) {
+                struct nkey k;
+                nkey_generate(NKEY_ACCOUNT, &k);
+                (void)statedir_write(s->state_dir, p->entry->decl->name, &k, &p->failure);
+                snprintf(p->entry->key, sizeof(p->entry->key), "%s", k.pub);
+                nkey_wipe(&k);
+        }
         p->subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", p->entry->key);
 }
 
@@ -114,6 +183,21 @@ static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err
                 claims = jwt_account_claims_new(e->key, d->name);
                 p->iat = now_seconds();
         } else {
+                int64_t now = now_seconds();
+                /* Only claims whose JWT verified are ever signed with our key. */
+                if (e->obs->untrusted) {
+                        *err = xasprintf("not re-signing account %s: %s", e->obs->key, e->obs->untrusted);
+                        return NULL;
+                }
+                /* Servers keep the newest JWT; ours must be newer than the one it
+                 * replaces, without following a far-future iat (observe refuses
+                 * those): never more than the skew ahead of the clock. */
+                if (e->obs->iat >= now + OBSERVE_FUTURE_SKEW_SEC) {
+                        *err = xasprintf("the account's current JWT was issued %lld s in the future; not pushing one "
+                                         "later still",
+                                         (long long)(e->obs->iat - now));
+                        return NULL;
+                }
                 claims = observed_account_claims(e->obs);
                 if (!claims) {
                         *err = xstrdup(e->obs->jwt ? "the account's current claims could not be decoded"
@@ -121,8 +205,6 @@ static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err
                                                      "CLAIMS.LOOKUP in time)");
                         return NULL;
                 }
-                int64_t now = now_seconds();
-                /* Servers keep the newest JWT; ours must be newer than the one it replaces. */
                 p->iat = now > e->obs->iat ? now : e->obs->iat + 1;
         }
         if (d->js != JS_UNMANAGED)
@@ -157,6 +239,7 @@ static bool make_payload(void *userdata, size_t index, const char **payload) {
                 return false;
         }
         *payload = p->jwt;
+        p->sent = true;
         return true;
 }
 
@@ -171,6 +254,7 @@ static void commit_observed(struct observed *obs, struct push *p) {
         oa->jwt = p->jwt;
         p->jwt = NULL;
         oa->iat = p->iat;
+        oa->holders = 0; /* what LOOKUP said is about the JWT before this one */
         (void)obs;
 }
 
@@ -268,13 +352,81 @@ static size_t plan_tiers_lowered(const struct plan *p, struct observed_account *
         return k;
 }
 
+static bool plan_creates(const struct plan *p) {
+        for (size_t i = 0; i < p->n; i++)
+                if (p->v[i].action == PLAN_CREATE)
+                        return true;
+        return false;
+}
+
+/* Before anything is created: the keys accounts were created as before
+ * (state_dir), and whether some server holds them (CLAIMS.PACK came from one
+ * server only, which may have missed a push). *seeds stays NULL, with *seeds_err,
+ * when state_dir cannot be read. */
+static int plan_with_seeds(struct natsconn *c, struct observed *obs, const struct accounts *a,
+                           struct plan_options *opt, struct statedir_index **seeds, char **seeds_err,
+                           struct plan **p, char **err) {
+        if (opt->seeds || !opt->state_dir || !plan_creates(*p))
+                return 0;
+        if (statedir_index_load(opt->state_dir, seeds, seeds_err) < 0)
+                return 0;
+        opt->seeds = *seeds;
+        plan_free(*p);
+        *p = plan_compute(a, obs, opt);
+        const char **keys = xcalloc((*p)->n ? (*p)->n : 1, sizeof(*keys));
+        size_t k = 0;
+        for (size_t i = 0; i < (*p)->n; i++)
+                if ((*p)->v[i].seed_reused)
+                        keys[k++] = (*p)->v[i].key;
+        int r = k ? observe_lookup(c, obs, keys, k, err) : 0;
+        free(keys);
+        if (k && r == 0) {
+                plan_free(*p);
+                *p = plan_compute(a, obs, opt);
+        }
+        return r;
+}
+
 int plan_with_state(struct natsconn *c, struct observed *obs, const struct accounts *a,
-                    const struct plan_options *opt, struct plan **out, char **err) {
+                    const struct plan_options *opt_in, struct plan **out, char **err) {
+        struct plan_options o = *opt_in, *opt = &o;
+        struct statedir_index *seeds = NULL;
+        char *seeds_err = NULL;
+        /* Pushed before but not confirmed everywhere: whatever CLAIMS.PACK said
+         * (one server), ask every server (a missing or older JWT shows as fewer
+         * holders, and the diff pushes it again). A list that cannot be read
+         * only costs that look. */
+        char(*unconfirmed)[NKEY_PUBLIC_LEN + 1] = NULL;
+        size_t n_unconfirmed = 0;
+        char *uerr = NULL;
+        if (opt->state_dir && statedir_unconfirmed_load(opt->state_dir, &unconfirmed, &n_unconfirmed, &uerr) < 0)
+                free(uerr);
+        if (n_unconfirmed) {
+                const char **keys = xcalloc(n_unconfirmed, sizeof(*keys));
+                for (size_t i = 0; i < n_unconfirmed; i++)
+                        keys[i] = unconfirmed[i];
+                int lr = observe_lookup(c, obs, keys, n_unconfirmed, err);
+                free(keys);
+                if (lr < 0) {
+                        free(unconfirmed);
+                        *out = NULL;
+                        return lr;
+                }
+        }
         struct plan *p = plan_compute(a, obs, opt);
+        int r = plan_with_seeds(c, obs, a, opt, &seeds, &seeds_err, &p, err);
+        if (r < 0) {
+                plan_free(p);
+                statedir_index_free(seeds);
+                free(seeds_err);
+                free(unconfirmed);
+                *out = NULL;
+                return r;
+        }
         struct observed_account **accts = xcalloc(p->n ? p->n : 1, sizeof(*accts));
         size_t n = plan_existing(p, false, accts);
         bool one_round = n <= STATE_ONE_ROUND_MAX;
-        int r = n ? observe_accounts_state(c, obs, accts, n, one_round, err) : 0;
+        r = n ? observe_accounts_state(c, obs, accts, n, one_round, err) : 0;
         if (r == 0 && !one_round) {
                 plan_free(p);
                 p = plan_compute(a, obs, opt);
@@ -298,7 +450,64 @@ int plan_with_state(struct natsconn *c, struct observed *obs, const struct accou
         free(accts);
         plan_free(p);
         *out = r == 0 ? plan_compute(a, obs, opt) : NULL;
+        /* Without knowing what was created before, a create could make a second
+         * account of a name: none is made. */
+        for (size_t i = 0; seeds_err && *out && i < (*out)->n; i++)
+                if ((*out)->v[i].action == PLAN_CREATE)
+                        plan_entry_set_error(&(*out)->v[i], "not created: the keys of accounts created before are "
+                                                            "unknown: %s",
+                                             seeds_err);
+        if (*out) {
+                (*out)->unconfirmed = unconfirmed;
+                (*out)->n_unconfirmed = n_unconfirmed;
+        } else {
+                free(unconfirmed);
+        }
+        statedir_index_free(seeds);
+        free(seeds_err);
         return r;
+}
+
+static int cmp_key(const void *a, const void *b) {
+        return strcmp(a, b);
+}
+
+/* state_dir's list of accounts not confirmed by every server, after this run:
+ * less those now confirmed (pushed, or seen held by all), plus the pushes that
+ * went out and were not confirmed by all. */
+static void update_unconfirmed(const struct settings *s, const struct observed *obs, const struct plan *p,
+                               const struct push *pushes, size_t n) {
+        size_t old_n = p->n_unconfirmed, k = 0;
+        char(*old)[NKEY_PUBLIC_LEN + 1] = xcalloc(old_n ? old_n : 1, sizeof(*old));
+        memcpy(old, p->unconfirmed, old_n * sizeof(*old));
+        if (old_n)
+                qsort(old, old_n, sizeof(*old), cmp_key);
+        bool *pushed = xcalloc(old_n ? old_n : 1, sizeof(*pushed));
+        char(*keep)[NKEY_PUBLIC_LEN + 1] = xcalloc(old_n + n ? old_n + n : 1, sizeof(*keep));
+        for (size_t i = 0; i < n; i++) {
+                const char *key = pushes[i].entry->key;
+                char(*hit)[NKEY_PUBLIC_LEN + 1] = old_n ? bsearch(key, old, old_n, sizeof(*old), cmp_key) : NULL;
+                if (hit && pushes[i].sent)
+                        pushed[hit - old] = true;
+                if (pushes[i].sent && pushes[i].ok < obs->n_servers)
+                        memcpy(keep[k++], key, NKEY_PUBLIC_LEN + 1);
+        }
+        for (size_t i = 0; i < old_n; i++) {
+                const struct observed_account *oa = observed_find_key(obs, old[i]);
+                if (!pushed[i] && oa && oa->holders < obs->n_servers)
+                        memcpy(keep[k++], old[i], NKEY_PUBLIC_LEN + 1);
+        }
+        if (k)
+                qsort(keep, k, sizeof(*keep), cmp_key);
+        bool same = k == old_n && memcmp(keep, old, k * sizeof(*keep)) == 0;
+        char *err = NULL;
+        if (!same && (!k || statedir_ensure(s->state_dir, &err) == 0))
+                (void)statedir_unconfirmed_save(s->state_dir, (const char(*)[NKEY_PUBLIC_LEN + 1])keep, k, &err);
+        /* Only a closer look next time is lost: nothing to stop the pass for. */
+        free(err);
+        free(keep);
+        free(pushed);
+        free(old);
 }
 
 int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *signer, struct observed *obs,
@@ -309,8 +518,10 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                 n += plan_action_changes(p->v[i].action);
                 creates += p->v[i].action == PLAN_CREATE;
         }
-        if (n == 0)
+        if (n == 0) {
+                update_unconfirmed(s, obs, p, NULL, 0);
                 return 0;
+        }
         if (!observed_key_trusted(obs, signer->pub, &why)) {
                 *err = xasprintf("refusing to push: signing key %s is not trusted: %s", signer->pub, why);
                 free(why);
@@ -319,7 +530,8 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
 
         struct push *pushes = xcalloc(n, sizeof(*pushes));
         const char **subjects = xcalloc(n, sizeof(*subjects));
-        struct push_ctx ctx = { .pushes = pushes, .signer = signer, .s = s, .subjects = subjects };
+        uint8_t *answered = xcalloc(n * obs->n_servers, 1);
+        struct push_ctx ctx = { .pushes = pushes, .signer = signer, .s = s, .subjects = subjects, .obs = obs };
         ctx.creates = xcalloc(creates ? creates : 1, sizeof(*ctx.creates));
         char *dir_err = NULL;
         bool dir_ok = !creates || statedir_ensure(s->state_dir, &dir_err) == 0;
@@ -330,6 +542,7 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                 struct push *ps = &pushes[k];
                 ps->entry = &p->v[i];
                 ps->create = -1;
+                ps->answered = answered + k * obs->n_servers;
                 if (ps->entry->action != PLAN_CREATE)
                         ps->subject = xasprintf("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE", ps->entry->key);
                 else if (!dir_ok)
@@ -349,7 +562,7 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                 .n = n,
                 .subjects = subjects,
                 .make_payload = make_payload,
-                .want = obs->n_servers ? obs->n_servers : 1,
+                .want = obs->n_servers,
                 .window = APPLY_WINDOW,
                 .timeout_usec = s->request_timeout_usec,
                 /* A server that died mid-run: stop instead of waiting out every push. */
@@ -361,14 +574,14 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
         int r = natsconn_pipeline_run(c, &pl, err);
         if (r == 0) {
                 for (size_t i = 0; i < n; i++)
-                        if (!pushes[i].failure && pushes[i].ok < pl.want)
-                                pushes[i].failure = xasprintf("only %zu of %zu servers confirmed the update",
-                                                              pushes[i].ok, pl.want);
+                        if (!pushes[i].failure && pushes[i].ok < obs->n_servers)
+                                pushes[i].failure = unconfirmed(&ctx, &pushes[i], "");
                 for (size_t i = 0; i < n; i++)
                         if (!pushes[i].failure)
                                 commit_observed(obs, &pushes[i]);
                 verify(c, obs, pushes, n);
         }
+        update_unconfirmed(s, obs, p, pushes, n);
         for (size_t i = 0; i < n; i++) {
                 struct push *ps = &pushes[i];
                 if (r < 0 && !ps->failure)
@@ -383,6 +596,8 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
         }
         free(pushes);
         free(subjects);
+        free(answered);
         free(ctx.creates);
+        free(ctx.first_ignored);
         return r;
 }

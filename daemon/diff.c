@@ -209,10 +209,16 @@ static void warn_tier_usage(struct plan_entry *e, const struct observed_account 
 }
 
 /* "jwt updated" is not "applied": a server that holds the account loaded but
- * reports it incomplete, or with JetStream in the other state, needs a push. */
-static bool servers_disagree(struct plan_entry *e, const struct observed_account *oa) {
+ * reports it incomplete, or with JetStream in the other state, needs a push;
+ * so does a server without its current JWT (a push that reached only some). */
+static bool servers_disagree(struct plan_entry *e, const struct observed *obs, const struct observed_account *oa) {
         bool want_js = js_state_enabled(&e->want);
         bool disagree = false;
+        if (oa->holders && oa->holders < obs->n_servers) {
+                plan_entry_add_warning(e, "only %zu of %zu servers hold the account's current JWT", oa->holders,
+                                       obs->n_servers);
+                disagree = true;
+        }
         for (size_t i = 0; i < oa->n_servers; i++) {
                 const struct server_account_state *s = &oa->servers[i];
                 if (!s->loaded)
@@ -239,6 +245,65 @@ static void warn_server_jetstream(struct plan_entry *e, const struct observed *o
                                                obs->servers[i].name ? obs->servers[i].name : obs->servers[i].id);
 }
 
+/* The account named like the declaration, among those whose JWT is trusted:
+ * a forgery named like it is never adopted (its claims would be re-signed
+ * with the operator's key) nor counted as a second account of that name.
+ * When none is, the key it was created as before (a seed in state_dir). false
+ * when the entry became an error. */
+static bool match_by_name(struct plan_entry *e, const struct observed *obs, const struct plan_options *opt,
+                          struct observed_account **out) {
+        const char *name = e->decl->name;
+        size_t n_trusted = 0, n_untrusted = 0, first = 0;
+        size_t n = observed_find_name(obs, name, &first);
+        *out = observed_find_trusted_name(obs, name, &n_trusted, &n_untrusted);
+        const struct observed_account *trusted[2] = { NULL, NULL }, *untrusted = NULL;
+        for (size_t k = 0, t = 0; k < n; k++) {
+                const struct observed_account *a = &obs->accounts[obs->by_name[first + k]];
+                if (a->untrusted && !untrusted)
+                        untrusted = a;
+                else if (!a->untrusted && t < 2)
+                        trusted[t++] = a;
+        }
+        if (n_trusted > 1) {
+                plan_entry_set_error(e, "%zu accounts are named %s (%s, %s%s); pin one with key:", n_trusted, name,
+                                     trusted[0]->key, trusted[1]->key, n_trusted > 2 ? ", ..." : "");
+                return false;
+        }
+        const struct statedir_seed *seed = !*out ? statedir_index_find(opt->seeds, name) : NULL;
+        if (seed && seed->other[0]) {
+                plan_entry_set_error(e, "seeds of two accounts named %s are in state_dir (%s and %s); keep the one in "
+                                        "use and move the other away",
+                                     name, seed->key, seed->other);
+                return false;
+        }
+        if (seed) {
+                /* Created before, by this daemon: that account, or the same key again. */
+                snprintf(e->key, sizeof(e->key), "%s", seed->key);
+                *out = observed_find_key(obs, seed->key);
+                if (*out && (*out)->untrusted) {
+                        plan_entry_set_error(e, "account %s is not trusted: %s; its claims are never re-signed",
+                                             seed->key, (*out)->untrusted);
+                        *out = NULL;
+                        return false;
+                }
+                if (*out && (*out)->name && strcmp((*out)->name, name) != 0)
+                        plan_entry_add_warning(e, "the account's JWT is named %s", (*out)->name);
+                e->seed_reused = !*out;
+        } else if (n_untrusted && !*out) {
+                /* Creating one would leave two accounts of this name, one of them a forgery. */
+                plan_entry_set_error(e, "the only account named %s in the resolver, %s, is not trusted: %s; its claims "
+                                        "are never re-signed, and no other account of that name is created: replace "
+                                        "or remove that JWT%s",
+                                     name, untrusted->key, untrusted->untrusted,
+                                     n_untrusted > 1 ? " (and the others of that name)" : "");
+                return false;
+        }
+        if (n_untrusted)
+                plan_entry_add_warning(e, "ignoring account %s%s, also named %s: %s", untrusted->key,
+                                       n_untrusted > 1 ? " and others" : "", name, untrusted->untrusted);
+        return true;
+}
+
 static void plan_one(struct plan_entry *e, const char *file, const struct observed *obs,
                      const struct plan_options *opt) {
         const struct account_decl *d = e->decl;
@@ -252,18 +317,16 @@ static void plan_one(struct plan_entry *e, const char *file, const struct observ
                         plan_entry_set_error(e, "account %s (pinned by key) is not in the resolver", d->key);
                         return;
                 }
-                if (oa->name && strcmp(oa->name, d->name) != 0)
-                        plan_entry_add_warning(e, "the account's JWT is named %s", oa->name);
-        } else {
-                size_t first = 0, n = observed_find_name(obs, d->name, &first);
-                if (n > 1) {
-                        plan_entry_set_error(e, "%zu accounts are named %s (%s, %s%s); pin one with key:", n,
-                                             d->name, obs->accounts[obs->by_name[first]].key,
-                                             obs->accounts[obs->by_name[first + 1]].key, n > 2 ? ", ..." : "");
+                if (oa->untrusted) {
+                        snprintf(e->key, sizeof(e->key), "%s", oa->key);
+                        plan_entry_set_error(e, "account %s is not trusted: %s; its claims are never re-signed",
+                                             oa->key, oa->untrusted);
                         return;
                 }
-                if (n == 1)
-                        oa = &obs->accounts[obs->by_name[first]];
+                if (oa->name && strcmp(oa->name, d->name) != 0)
+                        plan_entry_add_warning(e, "the account's JWT is named %s", oa->name);
+        } else if (!match_by_name(e, obs, opt, &oa)) {
+                return;
         }
 
         if (!oa) {
@@ -336,7 +399,7 @@ static void plan_one(struct plan_entry *e, const char *file, const struct observ
                 if (e->action == PLAN_UNCHANGED)
                         e->action = PLAN_UPDATE;
         }
-        if (servers_disagree(e, oa) && e->action == PLAN_UNCHANGED)
+        if (servers_disagree(e, obs, oa) && e->action == PLAN_UNCHANGED)
                 e->action = PLAN_UPDATE;
         if (e->action != PLAN_UNCHANGED) {
                 warn_usage(e, oa);
@@ -371,5 +434,6 @@ void plan_free(struct plan *p) {
                 free(e->error);
         }
         free(p->v);
+        free(p->unconfirmed);
         free(p);
 }

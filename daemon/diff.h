@@ -8,6 +8,7 @@
 #include "acctlimits.h"
 #include "jslimits.h"
 #include "observe.h"
+#include "statedir.h"
 
 enum plan_action { PLAN_CREATE, PLAN_ENABLE, PLAN_UPDATE, PLAN_DISABLE, PLAN_UNCHANGED, PLAN_ERROR };
 
@@ -20,7 +21,8 @@ struct plan_change {
 struct plan_entry {
         const struct account_decl *decl;
         struct observed_account *obs; /* NULL when the account is to be created */
-        char key[NKEY_PUBLIC_LEN + 1]; /* "" until created */
+        char key[NKEY_PUBLIC_LEN + 1]; /* "" until created, unless a seed made before is reused */
+        bool seed_reused;              /* a create with the key of a seed already in state_dir */
         enum plan_action action;
         struct js_state want; /* what the JWT must say (valid unless unmanaged) */
         struct plan_change *changes;
@@ -33,10 +35,19 @@ struct plan_entry {
 struct plan {
         struct plan_entry *v;
         size_t n;
+        /* Accounts pushed before without every server confirming it (state_dir,
+         * statedir_unconfirmed_load): apply keeps the list up to date. */
+        char (*unconfirmed)[NKEY_PUBLIC_LEN + 1];
+        size_t n_unconfirmed;
 };
 
 struct plan_options {
         bool create_missing;
+        /* The keys accounts were created as before (state_dir): an account of
+         * that name is recognised by its key, and a create reuses it. NULL:
+         * none. plan_with_state reads them from state_dir when a create is due. */
+        const struct statedir_index *seeds;
+        const char *state_dir;
 };
 
 /* One entry per declared account, in the file's (name) order. */

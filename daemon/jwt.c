@@ -309,12 +309,78 @@ static json_t *parse_object(const unsigned char *text, size_t len) {
         return v;
 }
 
+/* The three parts of a token of len bytes: *dot1 and *dot2 point at the dots. */
+static int split(const char *jwt, size_t len, const char **dot1, const char **dot2, char **err) {
+        *dot1 = memchr(jwt, '.', len);
+        *dot2 = *dot1 ? memchr(*dot1 + 1, '.', len - (size_t)(*dot1 + 1 - jwt)) : NULL;
+        if (!*dot2 || memchr(*dot2 + 1, '.', len - (size_t)(*dot2 + 1 - jwt)))
+                return fail(err, -EINVAL, "not a JWT: expected three parts separated by '.'");
+        return 0;
+}
+
+/* The header every nats-io/jwt v2 token carries, as it encodes it. */
+#define JWT_HEADER_B64 "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ"
+
+static int check_header(const char *b64, size_t len, char **err) {
+        if (len == strlen(JWT_HEADER_B64) && memcmp(b64, JWT_HEADER_B64, len) == 0)
+                return 0;
+        unsigned char *bin = NULL;
+        size_t bin_len;
+        if (b64url_decode(b64, len, &bin, &bin_len) < 0)
+                return fail(err, -EINVAL, "JWT header is not base64url");
+        json_t *header = parse_object(bin, bin_len);
+        free(bin);
+        if (!header)
+                return fail(err, -EINVAL, "JWT header is not a JSON object");
+        /* Case as nats-io/jwt compares them. */
+        const char *typ = json_string_value(json_object_get(header, "typ"));
+        const char *alg = json_string_value(json_object_get(header, "alg"));
+        int r = 0;
+        if (!typ || strcasecmp(typ, "JWT") != 0)
+                r = fail(err, -EPROTONOSUPPORT, "JWT header typ is not \"JWT\"");
+        else if (alg && strcasecmp(alg, "ed25519") == 0)
+                r = fail(err, -EPROTONOSUPPORT, "JWT v1 (alg ed25519) is not supported, only v2");
+        else if (!alg || strcasecmp(alg, "ed25519-nkey") != 0)
+                r = fail(err, -EPROTONOSUPPORT, "JWT header alg is not \"ed25519-nkey\"");
+        json_decref(header);
+        return r;
+}
+
+/* The signature part against header.payload, signed by iss. */
+static int check_signature(const char *jwt, size_t len, const char *dot2, const char *iss, char **err) {
+        unsigned char *bin = NULL;
+        size_t bin_len;
+        if (b64url_decode(dot2 + 1, len - (size_t)(dot2 + 1 - jwt), &bin, &bin_len) < 0 || bin_len != 64) {
+                free(bin);
+                return fail(err, -EINVAL, "JWT signature is not 64 bytes of base64url");
+        }
+        bool ok = nkey_verify(iss, jwt, (size_t)(dot2 - jwt), bin);
+        free(bin);
+        return ok ? 0 : fail(err, -EBADMSG, "JWT signature does not match its issuer");
+}
+
+int jwt_verify(const char *jwt, size_t len, const char *iss, char **err) {
+        const char *dot1, *dot2;
+        if (err)
+                *err = NULL;
+        if (len > JWT_MAX_LEN)
+                return fail(err, -EMSGSIZE, "JWT longer than 1 MiB");
+        int r = split(jwt, len, &dot1, &dot2, err);
+        if (r == 0)
+                r = check_header(jwt, (size_t)(dot1 - jwt), err);
+        if (r == 0 && (!iss || nkey_public_type(iss) < 0))
+                r = fail(err, -EINVAL, "JWT iss is missing or not a public nkey");
+        if (r == 0)
+                r = check_signature(jwt, len, dot2, iss, err);
+        return r;
+}
+
 int jwt_decode(const char *jwt, json_t **claims, char **err) {
         const char *dot1, *dot2;
         unsigned char *bin = NULL;
         size_t len, bin_len;
-        json_t *header = NULL, *payload = NULL;
-        const char *typ, *alg, *iss;
+        json_t *payload = NULL;
+        const char *iss;
         int r;
 
         *claims = NULL;
@@ -325,37 +391,8 @@ int jwt_decode(const char *jwt, json_t **claims, char **err) {
         len = strnlen(jwt, JWT_MAX_LEN + 1);
         if (len > JWT_MAX_LEN)
                 return fail(err, -EMSGSIZE, "JWT longer than 1 MiB");
-        dot1 = memchr(jwt, '.', len);
-        dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - jwt)) : NULL;
-        if (!dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - jwt)))
-                return fail(err, -EINVAL, "not a JWT: expected three parts separated by '.'");
-
-        if (b64url_decode(jwt, (size_t)(dot1 - jwt), &bin, &bin_len) < 0) {
-                r = fail(err, -EINVAL, "JWT header is not base64url");
-                goto out;
-        }
-        header = parse_object(bin, bin_len);
-        free(bin);
-        bin = NULL;
-        if (!header) {
-                r = fail(err, -EINVAL, "JWT header is not a JSON object");
-                goto out;
-        }
-        /* Case as nats-io/jwt compares them. */
-        typ = json_string_value(json_object_get(header, "typ"));
-        alg = json_string_value(json_object_get(header, "alg"));
-        if (!typ || strcasecmp(typ, "JWT") != 0) {
-                r = fail(err, -EPROTONOSUPPORT, "JWT header typ is not \"JWT\"");
-                goto out;
-        }
-        if (alg && strcasecmp(alg, "ed25519") == 0) {
-                r = fail(err, -EPROTONOSUPPORT, "JWT v1 (alg ed25519) is not supported, only v2");
-                goto out;
-        }
-        if (!alg || strcasecmp(alg, "ed25519-nkey") != 0) {
-                r = fail(err, -EPROTONOSUPPORT, "JWT header alg is not \"ed25519-nkey\"");
-                goto out;
-        }
+        if ((r = split(jwt, len, &dot1, &dot2, err)) < 0 || (r = check_header(jwt, (size_t)(dot1 - jwt), err)) < 0)
+                return r;
 
         if (b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), &bin, &bin_len) < 0) {
                 r = fail(err, -EINVAL, "JWT payload is not base64url");
@@ -373,21 +410,13 @@ int jwt_decode(const char *jwt, json_t **claims, char **err) {
                 r = fail(err, -EINVAL, "JWT iss is missing or not a public nkey");
                 goto out;
         }
-
-        if (b64url_decode(dot2 + 1, len - (size_t)(dot2 + 1 - jwt), &bin, &bin_len) < 0 || bin_len != 64) {
-                r = fail(err, -EINVAL, "JWT signature is not 64 bytes of base64url");
+        if ((r = check_signature(jwt, len, dot2, iss, err)) < 0)
                 goto out;
-        }
-        if (!nkey_verify(iss, jwt, (size_t)(dot2 - jwt), bin)) {
-                r = fail(err, -EBADMSG, "JWT signature does not match its issuer");
-                goto out;
-        }
         *claims = payload;
         payload = NULL;
         r = 0;
 out:
         free(bin);
-        json_decref(header);
         json_decref(payload);
         return r;
 }

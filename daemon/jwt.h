@@ -16,6 +16,9 @@
  * On error *err (if err is not NULL) gets an allocated message that never
  * quotes the token. */
 int jwt_decode(const char *jwt, json_t **claims, char **err);
+/* The same checks of a token of len bytes (no NUL needed) whose claims the
+ * caller decoded itself: header, and the signature against iss. */
+int jwt_verify(const char *jwt, size_t len, const char *iss, char **err);
 
 /* Sign claims as nats-io/jwt does: set "iss" to the signer, "iat" to now,
  * nats.version to 2 (when "nats" is an object) and "jti", all in claims itself,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sysexits.h>
 
 #include "accounts.h"
@@ -18,6 +19,7 @@
 #include "jwt.h"
 #include "natsconn.h"
 #include "observe.h"
+#include "preflight.h"
 #include "report.h"
 #include "secrets.h"
 #include "settings.h"
@@ -65,23 +67,10 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
 static int report_load(int r, struct diag_list *d, int invalid_code) {
         diag_print(d, stderr);
         diag_list_clear(d);
-        switch (r) {
-        case 0:
-                return 0;
-        case -ENOENT:
-        case -ENOTDIR:
-                return EX_NOINPUT;
-        case -EACCES:
-        case -EPERM:
-                return EX_NOPERM;
-        case -EINVAL:
-                return invalid_code;
-        default:
-                return invalid_code;
-        }
+        return exit_code_for(r, invalid_code);
 }
 
-/* Settings, then the permissions of every secret they name. */
+/* Settings, then every secret they name (preflight.h). */
 static int load_settings(const struct cli *cli, struct settings **out) {
         struct diag_list d = { 0 };
         int r = settings_load(cli->config, out, &d);
@@ -93,19 +82,14 @@ static int load_settings(const struct cli *cli, struct settings **out) {
                 fprintf(stderr, "nats-accountd: warning: %s\n", w);
                 free(w);
         }
-        const char *secrets[] = { (*out)->credentials, (*out)->password_file, (*out)->signing_key, (*out)->tls_key };
-        for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
-                if (!secrets[i])
-                        continue;
-                char *why = NULL;
-                r = secret_check(secrets[i], &why);
-                if (r < 0) {
-                        fprintf(stderr, "nats-accountd: %s\n", why ? why : strerror(-r));
-                        free(why);
-                        settings_free(*out);
-                        *out = NULL;
-                        return r == -ENOENT ? EX_NOINPUT : EX_NOPERM;
-                }
+        char *err = NULL;
+        r = preflight_secrets(*out, NULL, &err);
+        if (r < 0) {
+                fprintf(stderr, "nats-accountd: %s\n", err);
+                free(err);
+                settings_free(*out);
+                *out = NULL;
+                return preflight_exit_code(r);
         }
         return 0;
 }
@@ -124,42 +108,7 @@ static int open_backend(const struct settings *s, bool will_apply, struct backen
         if (r < 0) {
                 fprintf(stderr, "nats-accountd: %s\n", err);
                 free(err);
-                return r == -ENOENT ? EX_NOINPUT : r == -EACCES ? EX_NOPERM : EX_CONFIG;
-        }
-        return 0;
-}
-
-/* The system user's credentials: a .creds file (operator mode needs one), an
- * nkey user seed file, or a password file. */
-static int check_credentials(const struct settings *s) {
-        char *why = NULL;
-        int r = 0;
-        if (s->credentials) {
-                struct nkey k;
-                bool is_creds = false;
-                r = secret_load_credentials(s->credentials, &k, &is_creds, &why);
-                nkey_wipe(&k);
-                if ((r == -EINVAL || (r == 0 && !is_creds)) && s->mode == ACCOUNTS_OPERATOR) {
-                        free(why);
-                        why = xasprintf("credentials %s: not a user .creds file (expected a user JWT and a user seed; "
-                                        "an nkey seed alone is for config mode)",
-                                        s->credentials);
-                        r = -EINVAL;
-                } else if (r == -EINVAL) {
-                        char *w = xasprintf("credentials %s", why);
-                        free(why);
-                        why = w;
-                }
-        } else if (s->password_file) {
-                char *password = NULL;
-                r = secret_load_password(s->password_file, &password, &why);
-                if (r == 0)
-                        secret_free(password, strlen(password));
-        }
-        if (r < 0) {
-                fprintf(stderr, "nats-accountd: %s\n", why ? why : strerror(-r));
-                free(why);
-                return r == -ENOENT ? EX_NOINPUT : r == -EACCES ? EX_NOPERM : EX_CONFIG;
+                return preflight_exit_code(r);
         }
         return 0;
 }
@@ -173,7 +122,7 @@ static int cmd_check(const struct cli *cli) {
                 return code;
         struct backend *b = NULL;
         struct accounts *a = NULL;
-        if ((code = open_backend(s, true, &b)) == 0 && (code = check_credentials(s)) == 0)
+        if ((code = open_backend(s, true, &b)) == 0)
                 code = load_accounts(s, &a);
         if (code == 0)
                 code = b->ops->check(b, a, stderr);
@@ -381,6 +330,9 @@ int main(int argc, char **argv) {
                 { "version", no_argument, NULL, 'V' },
                 { 0 },
         };
+        /* The process holds the operator's signing key and account seeds: no
+         * core dump and no ptrace by another process of the same user. */
+        (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         struct cli cli = { .config = SETTINGS_DEFAULT_PATH };
         int c;
         opterr = 0;

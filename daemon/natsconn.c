@@ -29,6 +29,8 @@ enum {
 #define GATHER_MAX_BYTES ((size_t)512 * 1024 * 1024)
 #define PENDING_MAX_BYTES (1024 * 1024 * 1024)
 #define CLOSE_WAIT_SEC 10
+/* Longest single wait inside a request: a stop request is seen this fast. */
+#define CANCEL_SLICE_USEC (100u * 1000)
 #define CONNECT_AUTH_ATTEMPTS 4 /* see natsconn_open */
 
 /* Shared with cnats' callback thread. It outlives struct natsconn when the
@@ -50,6 +52,8 @@ struct natsconn {
         char *url_buf; /* natsconn_url's answer, refreshed on each call */
         uint64_t timeout_usec;
         uint64_t requests; /* published so far: the daemon reports it per pass */
+        const atomic_bool *cancel;
+        _Atomic uint64_t *progress;
 };
 
 static uint64_t now_usec(void) {
@@ -400,6 +404,44 @@ bool natsconn_connected(const struct natsconn *c) {
         return natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
+void natsconn_set_controls(struct natsconn *c, const atomic_bool *cancel, _Atomic uint64_t *progress) {
+        c->cancel = cancel;
+        c->progress = progress;
+}
+
+static bool cancelled(const struct natsconn *c, char **err) {
+        if (!c->cancel || !atomic_load(c->cancel))
+                return false;
+        *err = xstrdup("stopped before the end (stop requested)");
+        return true;
+}
+
+static void progressed(struct natsconn *c) {
+        if (c->progress)
+                atomic_store(c->progress, now_usec());
+}
+
+/* A wait of at most usec, cut into slices a stop request ends. */
+static int64_t wait_msec(const struct natsconn *c, uint64_t usec) {
+        return usec_to_msec(c->cancel && usec > CANCEL_SLICE_USEC ? CANCEL_SLICE_USEC : usec);
+}
+
+/* natsConnection_FlushTimeout in slices: NATS_TIMEOUT after timeout_usec, or
+ * NATS_ILLEGAL_STATE when a stop was requested. */
+static natsStatus flush(struct natsconn *c, uint64_t timeout_usec) {
+        uint64_t deadline = deadline_after(now_usec(), timeout_usec);
+        for (;;) {
+                uint64_t now = now_usec();
+                natsStatus st = natsConnection_FlushTimeout(c->nc, wait_msec(c, now < deadline ? deadline - now : 0));
+                if (st != NATS_TIMEOUT)
+                        return st;
+                if (c->cancel && atomic_load(c->cancel))
+                        return NATS_ILLEGAL_STATE;
+                if (now_usec() >= deadline)
+                        return NATS_TIMEOUT;
+        }
+}
+
 uint64_t natsconn_requests(const struct natsconn *c) {
         return c->requests;
 }
@@ -503,14 +545,19 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
         bool ended = false; /* by `want` or by the empty message */
 
         /* Headers would make 2.9.10 reject CLAIMS.UPDATE ("expected 3 chunks"): plain publish. */
+        if (cancelled(c, err)) {
+                ret = -ECANCELED;
+                goto out;
+        }
         natsStatus st = natsConnection_PublishRequest(c->nc, subject, inbox, data, (int)len);
         c->requests++;
+        progressed(c);
         if (st == NATS_OK) {
                 /* Push the request out now rather than after the flusher's pause;
                  * a timeout here only means the server is slow, which the wait
                  * below reports. */
-                st = natsConnection_FlushTimeout(c->nc, usec_to_msec(first_deadline - start));
-                if (st == NATS_TIMEOUT)
+                st = flush(c, first_deadline - start);
+                if (st == NATS_TIMEOUT || st == NATS_ILLEGAL_STATE)
                         st = NATS_OK;
         }
         if (st != NATS_OK) {
@@ -527,10 +574,15 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
                 uint64_t now = now_usec();
                 if (now >= until)
                         break;
+                if (cancelled(c, err)) {
+                        ret = -ECANCELED;
+                        goto out;
+                }
                 natsMsg *m = NULL;
-                st = natsSubscription_NextMsg(&m, sub, usec_to_msec(until - now));
+                st = natsSubscription_NextMsg(&m, sub, wait_msec(c, until - now));
                 if (st == NATS_TIMEOUT)
                         continue;
+                progressed(c);
                 if (st == NATS_SLOW_CONSUMER) {
                         *err = xasprintf("replies to %s were dropped (too many pending)", subject);
                         ret = -ENOBUFS;
@@ -658,10 +710,11 @@ static void pipeline_dispatch(struct pipeline_run *run, natsMsg *m) {
         size_t i;
         if (!reply_index(run, natsMsg_GetSubject(m), &i) || run->state[i] != REQ_IN_FLIGHT)
                 return;
-        run->got[i]++;
-        if (p->on_reply)
-                p->on_reply(p->userdata, i, msg_data(m), (size_t)natsMsg_GetDataLength(m));
-        if (run->got[i] >= p->want) {
+        if (run->got[i] < UINT32_MAX)
+                run->got[i]++;
+        bool complete = p->on_reply ? p->on_reply(p->userdata, i, msg_data(m), (size_t)natsMsg_GetDataLength(m))
+                                    : run->got[i] >= p->want;
+        if (complete) {
                 run->state[i] = REQ_DONE;
                 run->in_flight--;
                 run->short_in_a_row = 0;
@@ -693,6 +746,8 @@ static int pipeline_publish(struct natsconn *c, struct pipeline_run *run, size_t
         uint64_t now = now_usec();
         size_t sent = 0;
         while (run->next < p->n && run->in_flight < window) {
+                if (cancelled(c, err))
+                        return -ECANCELED;
                 size_t i = run->next;
                 const char *payload = p->payloads ? p->payloads[i] : NULL;
                 if (p->make_payload && !p->make_payload(p->userdata, i, &payload)) {
@@ -708,6 +763,7 @@ static int pipeline_publish(struct natsconn *c, struct pipeline_run *run, size_t
                 snprintf(reply, sizeof(reply), "%s%zu", run->prefix, i);
                 natsStatus st = natsConnection_PublishRequest(c->nc, p->subjects[i], reply, payload, (int)plen);
                 c->requests++;
+                progressed(c);
                 if (st != NATS_OK) {
                         *err = xasprintf("cannot send %s to %s: %s", p->subjects[i], natsconn_url(c),
                                          nats_error_text(st));
@@ -723,7 +779,9 @@ static int pipeline_publish(struct natsconn *c, struct pipeline_run *run, size_t
                 return 0;
         /* One flush per batch, not per request: the window keeps the server busy
          * during the round trip. */
-        natsStatus st = natsConnection_FlushTimeout(c->nc, usec_to_msec(p->timeout_usec));
+        natsStatus st = flush(c, p->timeout_usec);
+        if (st == NATS_ILLEGAL_STATE && cancelled(c, err))
+                return -ECANCELED;
         if (st == NATS_TIMEOUT) {
                 /* No PONG within the request timeout: the server is hung or gone, and
                  * every request of this batch has timed out with it. Stop here, or each
@@ -786,9 +844,14 @@ int natsconn_pipeline_run(struct natsconn *c, const struct natsconn_pipeline *p,
                 }
                 if (run.oldest >= run.next)
                         continue;
+                if (cancelled(c, err)) {
+                        ret = -ECANCELED;
+                        goto out;
+                }
                 natsMsg *m = NULL;
-                natsStatus st = natsSubscription_NextMsg(&m, sub, usec_to_msec(run.deadline[run.oldest] - now));
+                natsStatus st = natsSubscription_NextMsg(&m, sub, wait_msec(c, run.deadline[run.oldest] - now));
                 if (st == NATS_OK) {
+                        progressed(c);
                         pipeline_dispatch(&run, m);
                         natsMsg_Destroy(m);
                 } else if (st == NATS_TIMEOUT) {

@@ -1,6 +1,7 @@
 /* The connection to the servers as a system-account user, and the request
  * patterns the system API needs: gather one reply per server, and pipelines. */
 #pragma once
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +26,11 @@ void natsconn_close(struct natsconn *c);
 /* The server connected to, else the configured list; user:password@ left out. */
 const char *natsconn_url(const struct natsconn *c);
 bool natsconn_connected(const struct natsconn *c);
+/* A pass's controls, for the thread that runs it: once *cancel is true, every
+ * wait ends within 100 ms and the request under way returns -ECANCELED (no
+ * further request is sent); *progress gets the CLOCK_MONOTONIC time (usec) of
+ * every request sent and reply received. Either may be NULL. */
+void natsconn_set_controls(struct natsconn *c, const atomic_bool *cancel, _Atomic uint64_t *progress);
 /* The settings' request_timeout, for callers that pick their own deadlines. */
 /* Requests published on this connection so far. */
 uint64_t natsconn_requests(const struct natsconn *c);
@@ -68,11 +74,14 @@ void natsconn_replies_free(struct nats_reply *r, size_t n);
 
 /* Many requests at once: request i goes to subjects[i] with payload[i]; each
  * expects `want` replies. At most `window` requests are in flight. on_reply is
- * called on the caller's thread for every reply (with the request index);
- * requests still short of `want` replies after timeout_usec since their
- * publication are reported with on_timeout. Returns 0 or negative errno (the
- * connection failed; requests not yet reported then get no callback). Callbacks
- * must not use c. want must be >= 1; window 0 means a default. */
+ * called on the caller's thread for every reply (with the request index) and
+ * says whether the request is complete: the caller attributes each reply (to
+ * the server that sent it) and counts a duplicate only once. Without
+ * on_reply, a request is complete after `want` replies. Requests not complete
+ * timeout_usec after their publication are reported with on_timeout (got =
+ * replies received). Returns 0 or negative errno (the connection failed;
+ * requests not yet reported then get no callback). Callbacks must not use c.
+ * want must be >= 1; window 0 means a default. */
 struct natsconn_pipeline {
         size_t n;
         const char *const *subjects;
@@ -86,7 +95,7 @@ struct natsconn_pipeline {
         size_t want;
         size_t window;
         uint64_t timeout_usec;
-        void (*on_reply)(void *userdata, size_t index, const char *data, size_t len);
+        bool (*on_reply)(void *userdata, size_t index, const char *data, size_t len);
         void (*on_timeout)(void *userdata, size_t index, size_t got);
         void *userdata;
         /* A server that stops answering mid-run makes every later request wait

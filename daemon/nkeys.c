@@ -326,3 +326,9 @@ void nkey_wipe(struct nkey *k) {
         sodium_memzero(k->seed, sizeof(k->seed));
         sodium_memzero(k->sk, sizeof(k->sk));
 }
+
+void nkey_move(struct nkey *dst, struct nkey *src) {
+        nkey_wipe(dst);
+        *dst = *src;
+        nkey_wipe(src);
+}

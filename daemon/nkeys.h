@@ -47,3 +47,6 @@ void nkey_sign(const struct nkey *k, const void *msg, size_t len, uint8_t sig[64
 bool nkey_verify(const char *pub, const void *msg, size_t len, const uint8_t sig[64]);
 /* Zero the secret parts. */
 void nkey_wipe(struct nkey *k);
+/* Replace *dst (wiped first) with *src, then wipe *src: a key changes hands
+ * without a copy of its secret left behind. */
+void nkey_move(struct nkey *dst, struct nkey *src);

@@ -6,8 +6,14 @@
 
 #include "observe.h"
 
-#define OBSERVE_REPLY_MAX (64u * 1024 * 1024) /* nats-server's max_payload ceiling */
+#define OBSERVE_REPLY_MAX (64u * 1024 * 1024) /* nats-server's max_payload ceiling: ACCOUNTZ */
+/* VARZ, STATSZ, INFO, JSZ describe one server or account: a few KiB, two JWTs
+ * (1 MiB at most each) in the worst case. */
+#define OBSERVE_STATUS_REPLY_MAX (4u * 1024 * 1024)
 #define OBSERVE_JWT_MAX (1024u * 1024)
+/* A CLAIMS.UPDATE reply is a small status object: nothing legitimate comes
+ * near this. */
+#define OBSERVE_UPDATE_REPLY_MAX (64u * 1024)
 
 /* An account JWT as the resolver holds it: claims decoded without checking the
  * signature, sub must equal key, nats.type must be "account". Fills key, name,
@@ -37,6 +43,24 @@ int observe_parse_connz(const char *data, size_t len, struct server_account_stat
 int observe_parse_jsz_streams(const char *data, size_t len, struct server_account_state *out,
                               struct tier_usage *usage, char **why);
 
+/* One reply to $SYS.REQ.SERVER.PING.STATSZ: the server, its cluster, and the
+ * peers it is linked to right now: the servers of its routes (by name; pooled
+ * routes name a peer more than once, listed once here) and the clusters of its
+ * gateways; active_servers is how many servers it has heard of lately (a
+ * killed one stays counted for minutes). 0, or -EBADMSG (out left empty). */
+struct server_peers {
+        char server_id[NKEY_PUBLIC_LEN + 1];
+        char *name;    /* server_name, or the id when the server has none */
+        char *cluster; /* NULL: not clustered */
+        char **routes; /* peer server names, NULL-terminated */
+        size_t n_routes;
+        char **gateways; /* cluster names, NULL-terminated */
+        size_t n_gateways;
+        int64_t active_servers;
+};
+int observe_parse_statsz(const char *data, size_t len, struct server_peers *out, char **why);
+void server_peers_clear(struct server_peers *p);
+
 /* One reply to $SYS.REQ.SERVER.PING.ACCOUNTZ: the server and the accounts it
  * has loaded (those INFO answers for), as a sorted array of account public
  * keys; other names ("$G") are left out. 0, or -EBADMSG (out left empty). */
@@ -48,6 +72,20 @@ struct loaded_accounts {
 int observe_parse_accountz(const char *data, size_t len, struct loaded_accounts *out, char **why);
 bool loaded_accounts_has(const struct loaded_accounts *l, const char *key);
 void loaded_accounts_clear(struct loaded_accounts *l);
+
+/* One reply to $SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE: which server answered,
+ * about which account, and whether it stored the JWT ({"data":{"account",
+ * "code":200,...}}) or refused it ({"error":{"account","code","description"}}).
+ * account is "" when the server did not name one ("n/a"). 0, or -EBADMSG. */
+struct update_reply {
+        char server_id[NKEY_PUBLIC_LEN + 1];
+        char *server_name; /* may be NULL */
+        char account[NKEY_PUBLIC_LEN + 1];
+        bool ok;
+        char *error; /* the server's description when !ok */
+};
+int observe_parse_update_reply(const char *data, size_t len, struct update_reply *out, char **why);
+void update_reply_clear(struct update_reply *r);
 
 void observed_account_clear(struct observed_account *a);
 void server_info_clear(struct server_info *s);

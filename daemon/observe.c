@@ -2,37 +2,46 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "jwt.h"
 #include "observe-parse.h"
 #include "util.h"
 
 #define SUBJ_VARZ "$SYS.REQ.SERVER.PING.VARZ"
+#define SUBJ_STATSZ "$SYS.REQ.SERVER.PING.STATSZ"
 #define SUBJ_PACK "$SYS.REQ.CLAIMS.PACK"
 #define SUBJ_ACCOUNTZ "$SYS.REQ.SERVER.PING.ACCOUNTZ"
 #define SUBJ_ACCOUNT_FMT "$SYS.REQ.ACCOUNT.%s.%s"
 /* Room for "$SYS.REQ.ACCOUNT.<56>.CLAIMS.LOOKUP" or ".<64-character name>.INFO" and a NUL. */
 #define ACCOUNT_SUBJ_MAX 96
 
-/* VARZ is answered once per server, and how many servers there are is what we
- * want to learn: stop when no reply came for this long after the latest one
- * (routes and gateways forward in a few ms; request_timeout still caps the
- * whole wait). A server slower than this behind its peers is missed; it shows
- * up again on the next pass. */
-#define VARZ_IDLE_USEC (50u * 1000)
 /* CLAIMS.PACK streams one message per JWT (about 10,000/s on 2.9.10): it must
  * start within request_timeout and keep going with gaps below it; this only
  * caps a server that trickles forever. */
 #define PACK_MAX_USEC (10u * 60 * 1000000)
+/* A server that has just stored thousands of JWTs, on a busy host, may take a
+ * few seconds before it starts (or goes on) streaming them: the servers
+ * answered STATSZ and VARZ moments before, so this waits on a slow server,
+ * not a dead one, and the pass runs off the event loop. */
+#define PACK_WAIT_MIN_USEC (10u * 1000000)
 /* A server whose resolver does not hold the JWT answers LOOKUP with an empty
  * message from 2.9.17 on (nats-server #4151) and not at all before (2.9.10):
  * there, every lookup of an unknown account costs the full deadline, so keep
  * it short. A late reply only leaves o as it was. */
 #define LOOKUP_TIMEOUT_USEC (500u * 1000)
 #define TRUSTED_KEYS_MAX 4096
+/* Routes or gateways of one server, and the servers of one deployment. */
+#define PEERS_MAX 4096
+#define SERVER_NAME_MAX 256
+#define LOOKUP_DIGEST_LEN 16
+#define PACK_VERIFY_THREADS 2
 #define STATE_WINDOW 512
 /* Above this many accounts, which ones each server has loaded is asked once
  * per server (ACCOUNTZ), and INFO only of those some server has: the others
@@ -148,6 +157,7 @@ void observed_account_clear(struct observed_account *a) {
         if (!a->name_pooled)
                 free(a->name);
         free(a->jwt);
+        free(a->untrusted);
         for (size_t i = 0; i < a->n_servers; i++)
                 free(a->servers[i].error);
         free(a->servers);
@@ -169,14 +179,27 @@ static bool account_key_shape(const char *key) {
         return key[NKEY_PUBLIC_LEN] == 0;
 }
 
-int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out,
-                              char **why) {
+static char *verify_verdict(const char *jwt, size_t len, const char *issuer) {
+        char *verr = NULL, *verdict = NULL;
+        if (jwt_verify(jwt, len, issuer, &verr) < 0)
+                verdict = xasprintf("its JWT is not genuine: %s", verr);
+        free(verr);
+        return verdict;
+}
+
+/* verify: check the signature here; otherwise the caller does (pack_verifier). */
+static int parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out, char **why,
+                             bool verify) {
         if (!account_key_shape(key)) {
                 set_why(why, xasprintf("\"%.60s\" is not an account public key", key));
                 return -EBADMSG;
         }
         if (len == 0 || len > OBSERVE_JWT_MAX) {
                 set_why(why, xasprintf("JWT of %s has %zu bytes", key, len));
+                return -EBADMSG;
+        }
+        if (memchr(jwt, 0, len)) {
+                set_why(why, xasprintf("JWT of %s holds a NUL byte", key));
                 return -EBADMSG;
         }
         const char *dot1 = memchr(jwt, '.', len);
@@ -226,8 +249,17 @@ int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, stru
         js_state_from_claims(claims, &out->js);
         acct_state_from_claims(claims, &out->acct);
         out->iat = iat;
+        /* Well-formed, but is it genuine? A forged or altered JWT is kept (to
+         * be reported), never used. */
+        if (verify)
+                out->untrusted = verify_verdict(out->jwt, len, out->issuer);
         json_decref(claims);
         return 0;
+}
+
+int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out,
+                              char **why) {
+        return parse_account_jwt(key, jwt, len, out, why, true);
 }
 
 json_t *observed_account_claims(const struct observed_account *a) {
@@ -244,8 +276,8 @@ json_t *observed_account_claims(const struct observed_account *a) {
         return claims;
 }
 
-int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
-                           char **why) {
+static int parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
+                          char **why, bool verify) {
         size_t first = *n;
         const char *p = data, *end = data + len;
         while (p < end) {
@@ -257,7 +289,8 @@ int observe_parse_pack_msg(const char *data, size_t len, struct observed_account
                 if (line_len) {
                         const char *bar = memchr(p, '|', line_len);
                         if (!bar || bar - p != NKEY_PUBLIC_LEN) {
-                                set_why(why, xasprintf("a line is not \"<account key>|<jwt>\": \"%.40s...\"", p));
+                                set_why(why, xasprintf("a line is not \"<account key>|<jwt>\": \"%.*s...\"",
+                                                       (int)(line_len < 40 ? line_len : 40), p));
                                 goto fail;
                         }
                         char key[NKEY_PUBLIC_LEN + 1];
@@ -268,7 +301,7 @@ int observe_parse_pack_msg(const char *data, size_t len, struct observed_account
                                 *v = xreallocarray(*v, *cap, sizeof(**v));
                         }
                         const char *jwt = bar + 1;
-                        if (observe_parse_account_jwt(key, jwt, line_len - NKEY_PUBLIC_LEN - 1, &(*v)[*n], why) < 0)
+                        if (parse_account_jwt(key, jwt, line_len - NKEY_PUBLIC_LEN - 1, &(*v)[*n], why, verify) < 0)
                                 goto fail;
                         (*n)++;
                 }
@@ -281,11 +314,16 @@ fail:
         return -EBADMSG;
 }
 
+int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
+                           char **why) {
+        return parse_pack_msg(data, len, v, n, cap, why, true);
+}
+
 /* ---- replies of the system API ---- */
 
-static json_t *reply_load(const char *data, size_t len, char **why) {
-        if (len > OBSERVE_REPLY_MAX) {
-                set_why(why, xasprintf("reply of %zu bytes is too large", len));
+static json_t *reply_load(const char *data, size_t len, size_t max, char **why) {
+        if (len > max) {
+                set_why(why, xasprintf("reply of %zu bytes is too large (at most %zu)", len, max));
                 return NULL;
         }
         json_error_t e;
@@ -401,7 +439,7 @@ static int add_trusted_key(struct server_info *s, size_t *n, const json_t *v, ch
 
 int observe_parse_varz(const char *data, size_t len, struct server_info *out, char **why) {
         memset(out, 0, sizeof(*out));
-        json_t *root = reply_load(data, len, why);
+        json_t *root = reply_load(data, len, OBSERVE_STATUS_REPLY_MAX, why);
         if (!root)
                 return -EBADMSG;
         int ret = -EBADMSG;
@@ -486,6 +524,90 @@ out:
         return ret;
 }
 
+void server_peers_clear(struct server_peers *p) {
+        if (!p)
+                return;
+        free(p->name);
+        free(p->cluster);
+        for (size_t i = 0; i < p->n_routes; i++)
+                free(p->routes[i]);
+        free(p->routes);
+        for (size_t i = 0; i < p->n_gateways; i++)
+                free(p->gateways[i]);
+        free(p->gateways);
+        memset(p, 0, sizeof(*p));
+}
+
+/* The distinct "name" strings of an array of objects into *out (NULL-terminated). */
+static int peer_names(const json_t *list, const char *what, char ***out, size_t *n, char **why) {
+        *out = xcalloc(1, sizeof(char *));
+        *n = 0;
+        if (!list || json_is_null(list))
+                return 0;
+        if (!json_is_array(list)) {
+                set_why(why, xasprintf("statsz.%s is not an array", what));
+                return -EBADMSG;
+        }
+        if (json_array_size(list) > PEERS_MAX) {
+                set_why(why, xasprintf("statsz.%s holds more than %d entries", what, PEERS_MAX));
+                return -EBADMSG;
+        }
+        size_t i;
+        const json_t *v;
+        json_array_foreach(list, i, v) {
+                const char *name = json_str(v, "name");
+                if (!name || !name[0] || strlen(name) > SERVER_NAME_MAX) {
+                        set_why(why, xasprintf("statsz.%s[%zu] has no usable name", what, i));
+                        return -EBADMSG;
+                }
+                bool seen = false;
+                for (size_t k = 0; k < *n && !seen; k++)
+                        seen = strcmp((*out)[k], name) == 0;
+                if (seen)
+                        continue;
+                *out = xreallocarray(*out, *n + 2, sizeof(char *));
+                (*out)[(*n)++] = xstrdup(name);
+                (*out)[*n] = NULL;
+        }
+        return 0;
+}
+
+int observe_parse_statsz(const char *data, size_t len, struct server_peers *out, char **why) {
+        memset(out, 0, sizeof(*out));
+        json_t *root = reply_load(data, len, OBSERVE_STATUS_REPLY_MAX, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        const json_t *srv = json_object_get(root, "server"), *st = json_object_get(root, "statsz");
+        if (reply_server_id(root, NULL, out->server_id, why) < 0)
+                goto out;
+        if (!json_is_object(st)) {
+                set_why(why, xstrdup("reply has no \"statsz\" object"));
+                goto out;
+        }
+        const char *name = json_str(srv, "name"), *cluster = json_str(srv, "cluster");
+        if ((name && strlen(name) > SERVER_NAME_MAX) || (cluster && strlen(cluster) > SERVER_NAME_MAX)) {
+                set_why(why, xstrdup("server.name or server.cluster is too long"));
+                goto out;
+        }
+        out->name = xstrdup(name && name[0] ? name : out->server_id);
+        out->cluster = cluster && cluster[0] ? xstrdup(cluster) : NULL;
+        const json_t *active = json_object_get(st, "active_servers");
+        if (active && (!json_int64(active, &out->active_servers) || out->active_servers < 0)) {
+                set_why(why, xstrdup("statsz.active_servers is not a count"));
+                goto out;
+        }
+        if (peer_names(json_object_get(st, "routes"), "routes", &out->routes, &out->n_routes, why) < 0 ||
+            peer_names(json_object_get(st, "gateways"), "gateways", &out->gateways, &out->n_gateways, why) < 0)
+                goto out;
+        ret = 0;
+out:
+        json_decref(root);
+        if (ret < 0)
+                server_peers_clear(out);
+        return ret;
+}
+
 static bool contains(const char *s, const char *what) {
         return s && strstr(s, what);
 }
@@ -495,7 +617,7 @@ static bool contains(const char *s, const char *what) {
 static json_t *account_reply_load(const char *data, size_t len, struct server_account_state *out,
                                   const json_t **d, const char **err, int64_t *code, char **why) {
         memset(out, 0, sizeof(*out));
-        json_t *root = reply_load(data, len, why);
+        json_t *root = reply_load(data, len, OBSERVE_STATUS_REPLY_MAX, why);
         if (!root)
                 return NULL;
         *code = 0;
@@ -687,13 +809,67 @@ out:
         return ret;
 }
 
+void update_reply_clear(struct update_reply *r) {
+        if (!r)
+                return;
+        free(r->server_name);
+        free(r->error);
+        memset(r, 0, sizeof(*r));
+}
+
+int observe_parse_update_reply(const char *data, size_t len, struct update_reply *out, char **why) {
+        memset(out, 0, sizeof(*out));
+        json_t *root = reply_load(data, len, OBSERVE_UPDATE_REPLY_MAX, why);
+        if (!root)
+                return -EBADMSG;
+        int ret = -EBADMSG;
+        if (reply_server_id(root, NULL, out->server_id, why) < 0)
+                goto out;
+        const json_t *d = json_object_get(root, "data"), *e = json_object_get(root, "error");
+        const json_t *body = json_is_object(d) ? d : e;
+        if (!json_is_object(body) || (json_is_object(d) && json_is_object(e))) {
+                set_why(why, xstrdup("reply has not exactly one of \"data\" and \"error\""));
+                goto out;
+        }
+        const char *account = json_str(body, "account");
+        if (account && !str_eq(account, "n/a")) {
+                if (strlen(account) != NKEY_PUBLIC_LEN || !account_key_shape(account)) {
+                        set_why(why, xasprintf("account \"%.60s\" is not an account public key", account));
+                        goto out;
+                }
+                memcpy(out->account, account, NKEY_PUBLIC_LEN + 1);
+        }
+        int64_t code = 0;
+        bool have_code = json_int64(json_object_get(body, "code"), &code);
+        if (body == d) {
+                if (!have_code || code != 200 || !out->account[0]) {
+                        set_why(why, xasprintf("data has code %lld and account %s, not 200 and the account",
+                                               (long long)code, out->account[0] ? out->account : "(none)"));
+                        goto out;
+                }
+                out->ok = true;
+        } else {
+                const char *desc = json_str(e, "description");
+                out->error = xasprintf("%s%s(code %lld)", desc && desc[0] ? desc : "", desc && desc[0] ? " " : "",
+                                       (long long)code);
+        }
+        const char *name = json_str(json_object_get(root, "server"), "name");
+        out->server_name = name ? xstrndup(name, 256) : NULL;
+        ret = 0;
+out:
+        json_decref(root);
+        if (ret < 0)
+                update_reply_clear(out);
+        return ret;
+}
+
 static int cmp_key(const void *a, const void *b) {
         return strcmp(a, b);
 }
 
 int observe_parse_accountz(const char *data, size_t len, struct loaded_accounts *out, char **why) {
         memset(out, 0, sizeof(*out));
-        json_t *root = reply_load(data, len, why);
+        json_t *root = reply_load(data, len, OBSERVE_REPLY_MAX, why);
         if (!root)
                 return -EBADMSG;
         int ret = -EBADMSG;
@@ -746,6 +922,13 @@ void loaded_accounts_clear(struct loaded_accounts *l) {
 
 /* ---- the observed set ---- */
 
+/* Of two JWTs for one key: a trusted one before an untrusted one, then the newer. */
+static bool account_preferred(const struct observed_account *a, const struct observed_account *than) {
+        if (!a->untrusted != !than->untrusted)
+                return !a->untrusted;
+        return a->iat > than->iat;
+}
+
 static int cmp_account_key(const void *a, const void *b) {
         return strcmp(((const struct observed_account *)a)->key, ((const struct observed_account *)b)->key);
 }
@@ -778,7 +961,7 @@ void observed_reindex(struct observed *o) {
         size_t w = 0;
         for (size_t r = 0; r < o->n_accounts; r++) {
                 if (w > 0 && strcmp(o->accounts[w - 1].key, o->accounts[r].key) == 0) {
-                        if (o->accounts[r].iat > o->accounts[w - 1].iat) {
+                        if (account_preferred(&o->accounts[r], &o->accounts[w - 1])) {
                                 observed_account_clear(&o->accounts[w - 1]);
                                 o->accounts[w - 1] = o->accounts[r];
                         } else {
@@ -859,6 +1042,41 @@ bool observed_key_trusted(const struct observed *o, const char *key, char **why)
         return true;
 }
 
+void observed_account_vet(const struct observed *o, struct observed_account *a, int64_t now) {
+        if (a->untrusted)
+                return;
+        if (!observed_key_trusted(o, a->issuer, NULL))
+                a->untrusted = xasprintf("its JWT is signed by %s, which is neither the operator nor one of its signing "
+                                         "keys as the servers report them",
+                                         a->issuer);
+        else if (a->iat > now + OBSERVE_FUTURE_SKEW_SEC)
+                a->untrusted = xasprintf("its JWT was issued %lld s in the future (iat %lld): the clock of this host or "
+                                         "of whoever signed it is wrong",
+                                         (long long)(a->iat - now), (long long)a->iat);
+}
+
+void observed_vet(struct observed *o, int64_t now) {
+        for (size_t i = 0; i < o->n_accounts; i++)
+                observed_account_vet(o, &o->accounts[i], now);
+}
+
+struct observed_account *observed_find_trusted_name(const struct observed *o, const char *name, size_t *n_trusted,
+                                                    size_t *n_untrusted) {
+        size_t first = 0, n = observed_find_name(o, name, &first);
+        struct observed_account *found = NULL;
+        *n_trusted = *n_untrusted = 0;
+        for (size_t k = 0; k < n; k++) {
+                struct observed_account *a = &o->accounts[o->by_name[first + k]];
+                if (a->untrusted) {
+                        (*n_untrusted)++;
+                } else {
+                        (*n_trusted)++;
+                        found = a;
+                }
+        }
+        return *n_trusted == 1 ? found : NULL;
+}
+
 void observed_forget_jwts(struct observed *o) {
         for (size_t i = 0; o && i < o->n_accounts; i++) {
                 free(o->accounts[i].jwt);
@@ -879,6 +1097,8 @@ void observed_compact(struct observed *o) {
                 b->js = a->js;
                 b->acct = a->acct;
                 b->iat = a->iat;
+                b->untrusted = a->untrusted;
+                a->untrusted = NULL;
                 if (a->name) {
                         size_t len = strlen(a->name) + 1;
                         memcpy(p, a->name, len);
@@ -914,6 +1134,89 @@ static int cmp_server_id(const void *a, const void *b) {
         return strcmp(((const struct server_info *)a)->id, ((const struct server_info *)b)->id);
 }
 
+/* The servers of the deployment, as they describe it themselves: whoever
+ * answers STATSZ, and every server their routes lead to (by name, in their
+ * cluster) and some server of every cluster their gateways lead to, until all
+ * of those answered. How long a server takes to answer, behind a gateway or
+ * not, changes nothing but the wait. */
+struct topology {
+        struct server_peers *v; /* the servers that answered, each once */
+        size_t n;
+};
+
+static struct server_peers *topology_find(const struct topology *t, const char *cluster, const char *name) {
+        for (size_t i = 0; i < t->n; i++)
+                if ((!cluster || str_eq(t->v[i].cluster, cluster)) && (!name || strcmp(t->v[i].name, name) == 0))
+                        return &t->v[i];
+        return NULL;
+}
+
+/* true when every server named by those that answered has answered too; else
+ * with missing, a list of what is still awaited (each once, at most 8). */
+static bool topology_complete(const struct topology *t, char **missing) {
+        enum { SHOWN_MAX = 8 };
+        const char *shown[SHOWN_MAX]; /* the peers listed so far */
+        size_t n_shown = 0;
+        char *list = NULL;
+        for (size_t i = 0; i < t->n; i++) {
+                const struct server_peers *p = &t->v[i];
+                for (size_t k = 0; k < p->n_routes + p->n_gateways; k++) {
+                        bool route = k < p->n_routes;
+                        const char *peer = route ? p->routes[k] : p->gateways[k - p->n_routes];
+                        if (route ? topology_find(t, p->cluster, peer) != NULL : topology_find(t, peer, NULL) != NULL)
+                                continue;
+                        if (!missing)
+                                return false;
+                        bool dup = false;
+                        for (size_t m = 0; m < n_shown && !dup; m++)
+                                dup = strcmp(shown[m], peer) == 0;
+                        if (dup || n_shown == SHOWN_MAX) {
+                                if (!list)
+                                        list = xstrdup("");
+                                continue;
+                        }
+                        shown[n_shown++] = peer;
+                        char *next = route ? xasprintf("%s%s%s (a route of %s)", list ? list : "", list ? ", " : "", peer,
+                                                       p->name)
+                                           : xasprintf("%s%sany server of cluster %s (a gateway of %s)", list ? list : "",
+                                                       list ? ", " : "", peer, p->name);
+                        free(list);
+                        list = next;
+                }
+        }
+        if (missing)
+                *missing = list;
+        return list == NULL;
+}
+
+static void topology_clear(struct topology *t) {
+        for (size_t i = 0; i < t->n; i++)
+                server_peers_clear(&t->v[i]);
+        free(t->v);
+        memset(t, 0, sizeof(*t));
+}
+
+static int statsz_reply(void *userdata, const char *data, size_t len, char **err) {
+        struct topology *t = userdata;
+        struct server_peers p;
+        char *why = NULL;
+        if (observe_parse_statsz(data, len, &p, &why) < 0) {
+                *err = xasprintf("%s: reply %zu: %s", SUBJ_STATSZ, t->n + 1, why);
+                free(why);
+                return -EBADMSG;
+        }
+        bool seen = false;
+        for (size_t i = 0; i < t->n && !seen; i++)
+                seen = strcmp(t->v[i].server_id, p.server_id) == 0;
+        if (seen || t->n >= PEERS_MAX) {
+                server_peers_clear(&p); /* a server that answered twice is still one server */
+        } else {
+                t->v = xreallocarray(t->v, t->n + 1, sizeof(*t->v));
+                t->v[t->n++] = p;
+        }
+        return topology_complete(t, NULL) ? 1 : 0;
+}
+
 struct varz_ctx {
         struct server_info *v;
         size_t n, cap;
@@ -932,77 +1235,212 @@ static int varz_reply(void *userdata, const char *data, size_t len, char **err) 
                 return -EBADMSG;
         }
         x->n++;
-        /* A server linked to no other is the only one that hears the request:
-         * its reply is all there is, no need to wait for more. */
-        return x->n == 1 && x->v[0].alone ? 1 : 0;
+        return 0;
+}
+
+static int no_responders(int r, char *gerr, char **err) {
+        if (r == -ENOENT) {
+                *err = xasprintf("%s; are the credentials those of a system-account user?", gerr);
+                free(gerr);
+        } else {
+                *err = gerr;
+        }
+        return r;
+}
+
+/* STATSZ: who the servers are. */
+static int learn_topology(struct natsconn *c, struct topology *t, char **err) {
+        uint64_t timeout = natsconn_request_timeout(c);
+        struct natsconn_gather_opts go = { .timeout_usec = timeout, .on_reply = statsz_reply, .userdata = t };
+        struct nats_reply *rep = NULL;
+        size_t n = 0;
+        char *gerr = NULL;
+        int r = natsconn_gather_ex(c, SUBJ_STATSZ, NULL, 0, &go, &rep, &n, &gerr);
+        natsconn_replies_free(rep, n);
+        if (r < 0)
+                return no_responders(r, gerr, err);
+        free(gerr);
+        char *missing = NULL;
+        if (t->n == 0) {
+                *err = xasprintf("no server answered %s at %s within %.1fs", SUBJ_STATSZ, natsconn_url(c),
+                                 (double)timeout / 1e6);
+                return -ETIMEDOUT;
+        }
+        if (!topology_complete(t, &missing)) {
+                *err = xasprintf("%zu server%s answered %s within %.1fs, but not every server they are linked to: "
+                                 "no reply from %s",
+                                 t->n, t->n == 1 ? "" : "s", SUBJ_STATSZ, (double)timeout / 1e6, missing);
+                free(missing);
+                return -ETIMEDOUT;
+        }
+        return 0;
 }
 
 int observe_servers(struct natsconn *c, struct server_info **out, size_t *n_out, char **err) {
         *out = NULL;
         *n_out = 0;
+        struct topology t = { 0 };
+        int r = learn_topology(c, &t, err);
+        if (r < 0) {
+                topology_clear(&t);
+                return r;
+        }
+        /* Then what each of them trusts (VARZ): one reply per server now known. */
         uint64_t timeout = natsconn_request_timeout(c);
         struct varz_ctx x = { 0 };
-        struct natsconn_gather_opts go = {
-                .timeout_usec = timeout,
-                .idle_usec = VARZ_IDLE_USEC,
-                .on_reply = varz_reply,
-                .userdata = &x,
-        };
+        struct natsconn_gather_opts go = { .want = t.n, .timeout_usec = timeout, .on_reply = varz_reply, .userdata = &x };
         struct nats_reply *rep = NULL;
         size_t n = 0;
         char *gerr = NULL;
-        int r = natsconn_gather_ex(c, SUBJ_VARZ, NULL, 0, &go, &rep, &n, &gerr);
+        r = natsconn_gather_ex(c, SUBJ_VARZ, NULL, 0, &go, &rep, &n, &gerr);
         natsconn_replies_free(rep, n);
-        if (r == -ENOENT) {
-                *err = xasprintf("%s; are the credentials those of a system-account user?", gerr);
+        if (r < 0 && r != -ETIMEDOUT)
+                r = no_responders(r, gerr, err);
+        else
                 free(gerr);
-        } else if (r < 0) {
-                *err = gerr;
-        } else {
-                free(gerr);
-                if (x.n == 0) {
-                        *err = xasprintf("no server answered %s at %s within %.1fs", SUBJ_VARZ, natsconn_url(c),
-                                         (double)timeout / 1e6);
-                        r = -ETIMEDOUT;
-                }
-        }
-        if (r < 0) {
-                for (size_t i = 0; i < x.n; i++)
-                        server_info_clear(&x.v[i]);
-                free(x.v);
-                return r;
-        }
         struct server_info *v = x.v;
-        size_t k = x.n;
-        qsort(v, k, sizeof(*v), cmp_server_id);
-        /* A server that answered twice is still one server. */
         size_t w = 0;
-        for (size_t i = 0; i < k; i++) {
+        if (x.n)
+                qsort(v, x.n, sizeof(*v), cmp_server_id);
+        /* A server that answered twice is still one server. */
+        for (size_t i = 0; i < x.n; i++) {
                 if (w > 0 && strcmp(v[w - 1].id, v[i].id) == 0) {
                         server_info_clear(&v[i]);
                         continue;
                 }
                 v[w++] = v[i];
         }
+        if (r == 0 || r == -ETIMEDOUT) {
+                r = 0;
+                for (size_t i = 0; i < t.n && r == 0; i++) {
+                        bool found = false;
+                        for (size_t k = 0; k < w && !found; k++)
+                                found = strcmp(v[k].id, t.v[i].server_id) == 0;
+                        if (!found) {
+                                *err = xasprintf("server %s (%s) answered %s but not %s within %.1fs", t.v[i].name,
+                                                 t.v[i].server_id, SUBJ_STATSZ, SUBJ_VARZ, (double)timeout / 1e6);
+                                r = -ETIMEDOUT;
+                        }
+                }
+        }
+        topology_clear(&t);
+        if (r < 0) {
+                for (size_t i = 0; i < w; i++)
+                        server_info_clear(&v[i]);
+                free(v);
+                return r;
+        }
         *out = v;
         *n_out = w;
         return 0;
 }
 
+/* Checking a signature costs about 0.1 ms, most of what reading 100,000 JWTs
+ * costs: worker threads check them while the server is still streaming
+ * CLAIMS.PACK, which the caller's thread parses. Job i is account i. */
+struct verify_job {
+        const char *jwt; /* the account's own copy: it does not move */
+        size_t len;
+        char issuer[NKEY_PUBLIC_LEN + 1];
+        char *verdict; /* NULL: genuine */
+};
+
+struct pack_verifier {
+        pthread_mutex_t lock;
+        pthread_cond_t more;
+        struct verify_job *jobs;
+        size_t n, cap, next;
+        bool closed, discard; /* discard: the stream failed or was stopped, skip what is left */
+        pthread_t threads[PACK_VERIFY_THREADS];
+        size_t n_threads;
+};
+
+static void *verifier_work(void *arg) {
+        struct pack_verifier *v = arg;
+        pthread_mutex_lock(&v->lock);
+        for (;;) {
+                while (v->next == v->n && !v->closed)
+                        pthread_cond_wait(&v->more, &v->lock);
+                if (v->next == v->n || v->discard)
+                        break;
+                size_t i = v->next++;
+                struct verify_job job = v->jobs[i];
+                pthread_mutex_unlock(&v->lock);
+                char *verdict = verify_verdict(job.jwt, job.len, job.issuer);
+                pthread_mutex_lock(&v->lock);
+                v->jobs[i].verdict = verdict;
+        }
+        pthread_mutex_unlock(&v->lock);
+        return NULL;
+}
+
+static void verifier_start(struct pack_verifier *v) {
+        memset(v, 0, sizeof(*v));
+        pthread_mutex_init(&v->lock, NULL);
+        pthread_cond_init(&v->more, NULL);
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        size_t want = cpus > PACK_VERIFY_THREADS ? PACK_VERIFY_THREADS : cpus > 0 ? (size_t)cpus : 1;
+        while (v->n_threads < want && pthread_create(&v->threads[v->n_threads], NULL, verifier_work, v) == 0)
+                v->n_threads++;
+}
+
+static void verifier_add(struct pack_verifier *v, const struct observed_account *a, size_t count) {
+        pthread_mutex_lock(&v->lock);
+        if (v->n + count > v->cap) {
+                v->cap = v->n + count > v->cap * 2 ? v->n + count : v->cap * 2;
+                v->jobs = xreallocarray(v->jobs, v->cap, sizeof(*v->jobs));
+        }
+        for (size_t k = 0; k < count; k++) {
+                struct verify_job *j = &v->jobs[v->n++];
+                j->jwt = a[k].jwt;
+                j->len = strlen(a[k].jwt);
+                memcpy(j->issuer, a[k].issuer, sizeof(j->issuer));
+                j->verdict = NULL;
+        }
+        pthread_cond_broadcast(&v->more);
+        pthread_mutex_unlock(&v->lock);
+}
+
+/* Every job done (the caller's thread helps with what is left), the threads
+ * gone; with accounts, each gets its verdict. */
+static void verifier_finish(struct pack_verifier *v, struct observed_account *accounts) {
+        pthread_mutex_lock(&v->lock);
+        v->closed = true;
+        v->discard = !accounts;
+        pthread_cond_broadcast(&v->more);
+        pthread_mutex_unlock(&v->lock);
+        verifier_work(v);
+        for (size_t t = 0; t < v->n_threads; t++)
+                pthread_join(v->threads[t], NULL);
+        for (size_t i = 0; i < v->n; i++) {
+                if (accounts)
+                        accounts[i].untrusted = v->jobs[i].verdict;
+                else
+                        free(v->jobs[i].verdict);
+        }
+        free(v->jobs);
+        pthread_mutex_destroy(&v->lock);
+        pthread_cond_destroy(&v->more);
+}
+
 struct pack_ctx {
         struct observed *o;
         size_t cap, msgs;
+        struct pack_verifier verifier;
 };
 
 static int pack_reply(void *userdata, const char *data, size_t len, char **err) {
         struct pack_ctx *x = userdata;
         char *why = NULL;
+        size_t first = x->o->n_accounts;
         x->msgs++;
-        if (observe_parse_pack_msg(data, len, &x->o->accounts, &x->o->n_accounts, &x->cap, &why) < 0) {
+        if (parse_pack_msg(data, len, &x->o->accounts, &x->o->n_accounts, &x->cap, &why, false) < 0) {
                 *err = xasprintf("%s: message %zu: %s", SUBJ_PACK, x->msgs, why);
                 free(why);
                 return -EBADMSG;
         }
+        /* Only a whole message is handed over: a failing one is taken back above. */
+        verifier_add(&x->verifier, &x->o->accounts[first], x->o->n_accounts - first);
         return 0;
 }
 
@@ -1015,8 +1453,8 @@ static int observe_pack(struct natsconn *c, struct observed *o, char **err) {
         struct natsconn_gather_opts go = {
                 .stop_on_empty = true,
                 .timeout_usec = PACK_MAX_USEC,
-                .first_usec = timeout,
-                .idle_usec = timeout,
+                .first_usec = timeout > PACK_WAIT_MIN_USEC ? timeout : PACK_WAIT_MIN_USEC,
+                .idle_usec = timeout > PACK_WAIT_MIN_USEC ? timeout : PACK_WAIT_MIN_USEC,
                 .on_reply = pack_reply,
                 .userdata = &x,
         };
@@ -1024,7 +1462,9 @@ static int observe_pack(struct natsconn *c, struct observed *o, char **err) {
         size_t n = 0;
         char *gerr = NULL;
         uint64_t t0 = now_usec();
+        verifier_start(&x.verifier);
         int r = natsconn_gather_ex(c, SUBJ_PACK, NULL, 0, &go, &rep, &n, &gerr);
+        verifier_finish(&x.verifier, r >= 0 ? o->accounts : NULL);
         o->pack_usec = now_usec() - t0;
         natsconn_replies_free(rep, n);
         if (r == -ENOENT) {
@@ -1037,6 +1477,7 @@ static int observe_pack(struct natsconn *c, struct observed *o, char **err) {
                 return r;
         }
         free(gerr);
+        observed_vet(o, (int64_t)time(NULL));
         observed_reindex(o);
         return 0;
 }
@@ -1094,30 +1535,65 @@ static int bad_replies_result(struct bad_replies *b, const char *what, char **er
 }
 
 struct lookup_ctx {
+        const struct observed *o;
+        int64_t now;
         const char *const *keys;
         const char **subjects;
         struct observed_account *best; /* per key; key[0] == 0 until a reply */
+        size_t *replies;               /* per key, empty ones included */
+        size_t want;
+        /* Per key, a digest of each JWT received (at most want): how many
+         * servers hold the very JWT chosen. */
+        uint8_t (*digests)[LOOKUP_DIGEST_LEN];
         struct bad_replies bad;
 };
 
-static void lookup_reply(void *userdata, size_t i, const char *data, size_t len) {
+static void jwt_digest(const char *jwt, uint8_t out[LOOKUP_DIGEST_LEN]) {
+        crypto_generichash(out, LOOKUP_DIGEST_LEN, (const unsigned char *)jwt, strlen(jwt), NULL, 0);
+}
+
+/* A LOOKUP reply carries no server identity (the raw JWT), so replies are
+ * counted, not attributed: enough to stop waiting, and to see that fewer
+ * servers than there are hold the JWT. */
+static bool lookup_reply(void *userdata, size_t i, const char *data, size_t len) {
         struct lookup_ctx *x = userdata;
+        x->replies[i]++;
+        bool complete = x->replies[i] >= x->want;
+        /* A server that does not hold the account answers with an empty
+         * message from 2.9.17 on (2.9.10 stays silent): not malformed, just
+         * not here. */
+        if (len == 0)
+                return complete;
         struct observed_account a;
         char *why = NULL;
-        /* "This server does not hold it" (>= 2.9.17): counted as its answer. */
-        if (len == 0)
-                return;
         if (observe_parse_account_jwt(x->keys[i], data, len, &a, &why) < 0) {
                 bad_reply(&x->bad, x->subjects[i], why);
-                return;
+                return complete;
         }
-        /* Servers of a cluster may differ for a moment: keep the newest. */
-        if (!x->best[i].key[0] || a.iat > x->best[i].iat) {
+        observed_account_vet(x->o, &a, x->now);
+        size_t held = x->best[i].holders;
+        if (held < x->want)
+                jwt_digest(a.jwt, x->digests[i * x->want + held++]);
+        /* Servers of a cluster may differ for a moment, or one may hold a
+         * forgery: keep a trusted one, the newest. */
+        if (!x->best[i].key[0] || account_preferred(&a, &x->best[i])) {
                 observed_account_clear(&x->best[i]);
                 x->best[i] = a;
         } else {
                 observed_account_clear(&a);
         }
+        x->best[i].holders = held;
+        return complete;
+}
+
+/* The servers, among those that answered for key i, that hold the very JWT kept. */
+static size_t lookup_holders(const struct lookup_ctx *x, size_t i) {
+        uint8_t kept[LOOKUP_DIGEST_LEN];
+        jwt_digest(x->best[i].jwt, kept);
+        size_t n = 0;
+        for (size_t k = 0; k < x->best[i].holders; k++)
+                n += memcmp(x->digests[i * x->want + k], kept, LOOKUP_DIGEST_LEN) == 0;
+        return n;
 }
 
 int observe_lookup(struct natsconn *c, struct observed *o, const char *const *keys, size_t n, char **err) {
@@ -1130,9 +1606,11 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                 return 0;
         static const char *const suffix[] = { "CLAIMS.LOOKUP" };
         char *buf = NULL;
-        struct lookup_ctx x = { .keys = keys };
+        struct lookup_ctx x = { .o = o, .now = (int64_t)time(NULL), .keys = keys, .want = o->n_servers ? o->n_servers : 1 };
         x.subjects = account_subjects(NULL, keys, n, suffix, 1, &buf);
         x.best = xcalloc(n, sizeof(*x.best));
+        x.replies = xcalloc(n, sizeof(*x.replies));
+        x.digests = xcalloc(n * x.want, sizeof(*x.digests));
         uint64_t timeout = natsconn_request_timeout(c);
         struct natsconn_pipeline p = {
                 .n = n,
@@ -1154,6 +1632,7 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                 for (size_t i = 0; i < n; i++) {
                         if (!x.best[i].key[0])
                                 continue;
+                        x.best[i].holders = lookup_holders(&x, i);
                         struct observed_account *cur = observed_find_key(o, x.best[i].key);
                         if (cur) {
                                 renamed += cmp_name(cur->name, x.best[i].name) != 0;
@@ -1167,6 +1646,9 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                                 cur->js = x.best[i].js;
                                 cur->acct = x.best[i].acct;
                                 cur->iat = x.best[i].iat;
+                                cur->holders = x.best[i].holders;
+                                free(cur->untrusted);
+                                cur->untrusted = x.best[i].untrusted;
                                 memcpy(cur->issuer, x.best[i].issuer, sizeof(cur->issuer));
                                 memset(&x.best[i], 0, sizeof(x.best[i]));
                         } else {
@@ -1187,6 +1669,8 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
         for (size_t i = 0; i < n; i++)
                 observed_account_clear(&x.best[i]);
         free(x.best);
+        free(x.replies);
+        free(x.digests);
         free(x.bad.first);
         free(x.subjects);
         free(buf);
@@ -1208,7 +1692,8 @@ struct state_acct {
 
 struct state_ctx {
         size_t n;
-        bool jsz_only; /* every request is a JSZ */
+        size_t n_servers; /* known ones: the first slots of each account */
+        bool jsz_only;    /* every request is a JSZ */
         struct state_acct *accts;
         const char **subjects;
         struct bad_replies bad;
@@ -1226,7 +1711,16 @@ static struct state_slot *state_slot(struct state_acct *a, const char *server_id
         return s;
 }
 
-static void state_reply(void *userdata, size_t index, const char *data, size_t len) {
+/* Every known server answered this request (INFO or JSZ) of the account:
+ * by server id, so a duplicate cannot stand in for a silent server. */
+static bool state_complete(const struct state_ctx *x, const struct state_acct *a, bool jsz) {
+        for (size_t s = 0; s < x->n_servers; s++)
+                if (!(jsz ? a->v[s].jsz_seen : a->v[s].info_seen))
+                        return false;
+        return true;
+}
+
+static bool state_reply(void *userdata, size_t index, const char *data, size_t len) {
         struct state_ctx *x = userdata;
         bool jsz = x->jsz_only || index >= x->n;
         struct state_acct *a = &x->accts[index >= x->n ? index - x->n : index];
@@ -1235,7 +1729,7 @@ static void state_reply(void *userdata, size_t index, const char *data, size_t l
         int r = jsz ? observe_parse_jsz(data, len, &st, &why) : observe_parse_info(data, len, &st, &why);
         if (r < 0) {
                 bad_reply(&x->bad, x->subjects[index], why);
-                return;
+                return state_complete(x, a, jsz);
         }
         struct state_slot *s = state_slot(a, st.server_id);
         if (jsz) {
@@ -1259,6 +1753,7 @@ static void state_reply(void *userdata, size_t index, const char *data, size_t l
                 free(s->info_error);
                 s->info_error = st.error;
         }
+        return state_complete(x, a, jsz);
 }
 
 /* One server's JSZ answer goes into the account's entry for that server, which
@@ -1297,7 +1792,7 @@ static int accounts_state_run(struct natsconn *c, struct observed *o, struct obs
         const char *const *suffixes = info ? both : jsz_only;
         size_t n_suffixes = info && jsz ? 2 : 1;
         char *buf = NULL;
-        struct state_ctx x = { .n = n, .jsz_only = !info };
+        struct state_ctx x = { .n = n, .n_servers = o->n_servers, .jsz_only = !info };
         x.subjects = account_subjects(accts, NULL, n, suffixes, n_suffixes, &buf);
         x.accts = xcalloc(n, sizeof(*x.accts));
         for (size_t i = 0; i < n; i++) {
@@ -1461,27 +1956,36 @@ struct ask_ctx {
         void (*reset)(struct observed_account *oa);
         void (*merge)(struct observed_account *oa, struct server_account_state *to,
                       const struct server_account_state *from, const struct tier_usage *usage);
+        bool **answered; /* per request, per server of the account's servers[]: its answer came */
+        size_t *answers; /* per request: servers answered, and replies that could not be read */
         struct bad_replies bad;
 };
 
-static void ask_reply(void *userdata, size_t index, const char *data, size_t len) {
+/* Each server of the account answers once: the request is complete when
+ * every one did (a reply that cannot be read counts, unattributed). */
+static bool ask_reply(void *userdata, size_t index, const char *data, size_t len) {
         struct ask_ctx *x = userdata;
         struct server_account_state st;
         struct tier_usage usage;
         char *why = NULL;
+        struct observed_account *oa = x->accts[index];
         if (x->parse(data, len, &st, &usage, &why) < 0) {
                 bad_reply(&x->bad, x->subjects[index], why);
-                return;
+                return ++x->answers[index] >= oa->n_servers;
         }
         /* An error (no such account there, no permission) leaves the answer unknown. */
         free(st.error);
-        struct observed_account *oa = x->accts[index];
         for (size_t s = 0; s < oa->n_servers; s++)
                 if (strcmp(oa->servers[s].server_id, st.server_id) == 0) {
-                        x->merge(oa, &oa->servers[s], &st, &usage);
-                        return;
+                        if (!x->answered[index][s]) {
+                                x->answered[index][s] = true;
+                                x->answers[index]++;
+                                x->merge(oa, &oa->servers[s], &st, &usage);
+                        }
+                        break;
                 }
-        /* A server INFO did not hear from: the next pass asks it again. */
+        /* A server INFO did not hear from is not counted: the next pass asks it again. */
+        return x->answers[index] >= oa->n_servers;
 }
 
 static int accounts_ask(struct natsconn *c, struct observed *o, struct observed_account *const *accts, size_t n,
@@ -1493,8 +1997,11 @@ static int accounts_ask(struct natsconn *c, struct observed *o, struct observed_
         x->accts = accts;
         x->subjects = account_subjects(accts, NULL, n, suffixes, 1, &buf);
         const char **payloads = xcalloc(n, sizeof(*payloads));
+        x->answered = xcalloc(n, sizeof(*x->answered));
+        x->answers = xcalloc(n, sizeof(*x->answers));
         for (size_t i = 0; i < n; i++) {
                 payloads[i] = payload;
+                x->answered[i] = xcalloc(accts[i]->n_servers ? accts[i]->n_servers : 1, sizeof(**x->answered));
                 x->reset(accts[i]); /* unknown until a server says */
         }
         struct natsconn_pipeline p = {
@@ -1512,6 +2019,10 @@ static int accounts_ask(struct natsconn *c, struct observed *o, struct observed_
         int r = natsconn_pipeline_run(c, &p, err);
         if (r >= 0)
                 r = bad_replies_result(&x->bad, suffix, err);
+        for (size_t i = 0; i < n; i++)
+                free(x->answered[i]);
+        free(x->answered);
+        free(x->answers);
         free(x->bad.first);
         free(payloads);
         free(x->subjects);

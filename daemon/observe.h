@@ -50,6 +50,14 @@ struct observed_account {
         struct acct_state acct; /* and the other account limits */
         int64_t iat;
         char issuer[NKEY_PUBLIC_LEN + 1];
+        /* Why its JWT must not be used (its signature does not verify, its
+         * issuer is not the operator or one of its signing keys, it was issued
+         * in the future), NULL when it is verified. An untrusted JWT is never
+         * re-signed nor matched by name. */
+        char *untrusted;
+        /* Servers whose CLAIMS.LOOKUP returned exactly this JWT (0: not looked
+         * up; CLAIMS.PACK comes from one server only). */
+        size_t holders;
         /* Filled by observe_accounts_state for the accounts asked. */
         struct server_account_state *servers;
         size_t n_servers;
@@ -84,13 +92,22 @@ struct observed {
         uint64_t pack_usec; /* time CLAIMS.PACK took */
 };
 
-/* Servers (PING.VARZ, one reply per server: gathered until 50 ms passed
- * without a new one, at most request_timeout) and every account JWT
- * (CLAIMS.PACK). 0, or negative errno with *err set. */
+/* A JWT issued later than this many seconds after this host's clock is refused. */
+#define OBSERVE_FUTURE_SKEW_SEC 300
+
+/* The servers (observe_servers) and every account JWT (CLAIMS.PACK), each
+ * verified (observed_vet). 0, or negative errno with *err set. */
 int observe_all(struct natsconn *c, struct observed **out, char **err);
-/* Only the server list (VARZ); used when the account JWTs are already known. */
+/* The servers of the deployment as they describe themselves, whatever their
+ * replies' delays: whoever answers PING.STATSZ, then every server their
+ * routes name (in their cluster) and some server of every cluster their
+ * gateways name, until all of them answered; then each one's VARZ. -ETIMEDOUT
+ * when some server named did not answer within request_timeout (*err names
+ * it): no change can then be confirmed by every server. */
 int observe_servers(struct natsconn *c, struct server_info **out, size_t *n, char **err);
-/* Re-read the listed accounts' JWTs (CLAIMS.LOOKUP) into o, replacing or adding entries.
+/* Re-read the listed accounts' JWTs (CLAIMS.LOOKUP) into o, replacing or adding
+ * entries, each verified; of different JWTs for one key, a trusted one before
+ * an untrusted one, then the newest.
  * Used after an edit touches a few accounts, instead of a whole PACK. A key no
  * server sends a JWT for (an empty reply: not held there; or none within
  * 500 ms) is left as it was in o. Adding entries moves
@@ -135,6 +152,16 @@ struct observed_account *observed_find_key(const struct observed *o, const char 
 size_t observed_find_name(const struct observed *o, const char *name, size_t *first);
 /* true when key is the operator or one of its signing keys on every server. */
 bool observed_key_trusted(const struct observed *o, const char *key, char **why);
+/* Set a->untrusted when its issuer is not trusted by every server of o
+ * (observed_key_trusted) or its iat lies more than OBSERVE_FUTURE_SKEW_SEC
+ * after now (seconds since the epoch); a signature that did not verify was
+ * already noted when it was parsed. observed_vet does every account of o. */
+void observed_account_vet(const struct observed *o, struct observed_account *a, int64_t now);
+void observed_vet(struct observed *o, int64_t now);
+/* The one account named name whose JWT is trusted; NULL when none is or when
+ * several are. *n_trusted counts them, *n_untrusted the others of that name. */
+struct observed_account *observed_find_trusted_name(const struct observed *o, const char *name, size_t *n_trusted,
+                                                    size_t *n_untrusted);
 /* Drop every account's JWT (half of o's memory) once a pass is done with
  * them; observed_account_claims then returns NULL until CLAIMS.PACK or
  * CLAIMS.LOOKUP brings the JWT again, as each pass does before it pushes. */

@@ -31,8 +31,8 @@ static int op_configure(struct backend *b, const struct settings *s, char **err)
                 int r = signer_load(s, &k, err);
                 if (r < 0)
                         return r;
-                nkey_wipe(&o->signer);
-                o->signer = k;
+                /* Moved, not copied: no second copy of the key is left behind. */
+                nkey_move(&o->signer, &k);
         }
         o->s = s;
         return 0;
@@ -48,11 +48,11 @@ static bool known_keys(const struct observed *obs, const struct accounts *a, con
         for (size_t i = 0; i < a->n; i++) {
                 const struct account_decl *decl = &a->v[i];
                 const struct observed_account *oa = NULL;
-                size_t first = 0;
+                size_t n_trusted, n_untrusted;
                 if (decl->key[0])
                         oa = observed_find_key(obs, decl->key);
-                else if (observed_find_name(obs, decl->name, &first) == 1)
-                        oa = &obs->accounts[obs->by_name[first]];
+                else
+                        oa = observed_find_trusted_name(obs, decl->name, &n_trusted, &n_untrusted);
                 if (!oa)
                         return false;
                 keys[i] = oa->key;
@@ -96,7 +96,7 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                 if (r < 0)
                         return r;
         }
-        struct plan_options opt = { .create_missing = o->s->create_missing };
+        struct plan_options opt = { .create_missing = o->s->create_missing, .state_dir = o->s->state_dir };
         return plan_with_state(c, o->obs, a, &opt, out, err);
 }
 

@@ -290,20 +290,22 @@ struct varz_ctx {
         int64_t since_ns;
 };
 
-static void varz_reply(void *userdata, size_t i, const char *data, size_t len) {
+/* Each request goes to one server (by id): its one reply completes it. */
+static bool varz_reply(void *userdata, size_t i, const char *data, size_t len) {
         struct varz_ctx *x = userdata;
         struct reload_server *s = &x->v[x->index[i]];
         struct server_info info;
         char *why = NULL;
         if (observe_parse_varz(data, len, &info, &why) < 0) {
                 free(why);
-                return;
+                return true;
         }
         if (strcmp(info.id, s->id) == 0 && info.config_load_ns > s->before_ns && info.config_load_ns >= x->since_ns) {
                 s->reloaded = true;
                 s->after_ns = info.config_load_ns;
         }
         server_info_clear(&info);
+        return true;
 }
 
 /* One VARZ to each server not yet seen reloaded. */

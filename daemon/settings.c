@@ -774,7 +774,7 @@ int settings_load(const char *path, struct settings **out, struct diag_list *d) 
                 return r;
         }
         if (r < 0) {
-                diag_add(d, path, 0, 0, "%s", strerror(-r));
+                diag_add(d, path, 0, 0, "%s", file_read_error(r));
                 return r;
         }
         const char *nul = memchr(text, 0, len);

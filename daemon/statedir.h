@@ -1,5 +1,9 @@
 /* state_dir: the seeds of accounts this daemon created, one file each. */
 #pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "names.h"
 #include "nkeys.h"
 
 /* Create the folder (and parents) 0700 when missing; refuse one that group or
@@ -12,5 +16,35 @@ int statedir_save(const char *dir, const char *name, const struct nkey *k, char 
  * each (not yet durable), then one statedir_sync before any of them is pushed. */
 int statedir_write(const char *dir, const char *name, const struct nkey *k, char **err);
 int statedir_sync(const char *dir, char **err);
-/* Find a created account by name or public key; -ENOENT when this daemon did not create it. */
+/* Find a created account by name or public key; -ENOENT when this daemon did
+ * not create it, -ENOTUNIQ when seeds of two accounts carry that name (*err
+ * names both files). */
 int statedir_load(const char *dir, const char *name_or_key, struct nkey *out, char **err);
+
+/* Which account (public key) each name was created as, from every seed file's
+ * first line: before a create, the key made for that name before is reused,
+ * so that a create retried after a partial failure never makes a second
+ * account of the same name. Sorted by name; the same however the folder lists
+ * its files. */
+struct statedir_seed {
+        char name[ACCOUNT_NAME_MAX + 1];
+        char key[NKEY_PUBLIC_LEN + 1];
+        char other[NKEY_PUBLIC_LEN + 1]; /* a second key for the name: ambiguous ("" when not) */
+};
+struct statedir_index {
+        struct statedir_seed *v;
+        size_t n;
+};
+/* 0 (a folder that does not exist yet is an empty index), or negative errno
+ * with *err. */
+int statedir_index_load(const char *dir, struct statedir_index **out, char **err);
+const struct statedir_seed *statedir_index_find(const struct statedir_index *idx, const char *name);
+void statedir_index_free(struct statedir_index *idx);
+
+/* The accounts (public keys) pushed without every server confirming it, kept
+ * in <dir>/unconfirmed: CLAIMS.PACK comes from one server, which may hold the
+ * JWT while another does not, so the next pass looks each of them up on every
+ * server. load: 0 (none when the file does not exist) or negative errno with
+ * *err; save: replaces the file (removes it when n is 0). */
+int statedir_unconfirmed_load(const char *dir, char (**keys)[NKEY_PUBLIC_LEN + 1], size_t *n, char **err);
+int statedir_unconfirmed_save(const char *dir, const char (*keys)[NKEY_PUBLIC_LEN + 1], size_t n, char **err);

@@ -87,24 +87,27 @@ char *str_strip(char *s) {
 }
 
 int file_read_all(const char *path, size_t max, char **out, size_t *len) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* O_NONBLOCK: a FIFO put at the path would block open() until some
+         * writer came; fstat() then turns it away with devices and sockets. */
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
-                return -errno;
+                return errno == ENXIO ? -EINVAL : -errno; /* a socket */
         struct stat st;
         if (fstat(fd, &st) < 0) {
                 int r = -errno;
                 close(fd);
                 return r;
         }
-        if (S_ISDIR(st.st_mode)) {
+        if (S_ISDIR(st.st_mode) || !S_ISREG(st.st_mode)) {
                 close(fd);
-                return -EISDIR;
+                return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
         }
-        if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max) {
+        if ((uint64_t)st.st_size > max) {
                 close(fd);
                 return -EFBIG;
         }
-        size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096, n = 0;
+        /* A regular file may still grow while it is read, or report size 0 (procfs). */
+        size_t cap = st.st_size ? (size_t)st.st_size + 1 : 4096, n = 0;
         char *buf = xmalloc(cap);
         for (;;) {
                 if (n + 1 >= cap) {
@@ -141,6 +144,10 @@ int file_read_all(const char *path, size_t max, char **out, size_t *len) {
         return 0;
 }
 
+const char *file_read_error(int r) {
+        return r == -EINVAL ? "not a regular file (a FIFO, device or socket is never read)" : strerror(-r);
+}
+
 static int write_atomic(const char *path, const void *data, size_t len, unsigned mode, bool durable) {
         char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
@@ -173,6 +180,12 @@ static int write_atomic(const char *path, const void *data, size_t len, unsigned
         if (r < 0)
                 unlink(tmp);
         free(tmp);
+        /* The rename is durable only once the folder holding it is on disk too. */
+        if (r == 0 && durable) {
+                char *dir = path_dirname(path);
+                r = dir_fsync(dir);
+                free(dir);
+        }
         return r;
 }
 

@@ -20,10 +20,14 @@ bool str_startswith(const char *s, const char *prefix);
 /* Trim ASCII whitespace in place; returns s. */
 char *str_strip(char *s);
 
-/* Read a whole file, at most max bytes (-EFBIG beyond). NUL-terminated.
- * Returns 0 or a negative errno. */
+/* Read a whole regular file, at most max bytes (-EFBIG beyond). NUL-terminated.
+ * Returns 0 or a negative errno: -EINVAL when the path is not a regular file
+ * (a FIFO, device or socket is never read, and never blocks), -EISDIR. */
 int file_read_all(const char *path, size_t max, char **out, size_t *len);
-/* Write data to path atomically (temp file + rename) with the given mode. */
+/* What file_read_all's error means, for messages. */
+const char *file_read_error(int r);
+/* Write data to path atomically (temp file + rename) with the given mode, and
+ * wait until the file and the rename (its folder) are on disk. */
 int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode);
 /* The same without waiting for the disk: for many files at once, followed by
  * one dir_sync before anything relies on them. */

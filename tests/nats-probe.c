@@ -40,6 +40,15 @@
  *       Print the generic JWT, self-signed by the operator (signing) key in the
  *       seed file, that asks a full resolver ($SYS.REQ.CLAIMS.DELETE) to delete
  *       those accounts' JWTs: another tool removing accounts.
+ *   sign-account SIGNER_SEED_FILE ACCOUNT_KEY|new NAME IAT|now [EXPORT_SUBJECT]
+ *       An account JWT as nats-accountd would create it (JetStream off), named
+ *       NAME, for ACCOUNT_KEY (or a fresh key), optionally with a stream export,
+ *       signed by the seed with the given iat. Prints the account's public key,
+ *       then the JWT, each on a line: a forgery when the seed is not trusted.
+ *   forge-update-replies CREDS URL SERVER_ID
+ *       A hostile responder: answer every $SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE
+ *       with "jwt updated" in the name of SERVER_ID, until killed. Prints
+ *       "ready" once subscribed.
  *   gen-seed operator|account|user
  *       Print a fresh seed.
  *   pubkey-of-seed SEED_FILE
@@ -629,6 +638,79 @@ static int cmd_sign_delete(int argc, char **argv) {
         return 0;
 }
 
+static int cmd_sign_account(int argc, char **argv) {
+        if (argc != 5 && argc != 6)
+                return fail("%s", "usage: sign-account SIGNER_SEED_FILE ACCOUNT_KEY|new NAME IAT|now [EXPORT_SUBJECT]");
+        int64_t iat = strcmp(argv[4], "now") == 0 ? (int64_t)time(NULL) : parse_int(argv[4], 1, INT64_MAX);
+        if (iat < 0)
+                return fail("bad iat '%s'", argv[4]);
+        struct nkey signer, fresh;
+        const char *key = argv[2];
+        if (strcmp(key, "new") == 0) {
+                nkey_generate(NKEY_ACCOUNT, &fresh);
+                key = fresh.pub;
+                nkey_wipe(&fresh);
+        } else if (nkey_public_type(key) != NKEY_ACCOUNT) {
+                return fail("'%s' is not an account public key", key);
+        }
+        if (read_seed_file(argv[1], &signer) < 0)
+                return 2;
+        json_t *claims = jwt_account_claims_new(key, argv[3]);
+        if (argc == 6)
+                json_object_set_new(json_object_get(claims, "nats"), "exports",
+                                    json_pack("[{s:s, s:s, s:s}]", "name", argv[5], "subject", argv[5], "type",
+                                              "stream"));
+        char *jwt = jwt_encode_at(claims, &signer, iat);
+        nkey_wipe(&signer);
+        json_decref(claims);
+        if (!jwt)
+                return fail("could not sign the claims");
+        printf("%s\n%s\n", key, jwt);
+        free(jwt);
+        return 0;
+}
+
+static int cmd_forge_update_replies(int argc, char **argv) {
+        if (argc != 4)
+                return fail("%s", "usage: forge-update-replies CREDS URL SERVER_ID");
+        natsConnection *nc = NULL;
+        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
+                return 2;
+        natsSubscription *sub = NULL;
+        natsStatus st = natsConnection_SubscribeSync(&sub, nc, "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE");
+        if (st == NATS_OK)
+                st = natsConnection_Flush(nc);
+        if (st != NATS_OK) {
+                natsConnection_Destroy(nc);
+                return fail("cannot subscribe: %s", natsStatus_GetText(st));
+        }
+        puts("ready");
+        fflush(stdout);
+        for (;;) {
+                natsMsg *m = NULL;
+                st = natsSubscription_NextMsg(&m, sub, 60000);
+                if (st == NATS_TIMEOUT)
+                        continue;
+                if (st != NATS_OK)
+                        break;
+                const char *subject = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
+                char key[57] = "";
+                if (strlen(subject) > 17 + 56)
+                        memcpy(key, subject + 17, 56);
+                char *body = xasprintf("{\"data\":{\"account\":\"%s\",\"code\":200,\"message\":\"jwt updated\"},"
+                                       "\"server\":{\"name\":\"forged\",\"id\":\"%s\"}}",
+                                       key, argv[3]);
+                if (reply)
+                        natsConnection_PublishString(nc, reply, body);
+                natsConnection_Flush(nc);
+                free(body);
+                natsMsg_Destroy(m);
+        }
+        natsSubscription_Destroy(sub);
+        natsConnection_Destroy(nc);
+        return 0;
+}
+
 static int cmd_gen_seed(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -678,6 +760,8 @@ int main(int argc, char **argv) {
                 { "resign-merge", cmd_resign_merge, false },
                 { "resign-set", cmd_resign_set, false },
                 { "sign-delete", cmd_sign_delete, false },
+                { "forge-update-replies", cmd_forge_update_replies, true },
+                { "sign-account", cmd_sign_account, false },
                 { "gen-seed", cmd_gen_seed, false },
                 { "pubkey-of-seed", cmd_pubkey_of_seed, false },
         };

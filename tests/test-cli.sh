@@ -16,7 +16,8 @@ expect() {
         local code=$1 pattern=$2 what=$3
         shift 4
         local out rc
-        out=$("$BIN" "$@" 2>&1)
+        # Bounded: a command that should refuse to start must not hang instead.
+        out=$(timeout 20 "$BIN" "$@" 2>&1)
         rc=$?
         if [ "$rc" != "$code" ]; then
                 bad "$what: exit $rc, want $code; output: $out"
@@ -60,6 +61,27 @@ expect 77 "operator-signer.nk is readable by group or others" "signing key reada
 setup
 rm "$T/etc/sys.creds"
 expect 66 "sys.creds" "missing credentials" -- -c "$C" check
+
+# Every command checks the secrets the same way, `run` included. The server
+# is a closed loopback port: nothing may get as far as connecting.
+for cmd in run plan apply user-creds; do
+        setup
+        sed -i 's|^servers = .*|servers = nats://127.0.0.1:1|' "$C"
+        chmod 644 "$T/etc/sys.creds"
+        args=("$cmd")
+        [ "$cmd" = user-creds ] && args=(user-creds APP tester)
+        expect 77 "sys.creds is readable by group or others .*chmod 600" "$cmd: creds readable by others" -- -c "$C" "${args[@]}"
+done
+setup
+sed -i 's|^servers = .*|servers = nats://127.0.0.1:1|' "$C"
+printf 'not a key\n' >"$T/etc/client-key.pem"
+chmod 644 "$T/etc/client-key.pem"
+sed -i 's|^;tls_cert = .*|tls_cert = client.pem|; s|^;tls_key = .*|tls_key = client-key.pem|' "$C"
+expect 77 "client-key.pem is readable by group or others" "run: tls_key readable by others" -- -c "$C" run
+setup
+sed -i 's|^servers = .*|servers = nats://127.0.0.1:1|' "$C"
+printf 'not creds\n' >"$T/etc/sys.creds"
+expect 78 "credentials .*sys.creds: not a user .creds file" "run: credentials that are not a .creds file" -- -c "$C" run
 
 setup
 cp -p "$T/sandbox/operator.nk" "$T/etc/operator-signer.nk"

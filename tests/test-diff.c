@@ -23,6 +23,7 @@ struct fake_account {
         const char *claims; /* JSON of the JWT payload */
         bool has_state;
         struct server_account_state state;
+        const char *untrusted; /* why observe would not trust its JWT */
 };
 
 static struct observed *observed_make(const struct fake_account *fa, size_t n, bool server_js) {
@@ -49,6 +50,7 @@ static struct observed *observed_make(const struct fake_account *fa, size_t n, b
                 js_state_from_claims(claims, &a->js);
                 acct_state_from_claims(claims, &a->acct);
                 json_decref(claims);
+                a->untrusted = fa[i].untrusted ? xstrdup(fa[i].untrusted) : NULL;
                 if (fa[i].has_state) {
                         a->n_servers = 1;
                         a->servers = xcalloc(1, sizeof(*a->servers));
@@ -124,11 +126,16 @@ struct run {
         struct plan *p;
 };
 
-static void run_case(struct run *r, const char *yaml, const struct fake_account *fa, size_t n, bool create, bool server_js) {
+static void run_case_seeds(struct run *r, const char *yaml, const struct fake_account *fa, size_t n, bool create,
+                           bool server_js, const struct statedir_index *seeds) {
         r->a = desired(yaml);
         r->o = observed_make(fa, n, server_js);
-        struct plan_options opt = { .create_missing = create };
+        struct plan_options opt = { .create_missing = create, .seeds = seeds };
         r->p = plan_compute(r->a, r->o, &opt);
+}
+
+static void run_case(struct run *r, const char *yaml, const struct fake_account *fa, size_t n, bool create, bool server_js) {
+        run_case_seeds(r, yaml, fa, n, create, server_js, NULL);
 }
 
 static void run_free(struct run *r) {
@@ -282,6 +289,106 @@ static void test_matching(void **state) {
         run_case(&r, "accounts:\n  SYS:\n    jetstream: enabled\n", &sys, 1, true, true);
         assert_int_equal(r.p->v[0].action, PLAN_ERROR);
         assert_non_null(strstr(r.p->v[0].error, "system account"));
+        run_free(&r);
+}
+
+/* A JWT observe did not trust is never matched by name, adopted or counted as
+ * a second account of that name. */
+static void test_untrusted_never_matched(void **state) {
+        struct run r;
+        static const char forged[] = "its JWT is signed by OROGUE, which is neither ...";
+        struct fake_account rogue_only = { .key = 1, .claims = no_js, .untrusted = forged };
+        run_case(&r, "accounts:\n  APP:\n    jetstream: enabled\n", &rogue_only, 1, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR); /* neither enable (adopt) nor create (a second APP) */
+        assert_non_null(strstr(r.p->v[0].error, keys[1].pub));
+        assert_non_null(strstr(r.p->v[0].error, forged));
+        assert_non_null(strstr(r.p->v[0].error, "never re-signed"));
+        assert_null(r.p->v[0].obs);
+        run_free(&r);
+
+        struct fake_account both[] = { { .key = 0, .claims = js_1g_5g }, { .key = 1, .claims = no_js, .untrusted = forged } };
+        run_case(&r, "accounts:\n  APP:\n    jetstream: { max_memory: 1GiB, max_store: 5GiB, max_streams: 100 }\n", both, 2,
+                 true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UNCHANGED);
+        assert_string_equal(r.p->v[0].key, keys[0].pub);
+        assert_true(has_warning(&r.p->v[0], "ignoring account"));
+        assert_true(has_warning(&r.p->v[0], keys[1].pub));
+        run_free(&r);
+
+        /* Pinned by key to an account whose JWT is a forgery. */
+        char *yaml = xasprintf("accounts:\n  APP:\n    key: %s\n    jetstream: disabled\n", keys[1].pub);
+        run_case(&r, yaml, both, 2, true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR);
+        assert_string_equal(r.p->v[0].key, keys[1].pub);
+        assert_non_null(strstr(r.p->v[0].error, "not trusted"));
+        assert_null(r.p->v[0].obs);
+        run_free(&r);
+        free(yaml);
+}
+
+/* A name created before (a seed in state_dir) is that key: reused for a
+ * create, recognised in the resolver whatever CLAIMS.PACK's server missed. */
+static void test_seeds_reused(void **state) {
+        struct statedir_seed entries[1];
+        memset(entries, 0, sizeof(entries));
+        snprintf(entries[0].name, sizeof(entries[0].name), "APP");
+        snprintf(entries[0].key, sizeof(entries[0].key), "%s", keys[2].pub);
+        struct statedir_index seeds = { .v = entries, .n = 1 };
+        struct run r;
+
+        run_case_seeds(&r, "accounts:\n  APP:\n    jetstream: enabled\n", NULL, 0, true, true, &seeds);
+        assert_int_equal(r.p->v[0].action, PLAN_CREATE);
+        assert_true(r.p->v[0].seed_reused);
+        assert_string_equal(r.p->v[0].key, keys[2].pub);
+        run_free(&r);
+
+        /* The resolver holds it under another name: still that account, not a second one. */
+        struct fake_account renamed = { .key = 2, .claims = "{\"name\":\"OLD\",\"iat\":100,\"nats\":{}}" };
+        run_case_seeds(&r, "accounts:\n  APP:\n    jetstream: disabled\n", &renamed, 1, true, true, &seeds);
+        assert_int_equal(r.p->v[0].action, PLAN_UNCHANGED);
+        assert_false(r.p->v[0].seed_reused);
+        assert_ptr_not_equal(r.p->v[0].obs, NULL);
+        assert_true(has_warning(&r.p->v[0], "named OLD"));
+        run_free(&r);
+
+        /* Its JWT replaced by a forgery. */
+        renamed.untrusted = "its JWT is signed by OROGUE";
+        run_case_seeds(&r, "accounts:\n  APP:\n    jetstream: disabled\n", &renamed, 1, true, true, &seeds);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR);
+        assert_non_null(strstr(r.p->v[0].error, "never re-signed"));
+        run_free(&r);
+
+        /* Two keys for the name in state_dir: none is picked. */
+        snprintf(entries[0].other, sizeof(entries[0].other), "%s", keys[1].pub);
+        run_case_seeds(&r, "accounts:\n  APP:\n    jetstream: enabled\n", NULL, 0, true, true, &seeds);
+        assert_int_equal(r.p->v[0].action, PLAN_ERROR);
+        assert_non_null(strstr(r.p->v[0].error, "seeds of two accounts named APP"));
+        run_free(&r);
+}
+
+/* A JWT that not every server holds (a push that reached only some) is pushed again. */
+static void test_partly_held(void **state) {
+        struct run r;
+        struct fake_account on = { .key = 0, .claims = js_1g_5g };
+        run_case(&r, "accounts:\n  APP:\n    jetstream: { max_memory: 1GiB, max_store: 5GiB, max_streams: 100 }\n", &on, 1,
+                 true, true);
+        assert_int_equal(r.p->v[0].action, PLAN_UNCHANGED);
+        r.o->n_servers = 1;
+        r.o->accounts[0].holders = 1;
+        plan_free(r.p);
+        struct plan_options opt = { .create_missing = true };
+        r.p = plan_compute(r.a, r.o, &opt);
+        assert_int_equal(r.p->v[0].action, PLAN_UNCHANGED); /* 1 of 1 */
+        /* A second server that does not hold it. */
+        r.o->servers = xreallocarray(r.o->servers, 2, sizeof(*r.o->servers));
+        memset(&r.o->servers[1], 0, sizeof(r.o->servers[1]));
+        snprintf(r.o->servers[1].id, sizeof(r.o->servers[1].id), "NSERVER2");
+        r.o->n_servers = 2;
+        plan_free(r.p);
+        r.p = plan_compute(r.a, r.o, &opt);
+        assert_int_equal(r.p->v[0].action, PLAN_UPDATE);
+        assert_int_equal(r.p->v[0].n_changes, 0);
+        assert_true(has_warning(&r.p->v[0], "only 1 of 2 servers hold the account's current JWT"));
         run_free(&r);
 }
 
@@ -664,6 +771,9 @@ int main(void) {
                 cmocka_unit_test(test_unchanged_and_unlimited),
                 cmocka_unit_test(test_tiers),
                 cmocka_unit_test(test_matching),
+                cmocka_unit_test(test_untrusted_never_matched),
+                cmocka_unit_test(test_seeds_reused),
+                cmocka_unit_test(test_partly_held),
                 cmocka_unit_test(test_warnings_and_applied_state),
                 cmocka_unit_test(test_claims_round_trip),
                 cmocka_unit_test(test_acct_limits),

@@ -341,6 +341,42 @@ static void test_header_checks(void **state) {
         nkey_wipe(&op);
 }
 
+/* jwt_verify: the same header and signature checks on a token whose claims
+ * the caller reads itself (observe's PACK and LOOKUP replies), no NUL needed. */
+static void test_verify(void **state) {
+        struct nkey op, other;
+        nkey_generate(NKEY_OPERATOR, &op);
+        nkey_generate(NKEY_OPERATOR, &other);
+        char *payload = xasprintf("{\"iss\":\"%s\",\"sub\":\"%s\"}", op.pub, go_account);
+        char *good = sign_raw("{\"typ\":\"JWT\",\"alg\":\"ed25519-nkey\"}", payload, &op);
+        if (!good)
+                abort();
+        char *err = NULL;
+        assert_int_equal(jwt_verify(good, strlen(good), op.pub, &err), 0);
+        assert_null(err);
+        /* Within a longer buffer: only len bytes count. */
+        char *line = xasprintf("%s|trailing", good);
+        assert_int_equal(jwt_verify(line, strlen(good), op.pub, NULL), 0);
+        assert_int_equal(jwt_verify(line, strlen(line), op.pub, NULL), -EINVAL);
+        assert_int_equal(jwt_verify(good, strlen(good), other.pub, &err), -EBADMSG);
+        assert_string_equal(err, "JWT signature does not match its issuer");
+        free(err);
+        assert_int_equal(jwt_verify(good, strlen(good), "not-a-key", &err), -EINVAL);
+        free(err);
+        assert_int_equal(jwt_verify(good, strlen(good), NULL, NULL), -EINVAL);
+        char *v1 = sign_raw("{\"typ\":\"JWT\",\"alg\":\"ed25519\"}", payload, &op);
+        assert_int_equal(jwt_verify(v1, strlen(v1), op.pub, &err), -EPROTONOSUPPORT);
+        free(err);
+        assert_int_equal(jwt_verify("a.b", 3, op.pub, NULL), -EINVAL);
+        assert_int_equal(jwt_verify(go_account_jwt, strlen(go_account_jwt), "OAAAA", NULL), -EINVAL);
+        free(v1);
+        free(line);
+        free(good);
+        free(payload);
+        nkey_wipe(&op);
+        nkey_wipe(&other);
+}
+
 static void test_garbage(void **state) {
         struct nkey op;
         nkey_generate(NKEY_OPERATOR, &op);
@@ -479,6 +515,7 @@ int main(void) {
                 cmocka_unit_test(test_encode_refuses),
                 cmocka_unit_test(test_tampered),
                 cmocka_unit_test(test_header_checks),
+                cmocka_unit_test(test_verify),
                 cmocka_unit_test(test_garbage),
                 cmocka_unit_test(test_user_claims),
                 cmocka_unit_test(test_operator_claims),

@@ -227,6 +227,27 @@ static void test_public_errors(void **state) {
         assert_int_equal(nkey_public_decode(vector_pub, NKEY_ACCOUNT, NULL, NULL), -EPROTOTYPE);
 }
 
+/* A signing key replaced on reload: the new one is in place, the old one and
+ * the copy it came from are wiped. */
+static void test_move_wipes_both_sides(void **state) {
+        struct nkey old, fresh, keep;
+        nkey_generate(NKEY_OPERATOR, &old);
+        nkey_generate(NKEY_OPERATOR, &fresh);
+        keep = fresh;
+        nkey_move(&old, &fresh);
+        assert_memory_equal(old.seed, keep.seed, sizeof(keep.seed));
+        assert_memory_equal(old.sk, keep.sk, sizeof(keep.sk));
+        assert_string_equal(old.pub, keep.pub);
+        static const uint8_t zero[64];
+        assert_memory_equal(fresh.seed, zero, sizeof(fresh.seed));
+        assert_memory_equal(fresh.sk, zero, sizeof(fresh.sk));
+        uint8_t sig[64];
+        nkey_sign(&old, "x", 1, sig);
+        assert_true(nkey_verify(keep.pub, "x", 1, sig));
+        nkey_wipe(&old);
+        nkey_wipe(&keep);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_vector),
@@ -236,6 +257,7 @@ int main(void) {
                 cmocka_unit_test(test_base32),
                 cmocka_unit_test(test_crc16),
                 cmocka_unit_test(test_public_errors),
+                cmocka_unit_test(test_move_wipes_both_sides),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

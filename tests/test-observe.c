@@ -670,6 +670,27 @@ static void test_pack_malformed(void **state) {
         expect_pack_error(ACC0 "|a.Zm9vYmFy.c", "not JSON");
         expect_pack_error(ACC0 "|a.WzFd.c", "not an object"); /* [1] */
 
+        /* Exactly len bytes, no NUL after them (a reply as it may come): the
+         * message quotes at most what is there (ASan catches a longer read). */
+        char *shortline = xmalloc(5);
+        memcpy(shortline, "short", 5);
+        struct pack p = { 0 };
+        char *why = NULL;
+        assert_int_equal(observe_parse_pack_msg(shortline, 5, &p.v, &p.n, &p.cap, &why), -EBADMSG);
+        assert_non_null(strstr(why, "\"short...\""));
+        free(why);
+        free(shortline);
+        /* A NUL inside the JWT. */
+        char *nul = xasprintf("%s|%s", ACC0, jwt);
+        nul[NKEY_PUBLIC_LEN + 10] = 0;
+        assert_int_equal(observe_parse_pack_msg(nul, strlen(nul + NKEY_PUBLIC_LEN + 11) + NKEY_PUBLIC_LEN + 11, &p.v,
+                                                &p.n, &p.cap, &why),
+                         -EBADMSG);
+        assert_non_null(strstr(why, "NUL byte"));
+        free(why);
+        free(nul);
+        pack_free(&p);
+
         const char *const bad[][2] = {
                 { JWT_SUB_MISMATCH, "sub is " ACC1 },
                 { JWT_USER_TYPE, "nats.type is user" },
@@ -824,6 +845,192 @@ static void test_key_trusted(void **state) {
         observed_free(o);
 }
 
+/* STATSZ as 2.9.10 sends it (trimmed), and as 2.15.3 does with pooled routes. */
+static const char STATSZ_C0[] =
+        "{\"server\":{\"name\":\"c0\",\"host\":\"127.0.0.1\",\"id\":\"" C0_ID "\",\"cluster\":\"C\",\"ver\":\"2.9.10\","
+        "\"seq\":58,\"jetstream\":true},\"statsz\":{\"start\":\"2026-11-30T15:16:19Z\",\"mem\":1,\"cores\":2,"
+        "\"routes\":[{\"rid\":6,\"name\":\"c1\",\"sent\":{\"msgs\":26,\"bytes\":9076},\"received\":{\"msgs\":12,"
+        "\"bytes\":5723},\"pending\":92},{\"rid\":7,\"name\":\"c2\"},{\"rid\":8,\"name\":\"c1\"}],"
+        "\"gateways\":[{\"gwid\":3,\"name\":\"B\",\"inbound_connections\":2}],\"active_servers\":5}}";
+
+/* Every reply has a size limit for its kind, checked before it is parsed. */
+static void test_reply_size_limits(void **state) {
+        size_t big = OBSERVE_STATUS_REPLY_MAX + 1;
+        char *padded = xmalloc(big);
+        memset(padded, ' ', big);
+        memcpy(padded, VARZ_CLUSTER, strlen(VARZ_CLUSTER));
+        char *why = NULL;
+        struct server_info s;
+        assert_int_equal(observe_parse_varz(padded, strlen(VARZ_CLUSTER), &s, &why), 0);
+        server_info_clear(&s);
+        assert_int_equal(observe_parse_varz(padded, big, &s, &why), -EBADMSG);
+        assert_non_null(strstr(why, "too large"));
+        free(why);
+        struct server_peers p;
+        assert_int_equal(observe_parse_statsz(padded, big, &p, &why), -EBADMSG);
+        free(why);
+        struct server_account_state st;
+        assert_int_equal(observe_parse_info(padded, big, &st, &why), -EBADMSG);
+        free(why);
+        assert_int_equal(observe_parse_jsz(padded, big, &st, &why), -EBADMSG);
+        free(why);
+        free(padded);
+}
+
+static void test_statsz(void **state) {
+        struct server_peers p;
+        char *why = NULL;
+        assert_int_equal(observe_parse_statsz(STATSZ_C0, strlen(STATSZ_C0), &p, &why), 0);
+        assert_string_equal(p.server_id, C0_ID);
+        assert_string_equal(p.name, "c0");
+        assert_string_equal(p.cluster, "C");
+        assert_int_equal(p.n_routes, 2); /* c1 twice (pooled routes) counts once */
+        assert_string_equal(p.routes[0], "c1");
+        assert_string_equal(p.routes[1], "c2");
+        assert_null(p.routes[2]);
+        assert_int_equal(p.n_gateways, 1);
+        assert_string_equal(p.gateways[0], "B");
+        assert_int_equal(p.active_servers, 5);
+        server_peers_clear(&p);
+
+        /* A standalone server: no routes, no gateways (null or absent), no cluster, no name. */
+        static const char alone[] = "{\"server\":{\"id\":\"" C2_ID "\"},\"statsz\":{\"routes\":null,\"active_servers\":1}}";
+        assert_int_equal(observe_parse_statsz(alone, strlen(alone), &p, &why), 0);
+        assert_string_equal(p.name, C2_ID);
+        assert_null(p.cluster);
+        assert_int_equal(p.n_routes + p.n_gateways, 0);
+        server_peers_clear(&p);
+
+        static const char *const bad[][2] = {
+                { "{\"statsz\":{}}", "server.id" },
+                { HDR "\"data\":{}}", "no \"statsz\" object" },
+                { HDR "\"statsz\":{\"routes\":{}}}", "statsz.routes is not an array" },
+                { HDR "\"statsz\":{\"routes\":[{\"rid\":1}]}}", "statsz.routes[0] has no usable name" },
+                { HDR "\"statsz\":{\"gateways\":[{\"name\":\"\"}]}}", "statsz.gateways[0] has no usable name" },
+                { HDR "\"statsz\":{\"active_servers\":-1}}", "active_servers" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(observe_parse_statsz(bad[i][0], strlen(bad[i][0]), &p, &why), -EBADMSG);
+                if (!strstr(why, bad[i][1]))
+                        fail_msg("%s: \"%s\" does not mention \"%s\"", bad[i][0], why, bad[i][1]);
+                free(why);
+                why = NULL;
+        }
+}
+
+/* Every JWT read is verified: its signature when parsed, its issuer and iat
+ * against what the servers trust and the clock. */
+static void test_account_jwt_verified(void **state) {
+        struct observed_account a;
+        char *why = NULL;
+        const char *jwt = strchr(PACK_MSG_ACC0, '|') + 1;
+        assert_int_equal(observe_parse_account_jwt(ACC0, jwt, strlen(jwt), &a, &why), 0);
+        assert_null(a.untrusted);
+
+        struct observed *o = xcalloc(1, sizeof(*o));
+        const char *const both[] = { OPERATOR, OPERATOR_SIGNER, NULL };
+        const char *const op_only[] = { OPERATOR, NULL };
+        add_server(o, C0_ID, "c0", both);
+        observed_account_vet(o, &a, a.iat);
+        assert_null(a.untrusted);
+        /* A small skew is fine, more is a JWT from the future. */
+        observed_account_vet(o, &a, a.iat - OBSERVE_FUTURE_SKEW_SEC);
+        assert_null(a.untrusted);
+        observed_account_vet(o, &a, a.iat - OBSERVE_FUTURE_SKEW_SEC - 1);
+        assert_non_null(a.untrusted);
+        assert_non_null(strstr(a.untrusted, "issued 301 s in the future"));
+        free(a.untrusted);
+        a.untrusted = NULL;
+        /* A server that does not list its issuer. */
+        add_server(o, C2_ID, "c2", op_only);
+        observed_account_vet(o, &a, a.iat);
+        assert_non_null(a.untrusted);
+        assert_non_null(strstr(a.untrusted, "signed by " OPERATOR_SIGNER ", which is neither the operator"));
+        observed_account_clear(&a);
+        observed_free(o);
+
+        /* Altered after signing: one character of the signature. */
+        char *altered = xstrdup(jwt);
+        char *c = strrchr(altered, '.') + 20;
+        *c = *c == 'A' ? 'B' : 'A';
+        assert_int_equal(observe_parse_account_jwt(ACC0, altered, strlen(altered), &a, &why), 0);
+        assert_non_null(a.untrusted);
+        assert_non_null(strstr(a.untrusted, "not genuine: JWT signature does not match its issuer"));
+        observed_account_clear(&a);
+        /* ... or of the claims (the name ACC0 -> ACC1, still valid base64url). */
+        char *p = strstr(altered, "QUNDMC"); /* "ACC0\"" */
+        assert_non_null(p);
+        p[5] = 'S'; /* "ACC1\"" */
+        *c = *c == 'A' ? 'B' : 'A'; /* the signature back as it was */
+        assert_int_equal(observe_parse_account_jwt(ACC0, altered, strlen(altered), &a, &why), 0);
+        assert_string_equal(a.name, "ACC1");
+        assert_non_null(a.untrusted);
+        observed_account_clear(&a);
+        free(altered);
+
+        /* Fixtures with a made-up signature parse, and are never trusted. */
+        assert_int_equal(observe_parse_account_jwt(ACC0, JWT_NO_NAME, strlen(JWT_NO_NAME), &a, &why), 0);
+        assert_non_null(strstr(a.untrusted, "not genuine"));
+        observed_account_clear(&a);
+}
+
+/* CLAIMS.UPDATE replies as 2.9.10 sends them (NATS-FACTS.md), and forgeries. */
+static const char UPDATE_OK[] =
+        "{\"data\":{\"account\":\"" ACC0 "\",\"code\":200,\"message\":\"jwt updated\"},\"server\":{\"name\":\"c0\","
+        "\"host\":\"127.0.0.1\",\"id\":\"" C0_ID "\",\"cluster\":\"C\",\"ver\":\"2.9.10\",\"seq\":94,\"jetstream\":true,"
+        "\"time\":\"2026-11-25T13:37:08.9Z\"}}";
+static const char UPDATE_REFUSED[] =
+        "{\"error\":{\"account\":\"n/a\",\"code\":500,\"description\":\"jwt update resulted in error - expected 3 "
+        "chunks\"},\"server\":{\"name\":\"c2\",\"host\":\"127.0.0.1\",\"id\":\"" C2_ID "\",\"ver\":\"2.9.10\"}}";
+
+static void test_update_reply(void **state) {
+        struct update_reply r;
+        char *why = NULL;
+        assert_int_equal(observe_parse_update_reply(UPDATE_OK, strlen(UPDATE_OK), &r, &why), 0);
+        assert_true(r.ok);
+        assert_string_equal(r.server_id, C0_ID);
+        assert_string_equal(r.server_name, "c0");
+        assert_string_equal(r.account, ACC0);
+        assert_null(r.error);
+        update_reply_clear(&r);
+
+        assert_int_equal(observe_parse_update_reply(UPDATE_REFUSED, strlen(UPDATE_REFUSED), &r, &why), 0);
+        assert_false(r.ok);
+        assert_string_equal(r.server_id, C2_ID);
+        assert_string_equal(r.account, ""); /* "n/a" */
+        assert_string_equal(r.error, "jwt update resulted in error - expected 3 chunks (code 500)");
+        update_reply_clear(&r);
+
+        static const char *const bad[][2] = {
+                { "{\"data\":{\"account\":\"" ACC0 "\",\"code\":200}}", "server.id" },
+                { HDR "\"data\":{\"account\":\"" ACC0 "\",\"code\":201}}", "not 200" },
+                { HDR "\"data\":{\"code\":200}}", "not 200 and the account" },
+                { HDR "\"data\":{\"account\":\"ABC\",\"code\":200}}", "not an account public key" },
+                { HDR "\"data\":{\"account\":\"" ACC0 "\",\"code\":200},\"error\":{}}", "exactly one" },
+                { HDR "\"message\":\"jwt updated\"}", "exactly one" },
+                { "{\"server\":{\"id\":\"" ACC0 "\"},\"data\":{\"account\":\"" ACC0 "\",\"code\":200}}",
+                  "not a server public key" },
+                { "[1]", "not a JSON object" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(observe_parse_update_reply(bad[i][0], strlen(bad[i][0]), &r, &why), -EBADMSG);
+                if (!strstr(why, bad[i][1]))
+                        fail_msg("%s: \"%s\" does not mention \"%s\"", bad[i][0], why, bad[i][1]);
+                free(why);
+                why = NULL;
+        }
+        /* Bounded: a status object is small. */
+        size_t big = OBSERVE_UPDATE_REPLY_MAX + 1;
+        char *padded = xmalloc(big + 1);
+        memset(padded, ' ', big);
+        memcpy(padded, UPDATE_OK, strlen(UPDATE_OK));
+        padded[big] = 0;
+        assert_int_equal(observe_parse_update_reply(padded, big, &r, &why), -EBADMSG);
+        assert_non_null(strstr(why, "too large"));
+        free(why);
+        free(padded);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_varz_cluster),
@@ -841,6 +1048,10 @@ int main(void) {
                 cmocka_unit_test(test_account_jwt),
                 cmocka_unit_test(test_index),
                 cmocka_unit_test(test_key_trusted),
+                cmocka_unit_test(test_update_reply),
+                cmocka_unit_test(test_account_jwt_verified),
+                cmocka_unit_test(test_statsz),
+                cmocka_unit_test(test_reply_size_limits),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

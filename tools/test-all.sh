@@ -115,13 +115,16 @@ fi
 # Fuzzing smoke run: each target for a few seconds, from the examples.
 if CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Dman=disabled -Db_lundef=false >build-fuzz.setup.log 2>&1 &&
         ninja -C build-fuzz >build-fuzz.build.log 2>&1; then
-        for target in accounts accounts-update settings serverconf fragment; do
+        # Every parser of untrusted input: the files, and what the servers send.
+        for target in accounts accounts-update settings serverconf fragment jwt creds \
+                reply-varz reply-statsz reply-info reply-jsz reply-accountz reply-pack reply-update; do
                 corpus=$(mktemp -d)
                 case $target in
                 accounts*) cp config/accounts.yaml "$corpus"/ ;;
                 settings) cp config/nats-accountd.conf "$corpus"/ ;;
                 serverconf) cp config/nats-server.conf "$corpus"/ ;;
                 fragment) cp config/accounts.d/APP.conf "$corpus"/ ;;
+                *) cp fuzz/corpus/"$target"/* "$corpus"/ ;;
                 esac
                 if ./build-fuzz/fuzz/fuzz-"$target" -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=1024 \
                         -print_final_stats=0 "$corpus" >build-fuzz/"$target".log 2>&1; then

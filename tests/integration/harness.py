@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 LOOPBACK = "127.0.0.1"
@@ -267,6 +268,7 @@ class Sandbox:
         self.recorder = None
         self.pushed = os.path.join(self.root, "pushed.jwts")
         self.creds_written = []
+        self.planted = set()  # keys whose JWT a test forged on purpose (plant_jwt)
 
     # files -----------------------------------------------------------------
 
@@ -375,9 +377,18 @@ class Sandbox:
         args = [jwtcheck, "-operator", self.operator_jwt]
         if os.path.exists(self.pushed):
             args += ["-jwts", self.pushed]
-        for d, _, _ in os.walk(self.dir):
-            if os.path.basename(d) == "jwt":
-                args += ["-dir", d]
+        for i, (d, _, _) in enumerate(os.walk(self.dir)):
+            if os.path.basename(d) != "jwt":
+                continue
+            if self.planted:
+                # What a test forged on purpose is no finding: the rest of the folder is.
+                kept = os.path.join(self.root, "jwtcheck-dir-%d" % i)
+                os.makedirs(kept, exist_ok=True)
+                for name in os.listdir(d):
+                    if name.split(".")[0] not in self.planted and os.path.isfile(os.path.join(d, name)):
+                        shutil.copyfile(os.path.join(d, name), os.path.join(kept, name))
+                d = kept
+            args += ["-dir", d]
         for c in self.creds_written:
             args += ["-creds", c]
         r = run(args, timeout=120)
@@ -469,6 +480,14 @@ class Sandbox:
         v = self.gather_json("$SYS.REQ.SERVER.PING.VARZ", 1)[0]["data"]["version"]
         return tuple(int(x) for x in re.match(r"v?(\d+)\.(\d+)\.(\d+)", v).groups())
 
+    def plant_jwt(self, key, jwt, n_servers=1):
+        """push_jwt of a JWT the test forged on purpose (another signer, say): neither the
+        push nor what the resolvers then hold for key is held against nats-accountd by
+        the jwtcheck oracle."""
+        self.planted.add(key)
+        with self.unrecorded():
+            return self.push_jwt(key, jwt, n_servers)
+
     def push_jwt(self, key, jwt, n_servers=1):
         """CLAIMS.UPDATE as the system user; every server must answer "jwt updated"."""
         replies = self.gather_json("$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE" % key, n_servers, jwt)
@@ -488,6 +507,25 @@ def js_limits(info, tier=None):
     return ((info.get("tiers") or {}).get(tier) or {}).get("limits") or {}
 
 
+def node_config(sandbox, base, name):
+    """init's server config for one more server `name`, with a folder of its own
+    (ports file, JetStream store, resolver); returns (folder, config text)."""
+    node = sandbox.path(name)
+    os.makedirs(os.path.join(node, "jetstream"), mode=0o700)
+    os.makedirs(os.path.join(node, "jwt"), mode=0o700)
+    text = base
+    for pattern, repl in (
+        (r"(?m)^server_name:.*$", "server_name: %s" % name),
+        (r'(?m)^ports_file_dir:.*$', 'ports_file_dir: "%s"' % node),
+        (r'(?m)^(\s*store_dir:\s*)".*"$', r'\g<1>"%s"' % os.path.join(node, "jetstream")),
+        (r'(?ms)^(resolver\s*\{.*?^\s*dir:\s*)".*?"$', r'\g<1>"%s"' % os.path.join(node, "jwt")),
+    ):
+        text, n = re.subn(pattern, repl, text)
+        if n != 1:
+            raise HarnessError("cannot derive %s's config: %r matched %d times in\n%s" % (name, pattern, n, base))
+    return node, text
+
+
 class Cluster(Sandbox):
     """Three servers c1..c3 on loopback derived from init's server config."""
 
@@ -497,20 +535,7 @@ class Cluster(Sandbox):
         base = self.read("nats-server.conf")
         self.node_confs = []
         for i in range(1, size + 1):
-            node = self.path("c%d" % i)
-            os.makedirs(os.path.join(node, "jetstream"), mode=0o700)
-            os.makedirs(os.path.join(node, "jwt"), mode=0o700)
-            text = base
-            for pattern, repl in (
-                (r"(?m)^server_name:.*$", "server_name: c%d" % i),
-                (r'(?m)^ports_file_dir:.*$', 'ports_file_dir: "%s"' % node),
-                (r'(?m)^(\s*store_dir:\s*)".*"$', r'\g<1>"%s"' % os.path.join(node, "jetstream")),
-                (r'(?ms)^(resolver\s*\{.*?^\s*dir:\s*)".*?"$', r'\g<1>"%s"' % os.path.join(node, "jwt")),
-            ):
-                text, n = re.subn(pattern, repl, text)
-                if n != 1:
-                    raise HarnessError("cannot derive c%d's config: %r matched %d times in\n%s" % (i, pattern, n, base))
-            self.node_confs.append((node, text))
+            self.node_confs.append(node_config(self, base, "c%d" % i))
 
     def start_cluster(self):
         # JetStream refuses to start a clustered server without configured routes,
@@ -585,3 +610,177 @@ class Holder:
             self.proc.wait()
         for f in (self.proc.stdout, self.proc.stderr):
             f.close()
+
+
+class DelayProxy:
+    """A TCP relay on 127.0.0.1 (a port the kernel picks) that delays every byte by
+    `delay` seconds each way: a slow link, such as a gateway between sites. Its
+    target may be set after it listens; connections wait for it."""
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((LOOPBACK, 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        if self.port == FORBIDDEN_PORT:
+            raise HarnessError("the kernel picked port %d for a proxy" % FORBIDDEN_PORT)
+        self.target = None
+        self.target_set = threading.Event()
+        self.closed = False
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return "nats://%s:%d" % (LOOPBACK, self.port)
+
+    def set_target(self, port):
+        self.target = (LOOPBACK, port)
+        self.target_set.set()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client):
+        self.target_set.wait()
+        try:
+            server = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            client.close()
+            return
+        server.settimeout(None)
+        self.sockets += [client, server]
+        for src, dst in ((client, server), (server, client)):
+            chunks = []
+            cond = threading.Condition()
+            threading.Thread(target=self._read, args=(src, chunks, cond), daemon=True).start()
+            threading.Thread(target=self._write, args=(dst, chunks, cond), daemon=True).start()
+
+    def _read(self, src, chunks, cond):
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            with cond:
+                chunks.append((time.monotonic() + self.delay, data))
+                cond.notify()
+            if not data:
+                return
+
+    def _write(self, dst, chunks, cond):
+        while True:
+            with cond:
+                while not chunks:
+                    cond.wait()
+                due, data = chunks.pop(0)
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.closed = True
+        for s in [self.listener] + self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+class SuperCluster(Sandbox):
+    """Two clusters, A (a1, a2) and B (b1, b2), joined by gateways on 127.0.0.1.
+    Each gateway connection goes through a DelayProxy, so what crosses from one
+    cluster to the other arrives `delay` seconds late (a round trip 2 x delay).
+    JetStream runs in A only: clusters started one after the other would each
+    bootstrap a metadata group of their own, which never merge."""
+
+    def __init__(self, per_cluster=2, delay=0.25):
+        super().__init__("supercluster")
+        self.delay = delay
+        base = self.read("nats-server.conf")
+        # The proxy to each cluster's gateway listens before any server starts:
+        # the other cluster's servers are configured with its port.
+        self.proxies = {"A": DelayProxy(delay), "B": DelayProxy(delay)}
+        self.nodes = []  # (cluster, name, folder, config text)
+        for cluster in ("A", "B"):
+            other = "B" if cluster == "A" else "A"
+            for i in range(1, per_cluster + 1):
+                name = "%s%d" % (cluster.lower(), i)
+                node, text = node_config(self, base, name)
+                if cluster == "B":
+                    text, n = re.subn(r"(?ms)^jetstream\s*\{.*?^\}\n", "", text)
+                    if n != 1:
+                        raise HarnessError("cannot take JetStream out of %s's config" % name)
+                text += "gateway {\n  name: %s\n  listen: %s:-1\n  gateways: [ { name: %s, urls: [\"%s\"] } ]\n}\n" % (
+                    cluster, LOOPBACK, other, self.proxies[other].url)
+                self.nodes.append((cluster, name, node, text))
+        self._held = []
+
+    def start_supercluster(self):
+        by_cluster = {}
+        for cluster, name, node, text in self.nodes:
+            by_cluster.setdefault(cluster, []).append((name, node, text))
+        for cluster, members in by_cluster.items():
+            # As Cluster does: the first server routes to a held, never listening port.
+            held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.bind((LOOPBACK, 0))
+            self._held.append(held)
+            routes = ["nats-route://%s:%d" % (LOOPBACK, held.getsockname()[1])]
+            for i, (name, node, text) in enumerate(members):
+                conf = os.path.join(node, "nats-server.conf")
+                with open(conf, "w") as f:
+                    f.write(text)
+                    f.write("cluster {\n  name: %s\n  listen: %s:-1\n  routes: [%s]\n}\n" % (cluster, LOOPBACK, ", ".join(routes)))
+                srv = NatsServer(self.t["server"], conf, node, os.path.join(self.root, "%s.log" % name))
+                srv.name = name
+                self.servers.append(srv)
+                srv.start()
+                if not srv.cluster_url:
+                    raise HarnessError("%s reports no cluster port in its ports file" % name)
+                if i == 0:
+                    routes = [srv.cluster_url.replace("nats://", "nats-route://", 1)]
+                else:
+                    routes.append(srv.cluster_url.replace("nats://", "nats-route://", 1))
+            # Each proxy leads to the first server's gateway port, which VARZ tells.
+            first = self.servers[-len(members)]
+            doc = self.request_json(self.sys_creds, "$SYS.REQ.SERVER.PING.VARZ", url=first.url)
+            gw_port = ((doc.get("data") or {}).get("gateway") or {}).get("port")
+            if not gw_port or gw_port <= 0:
+                raise HarnessError("%s's VARZ tells no gateway port: %s" % (first.conf, doc.get("data", {}).get("gateway")))
+            self.proxies[cluster].set_target(gw_port)
+        self.set_setting("servers", self.servers[0].url)
+        self.wait_system_api(len(self.servers), timeout=60)
+
+        in_a = len(by_cluster["A"])
+
+        def meta_leader():
+            try:
+                replies = self.gather_json("$SYS.REQ.SERVER.PING.JSZ", in_a, timeout_ms=3000)
+            except HarnessError:
+                return None
+            leaders = {((r.get("data") or {}).get("meta_cluster") or {}).get("leader") for r in replies
+                       if r["server"].get("cluster") == "A"}
+            return len(leaders) == 1 and None not in leaders and "" not in leaders
+
+        poll(meta_leader, 60, "a JetStream meta leader the servers of cluster A agree on", interval=0.5)
+
+    def cleanup(self):
+        super().cleanup()
+        for p in self.proxies.values():
+            p.close()
+        for h in self._held:
+            h.close()

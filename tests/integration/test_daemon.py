@@ -10,9 +10,11 @@ Run by meson (suite 'integration') with NATS_ACCOUNTD and NATS_PROBE set:
 nats-server must be on PATH (or NATS_SERVER); without any, the program skips (exit 77).
 """
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,10 +39,17 @@ SYSTEMD_ENV = ("JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID
 
 
 class Daemon:
-    """`nats-accountd -c CONF run` with its stderr lines kept as (monotonic time, text)."""
+    """`nats-accountd -c CONF run` with its stderr lines kept as (monotonic time, text);
+    with notify_path, also what it sends to that NOTIFY_SOCKET, as (time, message)."""
 
-    def __init__(self, binary, conf):
+    def __init__(self, binary, conf, notify_path=None):
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
+        self.notified = []
+        if notify_path:
+            self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.notify.bind(notify_path)
+            env["NOTIFY_SOCKET"] = notify_path
+            threading.Thread(target=self._notifications, daemon=True).start()
         self.proc = subprocess.Popen(
             [binary, "-c", conf, "run"],
             stdin=subprocess.DEVNULL,
@@ -55,6 +64,18 @@ class Daemon:
         self.cond = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+
+    def _notifications(self):
+        while True:
+            try:
+                data = self.notify.recv(4096)
+            except OSError:
+                return
+            t = time.monotonic()
+            with self.cond:
+                for line in data.decode(errors="replace").splitlines():
+                    self.notified.append((t, line))
+                self.cond.notify_all()
 
     def _read(self):
         for raw in self.proc.stderr:
@@ -495,7 +516,9 @@ class DaemonTest(unittest.TestCase):
         # Its next edit looks APP up: newer servers answer with an empty message
         # ("not held here"), 2.9.10 not at all. Either way APP is gone, which is
         # neither a malformed reply nor a lost server: the pass looks at
-        # everything and, with create_missing, makes APP anew.
+        # everything and, with create_missing, makes APP anew: with the key its
+        # seed in state_dir holds (creates are idempotent, issue 10), so the
+        # users minted for it before stay valid.
         self.sb.restart_servers_with("allow_delete: false", "allow_delete: true")
         self.start_daemon()
         old_key = self.key_of("APP")
@@ -511,7 +534,8 @@ class DaemonTest(unittest.TestCase):
                          self.daemon.text(since))
         del self._keys
         new_key = self.key_of("APP")
-        self.assertNotEqual(new_key, old_key)
+        self.assertEqual(new_key, old_key, "APP is created again as the key it had")
+        self.assertIsNotNone(self.sb.lookup_jwt(old_key), "APP's JWT is back in the resolver")
         self.assertEqual(self.limits_of("APP").get("streams"), 13)
         self.assertInSync()
 
@@ -540,11 +564,12 @@ class DaemonTest(unittest.TestCase):
         self.daemon = None
         first_10k, edit_10k = self.request_count_of_one_edit(10000)
 
-        # The full sweep: VARZ, CLAIMS.PACK, one SERVER.PING.ACCOUNTZ (which accounts
+        # The full sweep: STATSZ (the servers and what they are linked to), VARZ
+        # (what each trusts), CLAIMS.PACK, one SERVER.PING.ACCOUNTZ (which accounts
         # each server has loaded), and INFO only of the declared accounts some
         # server has loaded: none here (made by apply, no client ever used them).
-        self.assertEqual(first_100["requests"], 3)
-        self.assertEqual(first_10k["requests"], 3)
+        self.assertEqual(first_100["requests"], 4)
+        self.assertEqual(first_10k["requests"], 4)
         # The duration of a pass is measured, not the loop's cached time: a sweep
         # of 10,000 accounts takes about as long as its start and end lines are apart.
         started = self.daemon.find(r"^debug: pass 1 started", 0)[0][1]
@@ -622,6 +647,211 @@ class DaemonTest(unittest.TestCase):
                 ["%.1f, %.2f" % g for g in gaps], self.daemon.text()[-3000:]))
         self.daemon.wait_line(r"^APP updated: max_streams 10 -> 40$", since, timeout=15)
         self.assertInSync()
+
+    def test_fifo_at_the_path_never_blocks(self):
+        self.start_daemon()
+        self.key_of("APP")
+        since = self.daemon.mark()
+        fifo = self.sb.path("accounts.fifo")
+        os.mkfifo(fifo, 0o644)
+        os.rename(fifo, self.sb.accounts_file)
+        # Opening a FIFO for reading waits for a writer: the daemon must refuse
+        # it instead, and keep the last good file in force.
+        self.daemon.wait_line(r"^error: %s: cannot read: not a regular file" % re.escape(self.sb.accounts_file),
+                              since, timeout=5)
+        self.daemon.wait_line(r"^error: accounts file rejected; keeping the last good file in force$", since, timeout=5)
+        mark = self.daemon.mark()
+        self.save(self.example_with(13))
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 13$", mark, timeout=5)
+        self.assertEqual(self.daemon.stop(timeout=5), 0)
+
+    def test_symlink_swapped_like_a_configmap_is_followed(self):
+        # Kubernetes' layout: accounts.yaml -> ..data/accounts.yaml, ..data -> ..<version>;
+        # an update writes ..<new version>, then renames a new ..data link over the old one.
+        def version(name, text):
+            os.mkdir(self.sb.path(name))
+            with open(self.sb.path(name, "accounts.yaml"), "w") as f:
+                f.write(text)
+
+        def point_data_at(name):
+            tmp = self.sb.path("..data_tmp")
+            os.symlink(name, tmp)
+            os.rename(tmp, self.sb.path("..data"))
+
+        version("..v1", self.example)
+        point_data_at("..v1")
+        os.unlink(self.sb.accounts_file)
+        os.symlink("..data/accounts.yaml", self.sb.accounts_file)
+        self.start_daemon()
+        self.key_of("APP")
+
+        since = self.daemon.mark()
+        version("..v2", self.example_with(21))
+        point_data_at("..v2")
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 21$", since, timeout=5)
+
+        # The file the link leads to, edited in place (another folder than the link's).
+        since = self.daemon.mark()
+        save_atomic(self.sb.path("..v2", "accounts.yaml"), self.example_with(22))
+        self.daemon.wait_line(r"^APP updated: max_streams 21 -> 22$", since, timeout=5)
+        self.assertEqual(self.limits_of("APP").get("streams"), 22)
+        self.assertNoErrors()
+
+    def test_lost_file_events_bring_a_full_pass(self):
+        self.start_daemon()
+        self.key_of("APP")
+        with open("/proc/sys/fs/inotify/max_queued_events") as f:
+            max_events = int(f.read())
+        since = self.daemon.mark()
+        # While the daemon is stopped, more events than its inotify queue holds
+        # (two names in turn: the kernel merges repeats of the last event), then
+        # the edit, whose event is dropped with the overflow.
+        self.daemon.signal(signal.SIGSTOP)
+        try:
+            names = [self.sb.path("noise-a"), self.sb.path("noise-b")]
+            for i in range(max_events + 100):
+                with open(names[i % 2], "w") as f:
+                    f.write("x")
+            self.save(self.example_with(31))
+        finally:
+            self.daemon.signal(signal.SIGCONT)
+        self.daemon.wait_line(r"^warning: file events were lost \(inotify queue overflow\)", since, timeout=10)
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 31$", since, timeout=10)
+        i, _, _ = self.daemon.wait_line(r"^debug: pass \d+ started \(full\)", since, timeout=5)
+        self.assertTrue(self.daemon.running())
+
+    def test_reload_applies_a_new_resync_interval_at_once(self):
+        self.sb.set_setting("resync_interval", "0")
+        self.start_daemon()
+        since = self.daemon.mark()
+        time.sleep(1.5)
+        self.assertEqual(self.daemon.passes(since), [], "no resync with resync_interval = 0")
+
+        self.sb.set_setting("resync_interval", "1s")
+        self.daemon.signal(signal.SIGHUP)
+        i, _, _ = self.daemon.wait_line(r"^reloading on SIGHUP$", since, timeout=5)
+        reload_pass = self.daemon.wait_pass_after(i)
+        # Two more full passes from the timer alone, about a second apart.
+        j, _, _ = self.daemon.wait_line(r"^debug: pass %d started \(full\)$" % (reload_pass["n"] + 1), i, timeout=5)
+        self.daemon.wait_line(r"^debug: pass %d started \(full\)$" % (reload_pass["n"] + 2), j, timeout=5)
+
+        self.sb.set_setting("resync_interval", "0")
+        mark = self.daemon.mark()
+        self.daemon.signal(signal.SIGHUP)
+        i, _, _ = self.daemon.wait_line(r"^reloading on SIGHUP$", mark, timeout=5)
+        self.daemon.wait_pass_after(i)
+        self.daemon.wait_quiet(i, quiet=0.3)
+        quiet_from = self.daemon.mark()
+        time.sleep(2.5)
+        self.assertEqual(self.daemon.passes(quiet_from), [], "resync_interval = 0 again stops the timer:\n" +
+                         self.daemon.text(mark))
+        self.assertNoErrors()
+
+    def test_reload_refuses_a_mode_change_and_bad_secrets(self):
+        self.start_daemon()
+        self.key_of("APP")
+        since = self.daemon.mark()
+        self.sb.set_setting("mode", "config")
+        self.daemon.signal(signal.SIGHUP)
+        self.daemon.wait_line(r"^error: .*nats-accountd\.conf: mode cannot change on reload \(operator -> config\); "
+                              r"restart the service to switch; keeping the running settings$", since, timeout=5)
+        self.sb.set_setting("mode", "operator")
+
+        mark = self.daemon.mark()
+        os.chmod(self.sb.sys_creds, 0o644)
+        self.daemon.signal(signal.SIGHUP)
+        self.daemon.wait_line(r"^error: .*sys\.creds is readable by group or others .*; keeping the running settings$",
+                              mark, timeout=5)
+        os.chmod(self.sb.sys_creds, 0o600)
+
+        # Still the operator-mode daemon it was: an edit is applied.
+        mark = self.daemon.mark()
+        self.save(self.example_with(14))
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 14$", mark, timeout=5)
+        self.assertEqual(self.daemon.stop(), 0)
+
+    def long_pass(self, n=20000):
+        """Start the daemon on n accounts to create (several seconds of pushes);
+        return once it is creating them (the first seeds are on disk)."""
+        self.sb.write_accounts(many_accounts(n))
+        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
+        state = self.sb.path("state")
+        poll(lambda: os.path.isdir(state) and len(os.listdir(state)) >= 512, 60, "the first seeds", interval=0.01)
+
+    def test_long_pass_keeps_the_loop_responsive(self):
+        self.long_pass()
+        # Signals and edits are served while the pass goes on...
+        since = self.daemon.mark()
+        t0 = time.monotonic()
+        self.save(many_accounts(20000, app_store="2KiB"))
+        self.daemon.signal(signal.SIGHUP)
+        _, t1, _ = self.daemon.wait_line(r"^reloading on SIGHUP$", since, timeout=10)
+        self.assertLess(t1 - t0, 1.5, "SIGHUP handled %.2fs after it came" % (t1 - t0))
+        self.assertFalse(self.daemon.find(PASS_FINISHED.pattern, 0), "the first pass is still running")
+        # ... and what they ask for is done by the next pass.
+        first = self.daemon.wait_pass_after(0, timeout=120)
+        self.assertEqual((first["n"], first["failed"]), (1, 0), self.daemon.text()[-2000:])
+        self.daemon.wait_line(r"^APP updated: max_store 1KiB -> 2KiB$", since, timeout=60)
+        self.daemon.wait_quiet(since, timeout=60)
+        self.assertNoErrors()
+
+    def test_systemd_notifications_during_a_long_pass(self):
+        notify = os.path.join(self.sb.root, "notify.sock")
+        self.sb.write_accounts(many_accounts(20000))
+        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf, notify_path=notify)
+        state = self.sb.path("state")
+        poll(lambda: os.path.isdir(state) and len(os.listdir(state)) >= 512, 60, "the first seeds", interval=0.01)
+        # Starting: more time asked for while the first pass makes progress.
+        poll(lambda: [m for _, m in self.daemon.notified if m.startswith("EXTEND_TIMEOUT_USEC=")], 10,
+             "EXTEND_TIMEOUT_USEC while the first pass runs")
+        self.daemon.signal(signal.SIGHUP)
+        poll(lambda: [m for _, m in self.daemon.notified if m == "RELOADING=1"], 5, "RELOADING=1")
+        # READY=1 once the first pass is done, and again only after the pass
+        # that did the reload (the one after it).
+        i, _, _ = self.daemon.wait_line(r"^debug: pass 2 started \(full\) \(file changed\) \(reload\)$", 0,
+                                        timeout=120)
+        reload_pass = self.daemon.wait_pass_after(i, timeout=120)
+        ready = lambda: [t for t, m in self.daemon.notified if m == "READY=1"]  # noqa: E731
+        poll(lambda: len(ready()) >= 2, 10, "READY=1 after the reload's pass")
+        self.assertEqual(len(ready()), 2, self.daemon.notified)
+        self.assertGreaterEqual(ready()[1], reload_pass["time"] - 0.5, "the reload's READY=1 came before its pass ended")
+
+    def test_sigterm_during_a_long_pass_stops_it_cleanly(self):
+        self.long_pass()
+        since = self.daemon.mark()
+        t0 = time.monotonic()
+        rc = self.daemon.stop(timeout=10)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, self.daemon.text(since))
+        self.assertLess(took, 3.0, "SIGTERM took %.2fs to end the pass" % took)
+        self.assertTrue(self.daemon.find(r"^stopping on SIGTERM$", since))
+        created = len(self.daemon.find(r"^FILL\d+ created\b", 0))
+        self.assertLess(created, 19999, "the pass was stopped, not finished")
+        # Accounts a stop kept from being pushed are not failures to report.
+        self.assertNoErrors()
+        # Nothing half written: every account the servers hold has its seed on disk.
+        state = self.sb.path("state")
+        seeds = {f[:-3] for f in os.listdir(state) if f.endswith(".nk")}
+        r = self.sb.probe("gather", self.sb.sys_creds, self.sb.url, "$SYS.REQ.CLAIMS.LIST", "", 5000, 1)
+        held = {k for k in json.loads(r.stdout)["data"] if k not in self.sb.read("nats-server.conf")}
+        self.assertGreaterEqual(len(held), created)
+        self.assertEqual(held - seeds, set(), "accounts on the server without a seed")
+        # A new start finishes the job with the same keys: one per name.
+        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
+        p = self.daemon.wait_pass_after(0, timeout=120)
+        self.assertEqual(p["failed"], 0, self.daemon.text()[-2000:])
+        self.assertEqual(len(os.listdir(state)), 20000, "one seed per account")
+        self.assertInSync()
+
+    def test_request_timeout_checked_against_the_watchdog(self):
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
+        env["WATCHDOG_USEC"] = "4000000"
+        self.sb.set_setting("request_timeout", "3s")
+        r = subprocess.run([self.sb.t["accountd"], "-c", self.sb.conf, "run"], env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("request_timeout = 3s is too long under WatchdogSec=4s", r.stderr)
+        self.assertIn("make it at most 2s", r.stderr)
 
     def test_sigterm_exits_zero_promptly(self):
         self.start_daemon()

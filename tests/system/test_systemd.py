@@ -38,6 +38,8 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sysns import INSIDE_ROOT, SKIP, Namespace, SetupError, log, now_usec, poll, run_suite  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
+from run import STORES as BENCH_STORES, accounts_yaml as bench_accounts_yaml  # noqa: E402
 
 ETC = "/etc/nats-accountd"
 CONF = ETC + "/nats-accountd.conf"
@@ -48,6 +50,9 @@ WATCHDOG_SEC = 5
 # The product's default. The spec: a hung server never blocks the event loop beyond
 # request_timeout and the watchdog stays fed, so 2s must be safe with WatchdogSec=5s.
 REQUEST_TIMEOUT_SEC = 2
+# The account count of the scale test: a create pass of SCALE_ACCOUNTS under
+# WatchdogSec=30s, then a stop in the middle of 100,000 updates.
+SCALE_ACCOUNTS = int(os.environ.get("SYSTEST_SCALE_ACCOUNTS", "100000"))
 
 # MESSAGE_IDs, a public contract (docs/nats-accountd.catalog).
 MSGID_ACCOUNT_CREATED = "c6aacab116ab428aa5f3f192f7a8ef59"
@@ -371,6 +376,9 @@ class SystemdTest(unittest.TestCase):
         # Rewrite the file in place and keep it open: no IN_CLOSE_WRITE / IN_MOVED_TO, so only
         # the reload can pick the change up.
         path = os.path.join(self.env.etc, "accounts.yaml")
+        # The previous test's rename may still bring a pass (its two events, a
+        # moment apart): let it go by, or it would read what is written here.
+        time.sleep(0.5)
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, text.encode())
@@ -517,6 +525,84 @@ class SystemdTest(unittest.TestCase):
         exposure = float(m.group(1))
         log("systemd-analyze security %s: %.1f" % (UNIT, exposure))
         self.assertLessEqual(exposure, 2.0, r.stdout)
+
+
+    # ---- hardening and scale (issue 10) ----------------------------------------
+
+    def test_10_not_dumpable_no_core_bounded_memory(self):
+        r = self.ns.run(["systemctl", "start", UNIT], check=False, timeout=120)
+        self.assertEqual(r.returncode, 0, "systemctl start: %s%s" % (r.stdout, r.stderr))
+        pid = self.assertActive()["MainPID"]
+        props = dict(line.split("=", 1) for line in self.ns.run(
+            ["systemctl", "show", UNIT, "-pLimitCORE", "-pMemoryMax"]).stdout.splitlines())
+        self.assertEqual(props["LimitCORE"], "0", props)
+        self.assertNotEqual(props["MemoryMax"], "infinity", props)
+        # It holds the signing key: not dumpable, so the files of /proc/PID
+        # belong to root, not to the dynamic user it runs as (nor can that user
+        # ptrace it or read its memory).
+        status = self.ns.run(["cat", "/proc/%s/status" % pid]).stdout
+        uid = re.search(r"(?m)^Uid:\s+(\d+)", status).group(1)
+        self.assertNotEqual(uid, "0", "DynamicUser= runs it as a user of its own")
+        for f in ("environ", "mem"):
+            owner = self.ns.run(["stat", "-c", "%u", "/proc/%s/%s" % (pid, f)]).stdout.strip()
+            self.assertEqual(owner, "0", "/proc/%s/%s belongs to uid %s: the process is dumpable" % (pid, f, owner))
+
+    def scale_dropin(self, watchdog_sec, timeout_start_sec):
+        with open(self.ns.path("/run/systemd/system/%s.d/60-scale.conf" % UNIT), "w") as f:
+            f.write("[Service]\nWatchdogSec=%ds\nTimeoutStartSec=%ds\n" % (watchdog_sec, timeout_start_sec))
+        self.ns.run(["systemctl", "daemon-reload"])
+
+    def test_11_create_100k_accounts_under_the_watchdog(self):
+        self.ns.run(["systemctl", "stop", UNIT], check=False, timeout=60)
+        # 30 s watchdog as shipped; a start timeout shorter than the pass, which
+        # the daemon extends (EXTEND_TIMEOUT_USEC) while it makes progress.
+        self.scale_dropin(watchdog_sec=30, timeout_start_sec=20)
+        self.env.write("accounts.yaml", bench_accounts_yaml(SCALE_ACCOUNTS, BENCH_STORES[0]))
+        since = now_usec()
+        t0 = time.monotonic()
+        r = self.ns.run(["systemctl", "start", UNIT], check=False, timeout=1200)
+        took = time.monotonic() - t0
+        self.assertEqual(r.returncode, 0, "systemctl start: %s%s\n%s" % (r.stdout, r.stderr,
+                                                                           self.env.journal_text()[-4000:]))
+        s = self.assertActive()
+        peak = re.search(r"(?m)^VmHWM:\s+(\d+)", self.ns.run(["cat", "/proc/%s/status" % s["MainPID"]]).stdout)
+        log("%d creates: systemctl start returned after %.1fs (TimeoutStartSec=20s, extended); peak RSS %d MiB" %
+            (SCALE_ACCOUNTS, took, int(peak.group(1)) // 1024))
+        self.assertEqual((s["NRestarts"], s["Result"]), ("0", "success"), s)
+        self.assertTrue(s["StatusText"].startswith("in sync: %d accounts" % SCALE_ACCOUNTS), s)
+        finished = [e for e in self.env.journal("MESSAGE_ID=" + MSGID_PASS_FINISHED, since=since)]
+        self.assertTrue(finished)
+        self.assertIn("%d changed, 0 failed" % SCALE_ACCOUNTS, finished[0]["MESSAGE"])
+        wd = [e.get("MESSAGE") for e in self.env.journal(since=since, unit=None) if "atchdog" in e.get("MESSAGE", "")]
+        self.assertEqual(wd, [], "watchdog messages")
+        r = self.ns.run(["sh", "-c", "ls /var/lib/nats-accountd | grep -c '\\.nk$'"], check=False)
+        self.assertEqual(r.stdout.strip(), str(SCALE_ACCOUNTS + 3), "one seed per account (and APP, ORDERS, LEGACY)")
+
+    def test_12_stop_during_a_long_pass_ends_with_success(self):
+        pid = self.assertActive()["MainPID"]
+        since = now_usec()
+        # Every account's max_store changes: a pass of 100,000 updates.
+        self.env.edit_accounts(bench_accounts_yaml(SCALE_ACCOUNTS, BENCH_STORES[1]))
+        self.wait_journal("the pass of the edit started", since=since, timeout=30,
+                          pred=lambda e: re.search(r"pass \d+ started", e.get("MESSAGE", "")))
+        time.sleep(3)  # well into it: observed, now pushing
+        self.assertActive(pid)
+        t0 = time.monotonic()
+        r = self.ns.run(["systemctl", "stop", UNIT], check=False, timeout=120)
+        took = time.monotonic() - t0
+        log("systemctl stop during the pass returned after %.1fs" % took)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        s = self.env.show()
+        self.assertEqual((s["ActiveState"], s["Result"], s["ExecMainStatus"]), ("inactive", "success", "0"), s)
+        # It stopped the pass, it did not wait for its end. (journald may have
+        # dropped other lines: 100,000 "created" entries just before exceed its
+        # rate limit.)
+        stopped = self.env.journal(since=since)
+        self.assertTrue([e for e in stopped if re.search(r"pass \d+ stopped after", e.get("MESSAGE", ""))],
+                        [e.get("MESSAGE") for e in stopped][-20:])
+        self.assertFalse([e for e in stopped if re.search(r"pass \d+ finished in", e.get("MESSAGE", ""))],
+                         [e.get("MESSAGE") for e in stopped][-20:])
+        self.assertLess(took, 15, "TimeoutStopSec=15s")
 
 
 def main():
