@@ -1838,7 +1838,8 @@ def main():
     ap.add_argument("--minutes", type=float, default=0, help="soak: schedules back to back for this long")
     ap.add_argument("--replay", help="a schedule saved by an earlier run (JSON)")
     ap.add_argument("--shrink-minutes", type=float, default=15)
-    ap.add_argument("--features", default="", help="comma-separated: links (accounts file as a swapped symlink, a ConfigMap)")
+    ap.add_argument("--without", default="", help="comma-separated edit methods to leave out: rename, inplace, "
+                    "truncate, symlink, configmap")
     ap.add_argument("--out", default=None, help="where failing schedules are saved (default: a temp folder)")
     ap.add_argument("--figures", help="write the figures as JSON here")
     ap.add_argument("--servers", default="", help="comma-separated nats-server binaries: each schedule draws one "
@@ -1861,7 +1862,7 @@ def main():
             log("no systemd runs: %s" % why)
             args.runner = "plain"
     args.out = args.out or tempfile.mkdtemp(prefix="nats-accountd-converge.")
-    features = tuple(f for f in args.features.split(",") if f)
+    features = tuple(f for f in args.without.split(",") if f)
     servers = [os.path.abspath(p) for p in args.servers.split(",") if p]
     total = {"schedules": 0, "steps": {}, "skipped": {}, "checks": 0, "converge": [], "races": 0,
              "violations": [], "broken": 0, "kinds": {}}
@@ -1875,7 +1876,7 @@ def main():
         seed = args.seed if args.seed is not None else int(time.time()) % 1000000
         log("seed %d (replay with --seed %d --steps %d --topology %s --runner %s --mode %s%s)" % (
             seed, seed, args.steps, args.topology, args.runner, args.mode,
-            " --features " + args.features if features else ""))
+            " --without " + args.without if features else ""))
         rng = random.Random(seed)
         k = 0
         while True:

@@ -465,6 +465,7 @@ EDIT_METHODS = ("rename", "inplace", "truncate", "symlink", "configmap")
 
 def generate(seed, n_steps, topology="standalone", runner="plain", mode="operator", watchdog_sec=5,
              request_timeout=2.0, features=()):
+    # features: edit methods to leave out (e.g. "symlink", "configmap").
     """A random schedule: {"seed", "topology", "runner", "mode", "initial", "steps"}.
 
     Every step carries all it needs (the whole file text of an edit, how long a
@@ -480,9 +481,7 @@ def generate(seed, n_steps, topology="standalone", runner="plain", mode="operato
     daemon_stopped = False
     deleted = False
     next_check = rng.randint(4, 10)
-    # Symlinked files (a link swapped, a ConfigMap, edits through a link) need
-    # the daemon to follow links: the "links" feature.
-    methods = [m for m in EDIT_METHODS if m not in ("symlink", "configmap") or "links" in features]
+    methods = [m for m in EDIT_METHODS if m not in features]
     foreign_n = 0
     exports = {}  # per account: the max_exports drawn stay above what is added
 
