@@ -52,6 +52,8 @@ struct daemon;
 
 struct pass_result {
         struct daemon *d;
+        const struct plan *plan;              /* being applied, and */
+        const enum plan_action *planned;      /* its entries' actions before apply */
         uint64_t started;
         uint64_t requests_before;
         size_t checked, changed, failed, retryable;
@@ -107,6 +109,19 @@ struct daemon {
         struct pass_result result;
         atomic_bool cancel;         /* SIGTERM: the pass stops between two requests */
         _Atomic uint64_t progress;  /* when the pass last sent or received something */
+
+        /* Changes whose pass ended in an error that the servers may take all
+         * the same (a push sent but not confirmed, a server that reads its
+         * config when it starts): logged as done when a later pass finds the
+         * account so, or the journal would end on the error. Passes own it. */
+        struct unlogged_change *unlogged;
+        size_t n_unlogged;
+};
+
+struct unlogged_change {
+        char *name;
+        enum plan_action action;
+        char *changes;
 };
 
 /* ---- small helpers ---- */
@@ -149,6 +164,24 @@ static void pending_add(struct daemon *d, const char *name) {
 static void pending_append(struct daemon *d, const char *name) {
         d->pending = xreallocarray(d->pending, d->n_pending + 1, sizeof(*d->pending));
         d->pending[d->n_pending++] = xstrdup(name);
+}
+
+static void unlogged_drop(struct daemon *d, const char *name) {
+        for (size_t i = 0; i < d->n_unlogged; i++) {
+                if (strcmp(d->unlogged[i].name, name) != 0)
+                        continue;
+                free(d->unlogged[i].name);
+                free(d->unlogged[i].changes);
+                d->unlogged[i] = d->unlogged[--d->n_unlogged];
+                return;
+        }
+}
+
+static void unlogged_clear(struct daemon *d) {
+        while (d->n_unlogged)
+                unlogged_drop(d, d->unlogged[0].name);
+        free(d->unlogged);
+        d->unlogged = NULL;
 }
 
 static void pending_clear(struct daemon *d) {
@@ -282,6 +315,7 @@ static void reload_accounts(struct daemon *d) {
                 if (old && account_decl_equal(old, decl))
                         continue;
                 changed++;
+                unlogged_drop(d, decl->name); /* another change is wanted now */
                 /* Past this many, one full pass is cheaper than asking for each. */
                 if (d->n_pending >= PENDING_MAX)
                         d->need_full = true;
@@ -442,13 +476,45 @@ static void log_done(void *userdata, const struct plan_entry *e, bool ok) {
                 res->failed++;
                 res->retryable++;
                 pending_append(res->d, e->decl->name); /* retried alone after the backoff */
+                struct daemon *d = res->d;
+                unlogged_drop(d, e->decl->name);
+                d->unlogged = xreallocarray(d->unlogged, d->n_unlogged + 1, sizeof(*d->unlogged));
+                d->unlogged[d->n_unlogged++] = (struct unlogged_change){
+                        .name = xstrdup(e->decl->name),
+                        .action = res->planned[e - res->plan->v],
+                        .changes = changes_text(e),
+                };
                 return;
         }
+        unlogged_drop(res->d, e->decl->name);
         fields_for(e, f, plan_action_name(e->action));
         char *ch = changes_text(e);
         log_event(LOG_INFO, msgids[e->action], f, 3, "%s %s%s%s", e->decl->name, verbs[e->action], *ch ? ": " : "", ch);
         free(ch);
         res->changed++;
+}
+
+/* Accounts in the state an earlier pass failed to confirm: that change is done. */
+static void log_confirmed(struct daemon *d, const struct plan *p) {
+        static const char *const msgids[] = { MSGID_ACCOUNT_CREATED, MSGID_ACCOUNT_ENABLED, MSGID_ACCOUNT_UPDATED,
+                                              MSGID_ACCOUNT_DISABLED };
+        static const char *const verbs[] = { "created", "enabled", "updated", "disabled" };
+        for (size_t i = 0; i < p->n && d->n_unlogged; i++) {
+                const struct plan_entry *e = &p->v[i];
+                if (e->action != PLAN_UNCHANGED)
+                        continue;
+                for (size_t k = 0; k < d->n_unlogged; k++) {
+                        const struct unlogged_change *u = &d->unlogged[k];
+                        if (strcmp(u->name, e->decl->name) != 0)
+                                continue;
+                        struct log_field f[3];
+                        fields_for(e, f, plan_action_name(u->action));
+                        log_event(LOG_INFO, msgids[u->action], f, 3, "%s %s%s%s (in force now, after the error above)",
+                                  u->name, verbs[u->action], *u->changes ? ": " : "", u->changes);
+                        unlogged_drop(d, e->decl->name);
+                        break;
+                }
+        }
 }
 
 static void log_plan_problems(const struct plan *p, struct pass_result *res) {
@@ -479,7 +545,16 @@ static int reconcile(struct daemon *d, const struct accounts *a, bool whole, str
         if (r == 0) {
                 res->checked += p->n;
                 log_plan_problems(p, res);
+                log_confirmed(d, p);
+                enum plan_action *planned = xcalloc(p->n ? p->n : 1, sizeof(*planned));
+                for (size_t i = 0; i < p->n; i++)
+                        planned[i] = p->v[i].action;
+                res->plan = p;
+                res->planned = planned;
                 r = b->ops->apply(b, d->nc, p, log_done, res, &err);
+                res->plan = NULL;
+                res->planned = NULL;
+                free(planned);
         }
         if (r < 0) {
                 log_pass_error(r, err);
@@ -939,6 +1014,7 @@ static void daemon_free(struct daemon *d) {
         accounts_free(d->accounts);
         settings_free(d->settings);
         pending_clear(d);
+        unlogged_clear(d);
         free(d->watch_dir);
         free(d->watch_name);
 }
