@@ -46,7 +46,7 @@
 #define EXTEND_EVERY_USEC (5 * USEC_PER_SEC)
 #define EXTEND_BY_USEC (30 * USEC_PER_SEC)
 
-enum nats_event { NATS_EVENT_LOST = 1, NATS_EVENT_RESTORED = 2 };
+enum nats_event { NATS_EVENT_LOST = 1, NATS_EVENT_RESTORED = 2, NATS_EVENT_JOINED = 4 };
 
 struct daemon;
 
@@ -422,6 +422,17 @@ static void on_nats_event(void *userdata, bool connected) {
         (void)k;
 }
 
+/* A server started or joined since the last sweep: it may hold older JWTs than
+ * the others (its store missed what was pushed while it was away), so a sweep
+ * now, not at the next resync. */
+static void on_server_joined(void *userdata) {
+        struct daemon *d = userdata;
+        atomic_fetch_or(&d->nats_events, NATS_EVENT_JOINED);
+        uint64_t one = 1;
+        ssize_t k = write(d->event_fd, &one, sizeof(one));
+        (void)k;
+}
+
 static bool ensure_connected(struct daemon *d) {
         if (d->reconnect) {
                 d->reconnect = false;
@@ -449,6 +460,10 @@ static bool ensure_connected(struct daemon *d) {
         d->waiting_logged = false;
         d->need_full = true;
         natsconn_set_controls(d->nc, &d->cancel, &d->progress);
+        if (natsconn_watch_servers(d->nc, on_server_joined, d, &err) < 0) {
+                log_warning("%s; a server that starts is checked at the next resync", err);
+                free(err);
+        }
         return true;
 }
 
@@ -905,6 +920,10 @@ static int on_event_fd(sd_event_source *s, int fd, uint32_t revents, void *userd
         }
         if ((ev & NATS_EVENT_RESTORED) && (!nc || natsconn_connected(nc))) {
                 log_event(LOG_NOTICE, MSGID_SERVER_RESTORED, f, 1, "reconnected to %s; resynchronising", url);
+                want_full(d);
+                schedule_pass(d);
+        } else if (ev & NATS_EVENT_JOINED) {
+                log_debug("a server started or joined: checking every server");
                 want_full(d);
                 schedule_pass(d);
         }

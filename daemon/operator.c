@@ -60,6 +60,43 @@ static bool known_keys(const struct observed *obs, const struct accounts *a, con
         return true;
 }
 
+/* A server of now that the last sweep did not see (one that started or joined
+ * since: nats-server takes a new id at each start), or NULL. */
+static const char *server_joined(const struct observed *before, const struct observed *now) {
+        for (size_t i = 0; i < now->n_servers; i++) {
+                bool seen = false;
+                for (size_t k = 0; k < before->n_servers && !seen; k++)
+                        seen = strcmp(now->servers[i].id, before->servers[k].id) == 0;
+                if (!seen)
+                        return now->servers[i].name ? now->servers[i].name : now->servers[i].id;
+        }
+        return NULL;
+}
+
+/* A server back from a stop keeps the JWTs it had: pushes made while it was
+ * away reached the others only, and the resolvers sync among themselves only
+ * every few minutes. CLAIMS.PACK is one server's word, so ask every server
+ * for each declared account: one that lags shows as a holder short, and the
+ * diff pushes the account again. */
+static int lookup_declared(struct natsconn *c, struct observed *obs, const struct accounts *a, const char *joined,
+                           char **err) {
+        const char **keys = xcalloc(a->n + 1, sizeof(*keys));
+        size_t k = 0;
+        for (size_t i = 0; i < a->n; i++) {
+                const struct account_decl *decl = &a->v[i];
+                size_t n_trusted, n_untrusted;
+                const struct observed_account *oa = decl->key[0] ? observed_find_key(obs, decl->key)
+                                                                 : observed_find_trusted_name(obs, decl->name,
+                                                                                              &n_trusted, &n_untrusted);
+                if (oa)
+                        keys[k++] = oa->key;
+        }
+        log_debug("server %s joined since the last sweep: asking every server for %zu accounts", joined, k);
+        int r = k ? observe_lookup(c, obs, keys, k, err) : 0;
+        free(keys);
+        return r;
+}
+
 static int op_plan(struct backend *b, struct natsconn *c, const struct accounts *a, bool whole, struct plan **out,
                    char **err) {
         struct operator_backend *o = op(b);
@@ -69,9 +106,17 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                 struct observed *obs = NULL;
                 if ((r = observe_all(c, &obs, err)) < 0)
                         return r;
+                const char *joined = o->obs ? server_joined(o->obs, obs) : NULL;
+                char *joined_name = joined ? xstrdup(joined) : NULL;
                 observed_free(o->obs);
                 o->obs = obs;
                 o->compact_next = true;
+                if (joined_name) {
+                        r = lookup_declared(c, o->obs, a, joined_name, err);
+                        free(joined_name);
+                        if (r < 0)
+                                return r;
+                }
         } else {
                 if (!o->obs)
                         return -ESTALE;

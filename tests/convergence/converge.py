@@ -153,7 +153,7 @@ class Servers:
             n.srv = srv
             self.nodes = [n]
         for n in self.nodes:
-            self._pin(n)
+            n.next = n.srv.again()  # restarts come back on the same ports: the daemon's settings name them
         self.names = {}
         for reply in self.sb.gather_json("$SYS.REQ.SERVER.PING", len(self.nodes)):
             self.names[reply["server"]["name"]] = reply["server"]["id"]
@@ -194,19 +194,6 @@ class Servers:
         if hasattr(sb, "node_confs"):
             sb.node_confs = [(node, add(text, "../")) for node, text in sb.node_confs]
 
-    def _pin(self, n):
-        """Restarts come back on the ports the node picked first (the daemon's settings name them)."""
-        with open(n.conf) as f:
-            text = f.read()
-        ports = [n.srv.url.rsplit(":", 1)[1]]
-        if n.srv.cluster_url:
-            ports.append(n.srv.cluster_url.rsplit(":", 1)[1])
-        for port in ports:
-            text = text.replace("listen: %s:-1" % harness.LOOPBACK, "listen: %s:%s" % (harness.LOOPBACK, port), 1)
-        n.pinned = n.conf + ".pinned"
-        with open(n.pinned, "w") as f:
-            f.write(text)
-
     def up(self):
         return [n for n in self.nodes if n.state == "up"]
 
@@ -231,7 +218,7 @@ class Servers:
         if n.state != "down":
             return
         old_url = n.srv.url
-        srv = harness.NatsServer(self.sb.t["server"], n.pinned, n.ports_dir, n.log_path)
+        srv = n.next
         try:
             srv.start(timeout=30)
         except HarnessError as e:
@@ -240,6 +227,7 @@ class Servers:
             raise EnvironmentBroken("%s came back on %s, not %s" % (n.name, srv.url, old_url))
         self.sb.servers[self.sb.servers.index(n.srv)] = srv
         n.srv = srv
+        n.next = srv.again()
         n.state = "up"
 
     def stop(self, i):

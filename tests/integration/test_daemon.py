@@ -11,6 +11,7 @@ nats-server must be on PATH (or NATS_SERVER); without any, the program skips (ex
 """
 
 import json
+import json
 import os
 import re
 import signal
@@ -862,6 +863,70 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(rc, 0, self.daemon.text())
         self.assertLess(took, 1.0)
         self.assertTrue(self.daemon.find(r"^stopping on SIGTERM$", since), self.daemon.text(since))
+
+
+class DaemonClusterTest(unittest.TestCase):
+    """The daemon against a 3-node cluster (one per test)."""
+
+    def setUp(self):
+        self.daemon = None
+        self.sb = harness.Cluster()
+        try:
+            self.sb.start_cluster()
+            self.sb.set_setting("log_level", "debug")
+        except harness.HarnessError as e:
+            self.sb.cleanup()
+            self.fail(str(e))
+
+    def tearDown(self):
+        if self.daemon:
+            self.daemon.kill()
+        self.sb.cleanup()
+
+    def test_server_back_with_an_old_store_gets_the_current_jwt(self):
+        # Found by tests/convergence: a node down while an edit was applied to
+        # the others came back with the JWTs it had (the resolvers sync only
+        # every few minutes, `interval` in the server's resolver block), and a
+        # client of APP on it got the old limits. The daemon's sweeps read
+        # CLAIMS.PACK from one server (any) and came only at the next resync.
+        # Now the server's first heartbeat brings a sweep at once, and a sweep
+        # that meets a server the last one did not see asks every server for
+        # the declared accounts. No resync here: only that can catch c3 up.
+        sb = self.sb
+        sb.set_setting("resync_interval", "0")
+        self.daemon = Daemon(sb.t["accountd"], sb.conf)
+        self.daemon.wait_line(r"^debug: pass 1 finished .* 0 failed", 0, timeout=30)
+        c3 = sb.servers[2]
+        again = c3.again()
+        os.kill(c3.proc.pid, signal.SIGKILL)
+        c3.proc.wait(timeout=10)
+        sb.servers[2] = again
+        # A sweep without c3 (it is not there: two servers), then the edit:
+        # both servers confirm it, so nothing is left to look at again later.
+        since = self.daemon.mark()
+        self.daemon.signal(signal.SIGHUP)
+        i, _, _ = self.daemon.wait_line(r"^debug: pass \d+ started \(full\)", since, timeout=10)
+        self.daemon.wait_line(r"^debug: pass \d+ finished .* 0 failed", i, timeout=30)
+        since = self.daemon.mark()
+        save_atomic(sb.accounts_file, sb.read("accounts.yaml").replace("max_streams: 10\n", "max_streams: 33\n"))
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 33$", since, timeout=30)
+        key = sb.account_keys()["APP"]
+
+        def c3_streams():
+            with open(os.path.join(sb.path("c3"), "jwt", key + ".jwt")) as f:
+                return jwt_claims(f.read())["nats"]["limits"].get("streams")
+
+        self.assertEqual(c3_streams(), 10, "c3 comes back with the JWT it had")
+        again.start()
+        sb.wait_system_api(3, timeout=30)
+        poll(lambda: c3_streams() == 33, 20, "c3 to hold APP's current JWT (max_streams 33)", interval=0.2)
+        creds = sb.user_creds("APP")
+
+        def applied():
+            r = sb.probe("request", creds, again.url, "$JS.API.INFO", "", 3000)
+            return r.returncode == 0 and json.loads(r.stdout).get("limits", {}).get("max_streams") == 33
+
+        poll(applied, 20, "a user of APP on c3 to see max_streams 33", interval=0.2)
 
 
 if __name__ == "__main__":
