@@ -1362,6 +1362,8 @@ class Run:
     def store_problems(self, want):
         if self.mode == "config":
             return self.config_store_problems(want)
+        if self.exports:
+            self.classify_lost_exports()
         problems = []
         for n in self.servers.nodes:
             names = self.by_name(self.servers.stored(n))
@@ -1491,11 +1493,18 @@ class Run:
                         continue  # the pass read the JWT before the other tool pushed
                 raise Violation("iat", "%s (%s): the daemon pushed iat %s after iat %s%s" % (
                     c.get("name"), key, c.get("iat"), prev[2], " (another tool's)" if prev[1] in self.foreign else ""))
-        # Exports lost to a pass that raced the push: allowed, counted.
+
+    def classify_lost_exports(self):
+        """Exports gone from the servers because a pass raced the other tool's push: allowed, counted."""
+        starts = None
+        held = self.by_name(self.servers.stored(self.servers.up()[0] if self.servers.up() else self.servers.nodes[0]))
         for name, subjects in self.exports.items():
+            jwts = held.get(name) or []
+            have = {e.get("subject") for _, _, c in jwts[:1] for e in (c.get("nats") or {}).get("exports") or []}
             for subject, (t0, t1) in subjects.items():
-                if subject in self.lost_exports.get(name, set()):
+                if subject in have or subject in self.lost_exports.get(name, set()):
                     continue
+                starts = starts if starts is not None else self.runner.pass_starts()
                 if self.export_lost_in_race(name, subject, t0, t1, starts):
                     self.lost_exports.setdefault(name, set()).add(subject)
                     self.figures["races"] += 1
