@@ -79,6 +79,9 @@ RACE_SLACK = 0.5
 SEED_RE = re.compile(r"(?<![A-Z2-7])S[OAUNC][A-Z2-7]{56}(?![A-Z2-7])")
 ACTION_RE = re.compile(r"^(?:\w+: )?(?P<name>[A-Za-z0-9_-]+) (?P<verb>created|enabled|updated|disabled)\b")
 PASS_STARTED_RE = re.compile(r"pass (\d+) started")
+# What a check may meet while a cluster settles (a JetStream meta leader being
+# elected, a server still starting): wait, do not call it final.
+TRANSIENT_RE = re.compile(r"as a user failed|no ACCOUNT.INFO reply|ACCOUNT.INFO error|VARZ:")
 
 
 def parse_time(text):
@@ -90,6 +93,32 @@ def parse_time(text):
     frac = (m.group(2) or "0")[:6].ljust(6, "0")
     tz = "+00:00" if m.group(3) == "Z" else m.group(3)
     return datetime.datetime.fromisoformat("%s.%s%s" % (m.group(1), frac, tz)).timestamp()
+
+
+# A config-mode fragment's jetstream {} names (nats-server's) -> the accounts file's.
+FRAGMENT_JS = {"max_mem": "max_memory", "max_file": "max_store", "max_streams": "max_streams",
+               "max_consumers": "max_consumers", "max_ack_pending": "max_ack_pending",
+               "mem_max_stream_bytes": "memory_max_stream_bytes", "disk_max_stream_bytes": "store_max_stream_bytes",
+               "max_bytes_required": "max_bytes_required"}
+
+
+def fragment_js(text):
+    """What a fragment tells the servers of JetStream, in expected_claims()'s shape (None: nothing)."""
+    if re.search(r"(?m)^jetstream: disabled$", text):
+        return "disabled"
+    m = re.search(r"(?m)^jetstream \{\n(.*?)^\}", text, re.S)
+    if not m:
+        return None
+    flat = {f: -1 for f in model.JS_FIELDS}
+    flat["max_bytes_required"] = False
+    for k, v in re.findall(r"(\w+): (\S+)", m.group(1)):
+        f = FRAGMENT_JS.get(k)
+        if f == "max_bytes_required":
+            flat[f] = v == "true"
+        elif f:
+            n = int(v)
+            flat[f] = -1 if n <= 0 and f not in ("max_memory", "max_store") else n
+    return {"flat": flat}
 
 
 def log(msg):
@@ -1244,10 +1273,18 @@ class Run:
                         self.settle_sec, "last good " if len(wants) == 1 else "%d last good versions of the " % len(wants),
                         "\n  ".join(self.store_problems(wants[-1]))))
                 else:
-                    problems = self.applied_problems(wants[stored[-1]])
-                    if not problems:
-                        chosen = stored[-1]
+                    # The newest of the files the stores hold that the servers also apply.
+                    problems = None
+                    for i in reversed(stored):
+                        p = self.applied_problems(wants[i])
+                        if not p:
+                            chosen = i
+                            break
+                        problems = problems or p
+                    if not p:
                         break
+                    if any(TRANSIENT_RE.search(x) for x in problems):
+                        stuck_since = None  # a server that does not answer yet: not settled
                     why = Violation("applied", "after %ds the servers do not apply the file they store:\n  %s" % (
                         self.settle_sec, "\n  ".join(problems)))
             if time.monotonic() > deadline:
@@ -1305,6 +1342,10 @@ class Run:
         for name, exp in sorted(want.items()):
             text, mtime = frags.get(name, ("", 0.0))
             newest = max(newest, mtime)
+            if exp["js"] is not None:
+                got_js = fragment_js(text)
+                if got_js != exp["js"]:
+                    problems.append("fragment of %s: jetstream: want %s, has %s" % (name, exp["js"], got_js))
             if exp["limits"] is None:
                 continue
             m = re.search(r"(?m)^limits \{\n(.*?)^\}", text, re.S)
