@@ -479,7 +479,8 @@ static void update_unconfirmed(const struct settings *s, const struct observed *
                                const struct push *pushes, size_t n) {
         size_t old_n = p->n_unconfirmed, k = 0;
         char(*old)[NKEY_PUBLIC_LEN + 1] = xcalloc(old_n ? old_n : 1, sizeof(*old));
-        memcpy(old, p->unconfirmed, old_n * sizeof(*old));
+        if (old_n)
+                memcpy(old, p->unconfirmed, old_n * sizeof(*old));
         if (old_n)
                 qsort(old, old_n, sizeof(*old), cmp_key);
         bool *pushed = xcalloc(old_n ? old_n : 1, sizeof(*pushed));

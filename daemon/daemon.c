@@ -795,6 +795,15 @@ static void arm_resync(struct daemon *d) {
                 sd_event_source_set_enabled(d->resync_src, SD_EVENT_OFF);
 }
 
+/* File events come before the pass they call for: a save is often several
+ * events at once (an editor's rename: the temporary name moved away, the file
+ * moved in), and a pass started between them would be followed by another
+ * for the same save. */
+static void file_events_first(sd_event_source *src) {
+        if (src)
+                sd_event_source_set_priority(src, SD_EVENT_PRIORITY_IMPORTANT);
+}
+
 /* A file the backend reads besides the accounts file (config mode: a
  * server's config, where an include line gets added): its edit brings a
  * whole pass at once rather than at the next resync. */
@@ -841,6 +850,8 @@ static void setup_file_watches(struct daemon *d) {
                 if (r < 0)
                         log_warning("cannot watch %s: %s; its edits are seen at the next resync", files[i],
                                     strerror(-r));
+                else
+                        file_events_first(w->src);
                 d->file_watches = xreallocarray(d->file_watches, d->n_file_watches + 1, sizeof(*d->file_watches));
                 d->file_watches[d->n_file_watches++] = w;
         }
@@ -867,9 +878,9 @@ static void check_file_version(struct daemon *d) {
 static bool inotify_overflowed(struct daemon *d, const struct inotify_event *ev) {
         if (!(ev->mask & IN_Q_OVERFLOW))
                 return false;
-        if (!d->file_changed)
-                log_warning("file events were lost (inotify queue overflow); re-reading %s and checking every account",
-                            d->settings->accounts_file);
+        /* The kernel queues one overflow event per loss: each is news. */
+        log_warning("file events were lost (inotify queue overflow); re-reading %s and checking every account",
+                    d->settings->accounts_file);
         d->file_changed = true;
         want_full(d);
         schedule_pass(d);
@@ -972,8 +983,10 @@ static int setup_watch(struct daemon *d) {
         int r = sd_event_add_inotify(d->ev, &d->inotify_src, d->watch_dir,
                                      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ONLYDIR,
                                      on_inotify, d);
-        if (r >= 0)
+        if (r >= 0) {
+                file_events_first(d->inotify_src);
                 watch_target(d);
+        }
         return r;
 }
 
@@ -999,8 +1012,10 @@ static void watch_target(struct daemon *d) {
                 if (r < 0)
                         log_warning("cannot watch %s, where %s leads: %s; edits there are picked up on reload only",
                                     dir, d->settings->accounts_file, strerror(-r));
-                else
+                else {
+                        file_events_first(d->target_src);
                         d->target_dir_st = dir_st;
+                }
         }
         free(dir);
         free(real);

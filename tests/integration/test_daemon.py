@@ -346,6 +346,23 @@ class DaemonTest(unittest.TestCase):
         self.assertInSync()
         self.assertEqual(self.daemon.stop(), 0, self.daemon.text())
 
+    def test_one_save_one_pass(self):
+        # An editor's save is a temporary file renamed over the accounts file:
+        # two events (the temporary name moved away, the file moved in). Both
+        # are taken before the pass starts, so one save is one pass, however the
+        # loop is scheduled.
+        self.start_daemon()
+        self.key_of("APP")
+        for i in range(1, 11):
+            self.daemon.wait_quiet(self.daemon.mark(), quiet=0.2)
+            since = self.daemon.mark()
+            self.save(self.example_with(10 + i))
+            self.daemon.wait_line(r"^APP updated: max_streams \d+ -> %d$" % (10 + i), since, timeout=5)
+            self.daemon.wait_quiet(since, quiet=0.3)
+            passes = self.daemon.passes(since)
+            self.assertEqual(len(passes), 1, "save %d brought %d passes:\n%s" % (i, len(passes), self.daemon.text(since)))
+        self.assertNoErrors()
+
     def test_burst_of_200_saves_coalesces(self):
         self.start_daemon()
         self.key_of("APP")

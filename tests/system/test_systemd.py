@@ -376,9 +376,6 @@ class SystemdTest(unittest.TestCase):
         # Rewrite the file in place and keep it open: no IN_CLOSE_WRITE / IN_MOVED_TO, so only
         # the reload can pick the change up.
         path = os.path.join(self.env.etc, "accounts.yaml")
-        # The previous test's rename may still bring a pass (its two events, a
-        # moment apart): let it go by, or it would read what is written here.
-        time.sleep(0.5)
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, text.encode())
