@@ -81,7 +81,7 @@ ACTION_RE = re.compile(r"^(?:\w+: )?(?P<name>[A-Za-z0-9_-]+) (?P<verb>created|en
 PASS_STARTED_RE = re.compile(r"pass (\d+) started")
 # What a check may meet while a cluster settles (a JetStream meta leader being
 # elected, a server still starting): wait, do not call it final.
-TRANSIENT_RE = re.compile(r"as a user failed|no ACCOUNT.INFO reply|ACCOUNT.INFO error|VARZ:")
+TRANSIENT_RE = re.compile(r"as a user failed|no ACCOUNT.INFO reply|ACCOUNT.INFO error|VARZ:|got unavailable: ")
 
 
 def parse_time(text):

@@ -413,9 +413,12 @@ def js_info_state(reply):
     """What `$JS.API.INFO` shows a user of the account, in the shape of expected_claims()["js"]."""
     err = reply.get("error")
     if err:
-        if err.get("code") == 503:
+        # 503 is both "jetstream not enabled for account" (10039) and "JetStream
+        # system temporarily unavailable" (10008: a cluster without a meta leader,
+        # for a moment after nodes come back): only the first says disabled.
+        if err.get("code") == 503 and err.get("err_code") in (10039, None):
             return "disabled"
-        return "error %s" % err
+        return "unavailable: %s" % err
     tiers = reply.get("tiers") or {}
 
     def norm(l):
