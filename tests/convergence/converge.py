@@ -669,6 +669,7 @@ class SystemdRunner(PlainRunner):
                         check=False, timeout=90)
         self.down = None
         self.starts_at = time.monotonic()
+        self.expected_restarts = 0  # reset-failed and a start by hand set NRestarts back to 0
         if wait_first_pass and r.returncode != 0:
             raise Violation("daemon", "systemctl start: %s%s\n%s" % (r.stdout, r.stderr, self.env.journal_text()[-3000:]))
         self.main_pid = None
@@ -724,6 +725,9 @@ class SystemdRunner(PlainRunner):
         r = self.ns.run(["systemctl", "restart", self.UNIT], check=False, timeout=90)
         self.history.unable.append([t0, time.monotonic() + 1])
         self.main_pid = None
+        # A restart asked for by hand sets systemd's restart counter back to 0
+        # (NRestarts counts the restarts of Restart= since the last such start).
+        self.expected_restarts = 0
         if r.returncode != 0:
             self.poll()
             if not self.down:
@@ -1268,6 +1272,8 @@ class Run:
                 for i in list(first_match):
                     if i not in stored:
                         del first_match[i]  # held for a moment only: it counts from when it is held for good
+                for i in stored:
+                    first_match.setdefault(i, time.monotonic())  # the stores took it since the look above
                 if not stored:
                     why = Violation("applied", "after %ds the servers' stores still differ from the %sfile:\n  %s" % (
                         self.settle_sec, "last good " if len(wants) == 1 else "%d last good versions of the " % len(wants),
