@@ -4,11 +4,11 @@
 #     default nats-server (Debian's, on PATH);
 #   - the integration tests again against each nats-server of the matrix in
 #     tools/go-pins.txt (built with Go by tools/go-tools.sh, with the nats CLI,
-#     nsc and tests/jwtcheck), and the systemd and convergence tests against
-#     the newest of them;
+#     nsc and tests/jwtcheck), and the systemd tests and the cluster
+#     convergence schedule against the newest of them;
 #     without Go this part is skipped with one line, which is not a failure;
 #   - a build under AddressSanitizer and UndefinedBehaviorSanitizer: every test
-#     against the default server;
+#     against the default server but the convergence schedules and the package;
 #   - a short run of each fuzz target.
 # Prints the server versions it ran against, then the skipped count, and ends
 # with one line "N passed, N failed"; exits non-zero when anything failed.
@@ -95,8 +95,9 @@ if build build; then
                 if [ "$newest" = 0 ]; then
                         # The unit under systemd; the system suite's other tests do not use a server.
                         NATS_SERVER=$path run_tests build "testlog-nats-$version-systemd" systemd
-                        # The short convergence schedules (the default server runs them with every suite).
-                        NATS_SERVER=$path run_tests build "testlog-nats-$version-convergence" --suite convergence
+                        # One short convergence schedule, the cluster one (the default server
+                        # runs them all with every suite; the selftest checks the driver).
+                        NATS_SERVER=$path run_tests build "testlog-nats-$version-convergence" convergence-cluster
                         versions+=("$version (integration, systemd, convergence)")
                 else
                         versions+=("$version (integration)")
