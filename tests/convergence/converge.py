@@ -1239,6 +1239,13 @@ class Run:
         deadline = time.monotonic() + self.settle_sec
         self.runner.settle()
         candidates = self.history.acceptable(self.since_version, self.accepted, self.runner.started())
+        # No daemon runs (it refused a bad file at start) after one was SIGKILLed in
+        # the middle of a pass: each account may hold any of the versions that one
+        # could have pushed, not one version for all. That mix comes first (the
+        # whole versions are preferred) and follows what the stores hold.
+        mix = bool(self.runner.down) and len(candidates) > 1 and any(k >= (self.prev["t"] if self.prev else 0) for k in self.runner.kills)
+        if mix:
+            candidates = [self.mixed(candidates)] + candidates
         wants = [{n: model.expected_claims(d, self.mode) for n, d in m.items()} for m in candidates]
         # Settled: the daemon says it is in sync (or none runs: it refused a bad
         # file), every server stores one of the acceptable files (the resolver
@@ -1251,6 +1258,9 @@ class Run:
         quiet_from = self.last_event + 0.2  # a save's pass may be 50 ms away: look again after that
         while True:
             self.runner.poll()
+            if mix:
+                candidates[0] = self.mixed(candidates[1:])
+                wants[0] = {n: model.expected_claims(d, self.mode) for n, d in candidates[0].items()}
             for i, want in enumerate(wants):
                 if i not in first_match and not self.store_problems(want):
                     first_match[i] = time.monotonic()
@@ -1317,7 +1327,24 @@ class Run:
         self.last_event = time.monotonic()
         log("check %d: the servers held the file %.2fs after the last fault (verified applied %.2fs), "
             "checked in %.1fs%s" % (self.figures["checks"], self.figures["converge"][-1], t_applied - t_fault_end,
-            time.monotonic() - t_check, "; the daemon is down: the file is bad" if self.runner.down else ""))
+            time.monotonic() - t_check, "; the daemon is down: the file is bad" if self.runner.down else "")
+            + ("; each account as one of the versions the daemon killed mid-pass pushed" if mix and chosen == 0
+               else ""))
+
+    def mixed(self, candidates):
+        """Per account, the newest of the candidates' declarations the stores hold (else the
+        newest); an account some candidate does not list is left out (unmanaged then)."""
+        out = {}
+        for name in sorted(set().union(*[set(c) for c in candidates])):
+            having = [c[name] for c in candidates if name in c]
+            if len(having) < len(candidates):
+                continue
+            out[name] = having[-1]
+            for d in reversed(having):
+                if not self.store_problems({name: model.expected_claims(d, self.mode)}):
+                    out[name] = d
+                    break
+        return out
 
     def by_name(self, stored):
         out = {}
@@ -1641,6 +1668,11 @@ class Run:
                 self.step(i, st)
             self.check_secrets()
         except Violation as v:
+            # What the daemon said, for the report (the violation names what the servers showed).
+            try:
+                v.daemon_log = self.runner.log_text() if self.runner else ""
+            except Exception as e:  # a runner that cannot tell any more: say so, keep the violation
+                v.daemon_log = "(the daemon's log could not be read: %s)" % e
             return v, getattr(self, "index", -1)
         return None, None
 
@@ -1796,8 +1828,11 @@ def run_and_report(schedule, args, total):
         return True
     failing = prefix_through(schedule, at)
     p = save(failing, args.out, "failing-%d.json" % schedule["seed"])
+    if getattr(v, "daemon_log", None):
+        with open(os.path.join(args.out, "daemon-%d.log" % schedule["seed"]), "w") as f:
+            f.write(v.daemon_log)
     log("VIOLATION (seed %d, at step %d: %s)\n%s" % (schedule["seed"], at, describe(schedule["steps"][at]), v))
-    log("the schedule up to there (%d steps): %s\nreplay: %s --replay %s" % (
+    log("the schedule up to there (%d steps): %s (the daemon's log beside it)\nreplay: %s --replay %s" % (
         len(failing["steps"]), p, sys.argv[0], p))
     total["violations"].append("seed %d step %d %s" % (schedule["seed"], at, v.kind))
     if args.shrink_minutes > 0:
