@@ -122,6 +122,7 @@ struct unlogged_change {
         char *name;
         enum plan_action action;
         char *changes;
+        struct account_decl target; /* what the change was for: logged once the servers say so */
 };
 
 /* ---- small helpers ---- */
@@ -315,7 +316,6 @@ static void reload_accounts(struct daemon *d) {
                 if (old && account_decl_equal(old, decl))
                         continue;
                 changed++;
-                unlogged_drop(d, decl->name); /* another change is wanted now */
                 /* Past this many, one full pass is cheaper than asking for each. */
                 if (d->n_pending >= PENDING_MAX)
                         d->need_full = true;
@@ -498,6 +498,7 @@ static void log_done(void *userdata, const struct plan_entry *e, bool ok) {
                         .name = xstrdup(e->decl->name),
                         .action = res->planned[e - res->plan->v],
                         .changes = changes_text(e),
+                        .target = *e->decl,
                 };
                 return;
         }
@@ -509,19 +510,32 @@ static void log_done(void *userdata, const struct plan_entry *e, bool ok) {
         res->changed++;
 }
 
-/* Accounts in the state an earlier pass failed to confirm: that change is done. */
+/* Accounts in the state an earlier pass failed to confirm: that change is done.
+ * What counts is the state that change was for, not the file's of now: the
+ * file may have changed since in a way that state satisfies too (a `limits`
+ * key removed), and the change was made all the same. A change not in force
+ * while the file's state is has been overtaken: nothing to tell. */
 static void log_confirmed(struct daemon *d, const struct plan *p) {
         static const char *const msgids[] = { MSGID_ACCOUNT_CREATED, MSGID_ACCOUNT_ENABLED, MSGID_ACCOUNT_UPDATED,
                                               MSGID_ACCOUNT_DISABLED };
         static const char *const verbs[] = { "created", "enabled", "updated", "disabled" };
         for (size_t i = 0; i < p->n && d->n_unlogged; i++) {
                 const struct plan_entry *e = &p->v[i];
-                if (e->action != PLAN_UNCHANGED)
+                if (e->action == PLAN_ERROR)
                         continue;
                 for (size_t k = 0; k < d->n_unlogged; k++) {
                         const struct unlogged_change *u = &d->unlogged[k];
                         if (strcmp(u->name, e->decl->name) != 0)
                                 continue;
+                        if (!e->obs || !plan_decl_in_force(&u->target, e->obs)) {
+                                if (e->action == PLAN_UNCHANGED)
+                                        unlogged_drop(d, e->decl->name);
+                                break;
+                        }
+                        /* In force where the newest JWT is; with the same file, an
+                         * update without changes is a server still behind: wait. */
+                        if (e->action != PLAN_UNCHANGED && (e->n_changes == 0 || account_decl_equal(&u->target, e->decl)))
+                                break;
                         struct log_field f[3];
                         fields_for(e, f, plan_action_name(u->action));
                         log_event(LOG_INFO, msgids[u->action], f, 3, "%s %s%s%s (in force now, after the error above)",

@@ -945,6 +945,41 @@ class DaemonClusterTest(unittest.TestCase):
 
         poll(applied, 20, "a user of APP on c3 to see max_streams 33", interval=0.2)
 
+    def test_change_taken_late_is_logged_though_the_file_changed_since(self):
+        # Found by the soak (seed 64361036): a push that a hung server took only
+        # once it ran again had no journal line when the file had changed in
+        # between in a way that change satisfies too (here APP's `limits` key
+        # removed): the daemon forgot the unconfirmed change at the re-read,
+        # and the next pass found nothing to do.
+        sb = self.sb
+        sb.set_setting("request_timeout", "1s")
+        example = sb.read("accounts.yaml")
+        limited = example.replace("      max_consumers: 100\n", "      max_consumers: 100\n    limits:\n"
+                                  "      max_connections: 5\n", 1)
+        self.assertNotEqual(limited, example)
+        self.daemon = Daemon(sb.t["accountd"], sb.conf)
+        self.daemon.wait_line(r"^debug: pass 1 finished .* 0 failed", 0, timeout=30)
+        c3 = sb.servers[2]
+        os.kill(c3.proc.pid, signal.SIGSTOP)
+        try:
+            since = self.daemon.mark()
+            save_atomic(sb.accounts_file, limited)
+            self.daemon.wait_line(r"^error: APP: 2 of 3 servers confirmed the update", since, timeout=30)
+            since = self.daemon.mark()
+            save_atomic(sb.accounts_file, example)
+            self.daemon.wait_line(r"^debug: accounts file read: 3 accounts, 1 changed$", since, timeout=30)
+        finally:
+            os.kill(c3.proc.pid, signal.SIGCONT)
+        key = sb.account_keys()["APP"]
+
+        def c3_conn():
+            with open(os.path.join(sb.path("c3"), "jwt", key + ".jwt")) as f:
+                return jwt_claims(f.read())["nats"]["limits"].get("conn")
+
+        poll(lambda: c3_conn() == 5, 20, "c3 to take the push it had received while stopped", interval=0.2)
+        self.daemon.wait_line(r"^APP updated: max_connections unlimited -> 5 \(in force now, after the error "
+                              r"above\)$", since, timeout=30)
+
 
 if __name__ == "__main__":
     harness.main()
