@@ -1722,6 +1722,9 @@ def run_schedule(schedule, quiet=False):
     except HarnessError as e:
         run.cleanup()
         raise EnvironmentBroken(str(e))
+    except BaseException:
+        run.cleanup()  # a bug of the driver or ^C: no server or booted systemd left behind
+        raise
     oracle = run.cleanup()
     if v is None and oracle:
         v, at = Violation("jwtcheck", oracle), len(schedule["steps"]) - 1
