@@ -29,6 +29,7 @@ enum {
 #define GATHER_MAX_BYTES ((size_t)512 * 1024 * 1024)
 #define PENDING_MAX_BYTES (1024 * 1024 * 1024)
 #define CLOSE_WAIT_SEC 10
+#define UNSUB_FLUSH_MSEC 1000 /* see unsubscribe() */
 /* Longest single wait inside a request: a stop request is seen this fast. */
 #define CANCEL_SLICE_USEC (100u * 1000)
 #define CONNECT_AUTH_ATTEMPTS 4 /* see natsconn_open */
@@ -62,6 +63,9 @@ struct natsconn {
         uint64_t requests; /* published so far: the daemon reports it per pass */
         const atomic_bool *cancel;
         _Atomic uint64_t *progress;
+        /* Unsubscribed, not yet freed: see unsubscribe(). */
+        natsSubscription **graves;
+        size_t n_graves;
 };
 
 static uint64_t now_usec(void) {
@@ -389,6 +393,10 @@ void natsconn_close(struct natsconn *c) {
         pthread_mutex_unlock(&r->lock);
 
         natsSubscription_Destroy(c->heartbeats);
+        /* Closed: no reader thread any more (else they stay: see unsubscribe()). */
+        for (size_t i = 0; closed && i < c->n_graves; i++)
+                natsSubscription_Destroy(c->graves[i]);
+        free(c->graves);
         natsConnection_Destroy(c->nc);
         if (closed)
                 relay_free(r);
@@ -589,11 +597,27 @@ static const char *msg_data(const natsMsg *m) {
         return d ? d : "";
 }
 
-static void unsubscribe(natsSubscription *sub) {
-        if (!sub)
+/* libnats before 3.6.1 (Debian 12 ships 3.4.1) has its reader thread look a
+ * subscription up, let go of the lock, then use it (nats.c #637, fixed by
+ * 0a7dd28): a reply that arrives just as a request ends (a stop, a gather
+ * done before the last server answered) can meet a subscription another
+ * thread has freed in between, and the daemon dies of SIGSEGV. So a
+ * subscription is only freed once the server has answered a PING sent after
+ * its UNSUB: the reader handles what comes in order, so it is past every
+ * message for it by then. Until then (no answer in time: a hung server, a
+ * lost connection) it waits here, freed at the next request that gets one,
+ * or when the connection is closed. */
+static void unsubscribe(struct natsconn *c, natsSubscription *sub) {
+        if (sub) {
+                (void)natsSubscription_Unsubscribe(sub);
+                c->graves = xreallocarray(c->graves, c->n_graves + 1, sizeof(*c->graves));
+                c->graves[c->n_graves++] = sub;
+        }
+        if (!c->n_graves || natsConnection_FlushTimeout(c->nc, UNSUB_FLUSH_MSEC) != NATS_OK)
                 return;
-        (void)natsSubscription_Unsubscribe(sub);
-        natsSubscription_Destroy(sub);
+        for (size_t i = 0; i < c->n_graves; i++)
+                natsSubscription_Destroy(c->graves[i]);
+        c->n_graves = 0;
 }
 
 int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data, size_t len,
@@ -736,7 +760,7 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
         count = 0;
 out:
         natsconn_replies_free(v, count);
-        unsubscribe(sub);
+        unsubscribe(c, sub);
         free(inbox);
         return ret;
 }
@@ -947,7 +971,7 @@ int natsconn_pipeline_run(struct natsconn *c, const struct natsconn_pipeline *p,
         }
         ret = 0;
 out:
-        unsubscribe(sub);
+        unsubscribe(c, sub);
         free(inbox);
         free(run.prefix);
         free(run.state);
