@@ -706,7 +706,7 @@ class SystemdRunner(PlainRunner):
         return [(t, m) for t, m, e in self.entries if t >= since and e.get("SYSLOG_IDENTIFIER") == "nats-accountd"]
 
     def sighup(self):
-        if self.down:
+        if self.down or not self.ready():
             return False
         return self.ns.run(["systemctl", "kill", "--signal=SIGHUP", self.UNIT], check=False).returncode == 0
 
@@ -799,7 +799,23 @@ class SystemdRunner(PlainRunner):
         return False
 
     def ready(self):
-        return True
+        """A signal only to the daemon itself: between systemd's fork and the exec
+        the main process is systemd's "(accountd)" child, which a SIGHUP ends (the
+        unit then fails with result 'protocol'), as it would any operator's; False
+        when the unit stopped instead."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            s = self.show()
+            if s["ActiveState"] not in ("active", "reloading", "activating"):
+                self.poll()
+                return False
+            pid = s.get("MainPID", "0")
+            if pid != "0":
+                r = self.ns.run(["cat", "/proc/%s/comm" % pid], check=False)
+                if r.returncode == 0 and r.stdout.strip() == "nats-accountd":
+                    return True
+            time.sleep(0.05)
+        return False
 
     def settle(self, timeout=60):
         deadline = time.monotonic() + timeout

@@ -953,6 +953,8 @@ class DaemonClusterTest(unittest.TestCase):
         # and the next pass found nothing to do.
         sb = self.sb
         sb.set_setting("request_timeout", "1s")
+        # Connected to c1 (it finds c2 and c3 by itself): c3, stopped, only misses the push.
+        sb.set_setting("servers", sb.servers[0].url)
         example = sb.read("accounts.yaml")
         limited = example.replace("      max_consumers: 100\n", "      max_consumers: 100\n    limits:\n"
                                   "      max_connections: 5\n", 1)
