@@ -1142,6 +1142,9 @@ class Run:
         """Another tool re-signs an account's JWT (an export added, a limit changed) and pushes it;
         in config mode, someone edits an account's fragment by hand and reloads the servers."""
         sv = self.servers
+        self.runner.poll()
+        if self.runner.down:
+            return False  # no daemon runs (it refused a bad file): nobody to put it back
         if self.mode == "config":
             return self.fragment_drift(st)
         if len(sv.up()) != len(sv.nodes):
@@ -1263,6 +1266,7 @@ class Run:
         if mix:
             candidates = [self.mixed(candidates)] + candidates
         wants = [{n: model.expected_claims(d, self.mode) for n, d in m.items()} for m in candidates]
+        self.tolerate_foreign(wants)
         # Settled: the daemon says it is in sync (or none runs: it refused a bad
         # file), every server stores one of the acceptable files (the resolver
         # folders: cheap to poll), and every server applies that same file
@@ -1277,6 +1281,7 @@ class Run:
             if mix:
                 candidates[0] = self.mixed(candidates[1:])
                 wants[0] = {n: model.expected_claims(d, self.mode) for n, d in candidates[0].items()}
+                self.tolerate_foreign(wants[:1])
             for i, want in enumerate(wants):
                 if i not in first_match and not self.store_problems(want):
                     first_match[i] = time.monotonic()
@@ -1346,6 +1351,29 @@ class Run:
             time.monotonic() - t_check, "; the daemon is down: the file is bad" if self.runner.down else "")
             + ("; each account as one of the versions the daemon killed mid-pass pushed" if mix and chosen == 0
                else ""))
+
+    def tolerate_foreign(self, wants):
+        """No daemon runs (it refused a bad file at start): a managed account that
+        another tool changed since the last check keeps that tool's limits until
+        a daemon runs again, so those are what the servers must show for it."""
+        if not self.runner.down or self.mode != "operator":
+            return
+        since = self.prev["t"] if self.prev else 0.0
+        recent = {j for j, (t0, t1, key) in self.foreign.items() if t1 >= since}
+        if not recent:
+            return
+        for n in self.servers.nodes:
+            for name, held in self.by_name(self.servers.stored(n)).items():
+                if len(held) != 1 or held[0][1] not in recent:
+                    continue
+                st = model.claims_state(held[0][2].get("nats") or {})
+                for w in wants:
+                    exp = w.get(name)
+                    if exp is None:
+                        continue
+                    w[name] = {"js": None if exp["js"] is None else st["js"],
+                               "limits": None if exp["limits"] is None else
+                               {f: st["limits"].get(f) for f in exp["limits"]}}
 
     def mixed(self, candidates):
         """Per account, the newest of the candidates' declarations the stores hold (else the
