@@ -29,7 +29,7 @@ enum {
 #define GATHER_MAX_BYTES ((size_t)512 * 1024 * 1024)
 #define PENDING_MAX_BYTES (1024 * 1024 * 1024)
 #define CLOSE_WAIT_SEC 10
-#define UNSUB_FLUSH_MSEC 1000 /* see unsubscribe() */
+#define UNSUB_FLUSH_MSEC 100 /* see unsubscribe(): short, a hung server must not lengthen a pass */
 /* Longest single wait inside a request: a stop request is seen this fast. */
 #define CANCEL_SLICE_USEC (100u * 1000)
 #define CONNECT_AUTH_ATTEMPTS 4 /* see natsconn_open */
