@@ -1211,6 +1211,11 @@ class Run:
         """What --selftest does behind the daemon's back, to show each invariant can fail."""
         sv = self.servers
         sb = sv.sb
+        if st["op"] == "sabotage_kill_daemon":
+            # A crash, as far as the driver can tell: nobody asked for it.
+            os.kill(self.runner.current.pid, signal.SIGSEGV)
+            self.runner.current.proc.wait(timeout=10)
+            return
         if st["op"] == "sabotage_fragment":
             self.fragment_drift(dict(st, patch={"limits": {"streams": 2, "conn": 5}}))
             self.foreign.clear()  # not registered: as if the daemon had written it
@@ -1932,6 +1937,8 @@ def selftests():
         ("unmanaged", schedule("config mode: the fragment of an account no longer listed changed", [
             edit(no_audit), {"op": "check"}, {"op": "sabotage_fragment", "account": "AUDIT"}, {"op": "check"}],
             mode="config")),
+        ("daemon", schedule("the daemon dies of SIGSEGV", [
+            {"op": "check"}, {"op": "sabotage_kill_daemon"}, {"op": "check"}])),
         ("files", schedule("a broken file the driver takes for a good one", [
             {"op": "edit", "method": "rename", "text": bad_text, "valid": True, "model": base}, {"op": "check"}])),
     ]
