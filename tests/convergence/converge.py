@@ -1262,16 +1262,21 @@ class Run:
         t_fault_end = max(time.monotonic() if healed else self.last_event, self.last_event)
         deadline = time.monotonic() + self.settle_sec
         self.runner.settle()
-        candidates = self.history.acceptable(self.since_version, self.accepted, self.runner.started())
-        # No daemon runs (it refused a bad file at start) after one was SIGKILLed in
-        # the middle of a pass: each account may hold any of the versions that one
-        # could have pushed, not one version for all. That mix comes first (the
-        # whole versions are preferred) and follows what the stores hold.
-        mix = bool(self.runner.down) and len(candidates) > 1 and any(k >= (self.prev["t"] if self.prev else 0) for k in self.runner.kills)
-        if mix:
-            candidates = [self.mixed(candidates)] + candidates
-        wants = [{n: model.expected_claims(d, self.mode) for n, d in m.items()} for m in candidates]
-        self.tolerate_foreign(wants)
+        def acceptable():
+            candidates = self.history.acceptable(self.since_version, self.accepted, self.runner.started())
+            # No daemon runs (it refused a bad file at start) after one was SIGKILLed in
+            # the middle of a pass: each account may hold any of the versions that one
+            # could have pushed, not one version for all. That mix comes first (the
+            # whole versions are preferred) and follows what the stores hold.
+            mix = bool(self.runner.down) and len(candidates) > 1 and any(
+                k >= (self.prev["t"] if self.prev else 0) for k in self.runner.kills)
+            if mix:
+                candidates = [self.mixed(candidates)] + candidates
+            wants = [{n: model.expected_claims(d, self.mode) for n, d in m.items()} for m in candidates]
+            self.tolerate_foreign(wants)
+            return candidates, wants, mix, bool(self.runner.down)
+
+        candidates, wants, mix, down = acceptable()
         # Settled: the daemon says it is in sync (or none runs: it refused a bad
         # file), every server stores one of the acceptable files (the resolver
         # folders: cheap to poll), and every server applies that same file
@@ -1283,6 +1288,11 @@ class Run:
         quiet_from = self.last_event + 0.2  # a save's pass may be 50 ms away: look again after that
         while True:
             self.runner.poll()
+            if bool(self.runner.down) != down:
+                # The daemon turned out to have refused a bad file (it exited as the
+                # check began): what the servers may hold is what no daemon left them.
+                candidates, wants, mix, down = acceptable()
+                first_match = {}
             if mix:
                 candidates[0] = self.mixed(candidates[1:])
                 wants[0] = {n: model.expected_claims(d, self.mode) for n, d in candidates[0].items()}
