@@ -14,6 +14,7 @@ import json
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -175,12 +176,26 @@ class Daemon:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                stacks = self.stacks()
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
-                raise harness.HarnessError("the daemon ignored SIGTERM for %.1fs" % timeout)
+                raise harness.HarnessError("the daemon ignored SIGTERM for %.1fs%s" % (timeout, stacks))
         self.reader.join(timeout=5)
         self.proc.stderr.close()
         return self.proc.returncode
+
+    def stacks(self):
+        """Where each thread of a daemon that does not end is (gdb, when there), for the report."""
+        gdb = shutil.which("gdb")
+        if not gdb:
+            return ""
+        try:
+            r = subprocess.run([gdb, "-p", str(self.pid), "-batch", "-ex", "thread apply all bt"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return "\n(gdb: %s)" % e
+        return "\n--- its threads:\n" + "\n".join(l for l in r.stdout.splitlines() if l.startswith(("#", "Thread")))
 
     def kill(self):
         if self.proc.poll() is None:
