@@ -579,7 +579,14 @@ class PlainRunner:
         return [t for t, l in self.lines() if PASS_STARTED_RE.search(l)]
 
     def full_pass_since(self, t):
-        return any(PASS_STARTED_RE.search(l) and "(full)" in l for _, l in self.lines(t))
+        """A whole pass (a sweep) that began after t has ended."""
+        began = False
+        for _, l in self.lines(t):
+            if PASS_STARTED_RE.search(l):
+                began = began or "(full)" in l
+            elif began and re.search(r"pass \d+ finished in ", l):
+                return True
+        return False
 
     def user_creds(self, name):
         return self.sb.user_creds(name)
@@ -1309,12 +1316,13 @@ class Run:
                 time.sleep(0.02)
                 continue
             status = None if self.runner.down else self.runner.status()
-            settled = self.runner.down or (self.runner.idle() and (status is None or status.startswith("in sync")))
+            idle = bool(self.runner.down) or self.runner.idle()  # once: the log may grow between two looks
+            settled = self.runner.down or (idle and (status is None or status.startswith("in sync")))
             if not settled:
                 stuck_since = None
             elif stuck_since is None:
                 stuck_since = time.monotonic()
-            if not self.runner.down and not self.runner.idle():
+            if not idle:
                 why = Violation("daemon", "a pass still runs %ds after the last fault" % self.settle_sec)
             elif status is not None and not status.startswith("in sync"):
                 why = Violation("daemon", "still says %r %ds after the last fault" % (status, self.settle_sec))
@@ -1350,7 +1358,7 @@ class Run:
                 raise why
             # Idle and "in sync" while the servers differ, through a whole pass
             # (the resync) begun since: nothing will change any more.
-            if stuck_since is not None and self.runner.full_pass_since(stuck_since) and self.runner.idle():
+            if stuck_since is not None and idle and self.runner.full_pass_since(stuck_since):
                 why.args = ("%s (a whole pass since changed nothing)" % why.args[0].replace(
                     "after %ds" % self.settle_sec, "after %.0fs" % (time.monotonic() - t_fault_end)),)
                 raise why
