@@ -586,7 +586,9 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
         for (size_t i = 0; i < n; i++) {
                 struct push *ps = &pushes[i];
                 if (r < 0 && !ps->failure)
-                        ps->failure = xasprintf("not pushed: %s", *err);
+                        ps->failure = ps->sent ? xasprintf("sent, not confirmed (the servers may apply it "
+                                                           "all the same): %s", *err)
+                                               : xasprintf("not pushed: %s", *err);
                 if (ps->failure)
                         plan_entry_set_error(ps->entry, "%s", ps->failure);
                 if (done)

@@ -46,12 +46,14 @@
 #define EXTEND_EVERY_USEC (5 * USEC_PER_SEC)
 #define EXTEND_BY_USEC (30 * USEC_PER_SEC)
 
-enum nats_event { NATS_EVENT_LOST = 1, NATS_EVENT_RESTORED = 2 };
+enum nats_event { NATS_EVENT_LOST = 1, NATS_EVENT_RESTORED = 2, NATS_EVENT_JOINED = 4 };
 
 struct daemon;
 
 struct pass_result {
         struct daemon *d;
+        const struct plan *plan;              /* being applied, and */
+        const enum plan_action *planned;      /* its entries' actions before apply */
         uint64_t started;
         uint64_t requests_before;
         size_t checked, changed, failed, retryable;
@@ -107,6 +109,20 @@ struct daemon {
         struct pass_result result;
         atomic_bool cancel;         /* SIGTERM: the pass stops between two requests */
         _Atomic uint64_t progress;  /* when the pass last sent or received something */
+
+        /* Changes whose pass ended in an error that the servers may take all
+         * the same (a push sent but not confirmed, a server that reads its
+         * config when it starts): logged as done when a later pass finds the
+         * account so, or the journal would end on the error. Passes own it. */
+        struct unlogged_change *unlogged;
+        size_t n_unlogged;
+};
+
+struct unlogged_change {
+        char *name;
+        enum plan_action action;
+        char *changes;
+        struct account_decl target; /* what the change was for: logged once the servers say so */
 };
 
 /* ---- small helpers ---- */
@@ -149,6 +165,24 @@ static void pending_add(struct daemon *d, const char *name) {
 static void pending_append(struct daemon *d, const char *name) {
         d->pending = xreallocarray(d->pending, d->n_pending + 1, sizeof(*d->pending));
         d->pending[d->n_pending++] = xstrdup(name);
+}
+
+static void unlogged_drop(struct daemon *d, const char *name) {
+        for (size_t i = 0; i < d->n_unlogged; i++) {
+                if (strcmp(d->unlogged[i].name, name) != 0)
+                        continue;
+                free(d->unlogged[i].name);
+                free(d->unlogged[i].changes);
+                d->unlogged[i] = d->unlogged[--d->n_unlogged];
+                return;
+        }
+}
+
+static void unlogged_clear(struct daemon *d) {
+        while (d->n_unlogged)
+                unlogged_drop(d, d->unlogged[0].name);
+        free(d->unlogged);
+        d->unlogged = NULL;
 }
 
 static void pending_clear(struct daemon *d) {
@@ -393,6 +427,17 @@ static void on_nats_event(void *userdata, bool connected) {
         (void)k;
 }
 
+/* A server started or joined since the last sweep: it may hold older JWTs than
+ * the others (its store missed what was pushed while it was away), so a sweep
+ * now, not at the next resync. */
+static void on_server_joined(void *userdata) {
+        struct daemon *d = userdata;
+        atomic_fetch_or(&d->nats_events, NATS_EVENT_JOINED);
+        uint64_t one = 1;
+        ssize_t k = write(d->event_fd, &one, sizeof(one));
+        (void)k;
+}
+
 static bool ensure_connected(struct daemon *d) {
         if (d->reconnect) {
                 d->reconnect = false;
@@ -420,6 +465,10 @@ static bool ensure_connected(struct daemon *d) {
         d->waiting_logged = false;
         d->need_full = true;
         natsconn_set_controls(d->nc, &d->cancel, &d->progress);
+        if (natsconn_watch_servers(d->nc, on_server_joined, d, &err) < 0) {
+                log_warning("%s; a server that starts is checked at the next resync", err);
+                free(err);
+        }
         return true;
 }
 
@@ -447,13 +496,59 @@ static void log_done(void *userdata, const struct plan_entry *e, bool ok) {
                 res->failed++;
                 res->retryable++;
                 pending_append(res->d, e->decl->name); /* retried alone after the backoff */
+                struct daemon *d = res->d;
+                unlogged_drop(d, e->decl->name);
+                d->unlogged = xreallocarray(d->unlogged, d->n_unlogged + 1, sizeof(*d->unlogged));
+                d->unlogged[d->n_unlogged++] = (struct unlogged_change){
+                        .name = xstrdup(e->decl->name),
+                        .action = res->planned[e - res->plan->v],
+                        .changes = changes_text(e),
+                        .target = *e->decl,
+                };
                 return;
         }
+        unlogged_drop(res->d, e->decl->name);
         fields_for(e, f, plan_action_name(e->action));
         char *ch = changes_text(e);
         log_event(LOG_INFO, msgids[e->action], f, 3, "%s %s%s%s", e->decl->name, verbs[e->action], *ch ? ": " : "", ch);
         free(ch);
         res->changed++;
+}
+
+/* Accounts in the state an earlier pass failed to confirm: that change is done.
+ * What counts is the state that change was for, not the file's of now: the
+ * file may have changed since in a way that state satisfies too (a `limits`
+ * key removed), and the change was made all the same. A change not in force
+ * while the file's state is has been overtaken: nothing to tell. */
+static void log_confirmed(struct daemon *d, const struct plan *p) {
+        static const char *const msgids[] = { MSGID_ACCOUNT_CREATED, MSGID_ACCOUNT_ENABLED, MSGID_ACCOUNT_UPDATED,
+                                              MSGID_ACCOUNT_DISABLED };
+        static const char *const verbs[] = { "created", "enabled", "updated", "disabled" };
+        for (size_t i = 0; i < p->n && d->n_unlogged; i++) {
+                const struct plan_entry *e = &p->v[i];
+                if (e->action == PLAN_ERROR)
+                        continue;
+                for (size_t k = 0; k < d->n_unlogged; k++) {
+                        const struct unlogged_change *u = &d->unlogged[k];
+                        if (strcmp(u->name, e->decl->name) != 0)
+                                continue;
+                        if (!e->obs || !plan_decl_in_force(&u->target, e->obs)) {
+                                if (e->action == PLAN_UNCHANGED)
+                                        unlogged_drop(d, e->decl->name);
+                                break;
+                        }
+                        /* In force where the newest JWT is; with the same file, an
+                         * update without changes is a server still behind: wait. */
+                        if (e->action != PLAN_UNCHANGED && (e->n_changes == 0 || account_decl_equal(&u->target, e->decl)))
+                                break;
+                        struct log_field f[3];
+                        fields_for(e, f, plan_action_name(u->action));
+                        log_event(LOG_INFO, msgids[u->action], f, 3, "%s %s%s%s (in force now, after the error above)",
+                                  u->name, verbs[u->action], *u->changes ? ": " : "", u->changes);
+                        unlogged_drop(d, e->decl->name);
+                        break;
+                }
+        }
 }
 
 static void log_plan_problems(const struct plan *p, struct pass_result *res) {
@@ -484,7 +579,16 @@ static int reconcile(struct daemon *d, const struct accounts *a, bool whole, str
         if (r == 0) {
                 res->checked += p->n;
                 log_plan_problems(p, res);
+                log_confirmed(d, p);
+                enum plan_action *planned = xcalloc(p->n ? p->n : 1, sizeof(*planned));
+                for (size_t i = 0; i < p->n; i++)
+                        planned[i] = p->v[i].action;
+                res->plan = p;
+                res->planned = planned;
                 r = b->ops->apply(b, d->nc, p, log_done, res, &err);
+                res->plan = NULL;
+                res->planned = NULL;
+                free(planned);
         }
         if (r < 0) {
                 log_pass_error(r, err);
@@ -863,6 +967,10 @@ static int on_event_fd(sd_event_source *s, int fd, uint32_t revents, void *userd
                 log_event(LOG_NOTICE, MSGID_SERVER_RESTORED, f, 1, "reconnected to %s; resynchronising", url);
                 want_full(d);
                 schedule_pass(d);
+        } else if (ev & NATS_EVENT_JOINED) {
+                log_debug("a server started or joined: checking every server");
+                want_full(d);
+                schedule_pass(d);
         }
         return 0;
 }
@@ -974,6 +1082,7 @@ static void daemon_free(struct daemon *d) {
         accounts_free(d->accounts);
         settings_free(d->settings);
         pending_clear(d);
+        unlogged_clear(d);
         free(d->watch_dir);
         free(d->watch_name);
 }
@@ -990,6 +1099,15 @@ int daemon_run(const char *config_path) {
          * arena keeps what the last pass left in it (10 MiB more when idle,
          * with 10,000 accounts). */
         mallopt(M_ARENA_MAX, 1);
+        /* Blocked before anything is read: a SIGHUP (a reload, a logrotate
+         * script) while a large file loads would otherwise end the process by
+         * its default action; pending, it is served once the loop runs. */
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
         log_open(LOG_INFO);
         int r = settings_load(config_path, &d.settings, &dl);
         if (r < 0) {
@@ -1027,12 +1145,6 @@ int daemon_run(const char *config_path) {
                 return preflight_exit_code(r);
         }
 
-        sigset_t mask;
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGHUP);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
         d.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         d.pass_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if ((r = sd_event_default(&d.ev)) < 0 || (r = sd_event_add_signal(d.ev, NULL, SIGHUP, on_sighup, &d)) < 0 ||

@@ -411,6 +411,22 @@ static void plan_one(struct plan_entry *e, const char *file, const struct observ
         }
 }
 
+bool plan_decl_in_force(const struct account_decl *d, const struct observed_account *oa) {
+        struct plan_entry e;
+        memset(&e, 0, sizeof(e));
+        bool same = true;
+        if (d->js != JS_UNMANAGED) {
+                js_state_from_decl(d, &e.want);
+                compare(&e, &oa->js, &e.want);
+                same = e.n_changes == 0 && js_state_enabled(&oa->js) == js_state_enabled(&e.want) &&
+                       !tier_set_differs(&oa->js, &e.want);
+        }
+        if (same && d->acct_managed)
+                same = compare_acct(&e, &oa->acct, &d->acct) == 0;
+        free(e.changes);
+        return same;
+}
+
 struct plan *plan_compute(const struct accounts *desired, const struct observed *obs, const struct plan_options *opt) {
         struct plan *p = xcalloc(1, sizeof(*p));
         p->v = xcalloc(desired->n, sizeof(*p->v));

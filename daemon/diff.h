@@ -59,6 +59,8 @@ char plan_action_symbol(enum plan_action a);        /* + ^ ~ - = ! */
 bool plan_action_changes(enum plan_action a);       /* create/enable/update/disable */
 void plan_entry_set_error(struct plan_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void plan_entry_add_warning(struct plan_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* oa's claims already say what d asks for (the parts d manages). */
+bool plan_decl_in_force(const struct account_decl *d, const struct observed_account *oa);
 /* The entry changes field to a limit tighter than before (an unlimited one, or a lower one). */
 bool plan_entry_lowers(const struct plan_entry *e, const char *field);
 /* A lower max_subscriptions closes every connection that has that many

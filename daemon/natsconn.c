@@ -29,6 +29,7 @@ enum {
 #define GATHER_MAX_BYTES ((size_t)512 * 1024 * 1024)
 #define PENDING_MAX_BYTES (1024 * 1024 * 1024)
 #define CLOSE_WAIT_SEC 10
+#define UNSUB_FLUSH_MSEC 100 /* see unsubscribe(): short, a hung server must not lengthen a pass */
 /* Longest single wait inside a request: a stop request is seen this fast. */
 #define CANCEL_SLICE_USEC (100u * 1000)
 #define CONNECT_AUTH_ATTEMPTS 4 /* see natsconn_open */
@@ -42,11 +43,19 @@ struct relay {
         bool closing, closed;
         natsconn_event_fn ev;
         void *userdata;
+        /* Heartbeats: the server ids the last discovery listed (sorted, and
+         * those heard of since), and whom to tell of another one. */
+        natsconn_joined_fn joined;
+        void *joined_userdata;
+        char (*known)[NKEY_PUBLIC_LEN + 1];
+        size_t n_known;
+        bool primed;
 };
 
 struct natsconn {
         natsConnection *nc;
         struct relay *relay;
+        natsSubscription *heartbeats;
         struct nkey *user_key; /* an nkey user's seed: signs each (re)connect's nonce */
         char *urls;    /* the configured list, credentials removed */
         char *url_buf; /* natsconn_url's answer, refreshed on each call */
@@ -54,6 +63,9 @@ struct natsconn {
         uint64_t requests; /* published so far: the daemon reports it per pass */
         const atomic_bool *cancel;
         _Atomic uint64_t *progress;
+        /* Unsubscribed, not yet freed: see unsubscribe(). */
+        natsSubscription **graves;
+        size_t n_graves;
 };
 
 static uint64_t now_usec(void) {
@@ -145,6 +157,7 @@ static void on_closed(natsConnection *nc, void *closure) {
 static void relay_free(struct relay *r) {
         if (!r)
                 return;
+        free(r->known);
         pthread_mutex_destroy(&r->lock);
         pthread_cond_destroy(&r->cond);
         free(r);
@@ -362,6 +375,8 @@ void natsconn_close(struct natsconn *c) {
         r->closing = true;
         pthread_mutex_unlock(&r->lock);
 
+        if (c->heartbeats)
+                natsSubscription_Unsubscribe(c->heartbeats);
         natsConnection_Close(c->nc);
 
         /* Wait for the closed callback so that no callback runs after we
@@ -377,6 +392,11 @@ void natsconn_close(struct natsconn *c) {
         closed = r->closed;
         pthread_mutex_unlock(&r->lock);
 
+        natsSubscription_Destroy(c->heartbeats);
+        /* Closed: no reader thread any more (else they stay: see unsubscribe()). */
+        for (size_t i = 0; closed && i < c->n_graves; i++)
+                natsSubscription_Destroy(c->graves[i]);
+        free(c->graves);
         natsConnection_Destroy(c->nc);
         if (closed)
                 relay_free(r);
@@ -388,6 +408,68 @@ void natsconn_close(struct natsconn *c) {
         free(c->urls);
         free(c->url_buf);
         free(c);
+}
+
+/* Bounds the ids kept between two discoveries: a flood of made-up ones must
+ * not grow the daemon (a heartbeat comes from inside the system account only). */
+#define KNOWN_SERVERS_MAX 4096
+
+static int cmp_id(const void *a, const void *b) {
+        return strcmp(a, b);
+}
+
+static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure) {
+        struct relay *r = closure;
+        /* $SYS.SERVER.<id>.STATSZ: the id from the subject, no payload parsed. */
+        const char *subj = natsMsg_GetSubject(m);
+        const char *id = subj ? subj + strlen("$SYS.SERVER.") : NULL;
+        const char *dot = id ? strchr(id, '.') : NULL;
+        char key[NKEY_PUBLIC_LEN + 1];
+        if (dot && (size_t)(dot - id) == NKEY_PUBLIC_LEN && strcmp(dot, ".STATSZ") == 0) {
+                memcpy(key, id, NKEY_PUBLIC_LEN);
+                key[NKEY_PUBLIC_LEN] = 0;
+                pthread_mutex_lock(&r->lock);
+                if (r->primed && !r->closing && r->joined && nkey_public_type(key) == NKEY_SERVER &&
+                    !bsearch(key, r->known, r->n_known, sizeof(*r->known), cmp_id) && r->n_known < KNOWN_SERVERS_MAX) {
+                        r->known = xreallocarray(r->known, r->n_known + 1, sizeof(*r->known));
+                        memcpy(r->known[r->n_known++], key, sizeof(key));
+                        qsort(r->known, r->n_known, sizeof(*r->known), cmp_id);
+                        /* Under the lock: once natsconn_close set closing, no call can come. */
+                        r->joined(r->joined_userdata);
+                }
+                pthread_mutex_unlock(&r->lock);
+        }
+        natsMsg_Destroy(m);
+}
+
+int natsconn_watch_servers(struct natsconn *c, natsconn_joined_fn fn, void *userdata, char **err) {
+        struct relay *r = c->relay;
+        pthread_mutex_lock(&r->lock);
+        r->joined = fn;
+        r->joined_userdata = userdata;
+        pthread_mutex_unlock(&r->lock);
+        if (c->heartbeats)
+                return 0;
+        natsStatus st = natsConnection_Subscribe(&c->heartbeats, c->nc, "$SYS.SERVER.*.STATSZ", on_heartbeat, r);
+        if (st != NATS_OK) {
+                *err = xasprintf("cannot subscribe to the servers' heartbeats: %s", nats_error_text(st));
+                c->heartbeats = NULL;
+                return -EIO;
+        }
+        return 0;
+}
+
+void natsconn_servers_known(struct natsconn *c, const char *const *ids, size_t n) {
+        struct relay *r = c->relay;
+        pthread_mutex_lock(&r->lock);
+        r->known = xreallocarray(r->known, n ? n : 1, sizeof(*r->known));
+        r->n_known = 0;
+        for (size_t i = 0; i < n && r->n_known < KNOWN_SERVERS_MAX; i++)
+                if (strlen(ids[i]) == NKEY_PUBLIC_LEN)
+                        memcpy(r->known[r->n_known++], ids[i], NKEY_PUBLIC_LEN + 1);
+        qsort(r->known, r->n_known, sizeof(*r->known), cmp_id);
+        r->primed = true;
+        pthread_mutex_unlock(&r->lock);
 }
 
 const char *natsconn_url(const struct natsconn *c) {
@@ -515,11 +597,27 @@ static const char *msg_data(const natsMsg *m) {
         return d ? d : "";
 }
 
-static void unsubscribe(natsSubscription *sub) {
-        if (!sub)
+/* libnats before 3.6.1 (Debian 12 ships 3.4.1) has its reader thread look a
+ * subscription up, let go of the lock, then use it (nats.c #637, fixed by
+ * 0a7dd28): a reply that arrives just as a request ends (a stop, a gather
+ * done before the last server answered) can meet a subscription another
+ * thread has freed in between, and the daemon dies of SIGSEGV. So a
+ * subscription is only freed once the server has answered a PING sent after
+ * its UNSUB: the reader handles what comes in order, so it is past every
+ * message for it by then. Until then (no answer in time: a hung server, a
+ * lost connection) it waits here, freed at the next request that gets one,
+ * or when the connection is closed. */
+static void unsubscribe(struct natsconn *c, natsSubscription *sub) {
+        if (sub) {
+                (void)natsSubscription_Unsubscribe(sub);
+                c->graves = xreallocarray(c->graves, c->n_graves + 1, sizeof(*c->graves));
+                c->graves[c->n_graves++] = sub;
+        }
+        if (!c->n_graves || natsConnection_FlushTimeout(c->nc, UNSUB_FLUSH_MSEC) != NATS_OK)
                 return;
-        (void)natsSubscription_Unsubscribe(sub);
-        natsSubscription_Destroy(sub);
+        for (size_t i = 0; i < c->n_graves; i++)
+                natsSubscription_Destroy(c->graves[i]);
+        c->n_graves = 0;
 }
 
 int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data, size_t len,
@@ -662,7 +760,7 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
         count = 0;
 out:
         natsconn_replies_free(v, count);
-        unsubscribe(sub);
+        unsubscribe(c, sub);
         free(inbox);
         return ret;
 }
@@ -873,7 +971,7 @@ int natsconn_pipeline_run(struct natsconn *c, const struct natsconn_pipeline *p,
         }
         ret = 0;
 out:
-        unsubscribe(sub);
+        unsubscribe(c, sub);
         free(inbox);
         free(run.prefix);
         free(run.state);

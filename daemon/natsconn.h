@@ -23,6 +23,15 @@ typedef void (*natsconn_event_fn)(void *userdata, bool connected);
 int natsconn_open(const struct settings *s, natsconn_event_fn ev, void *userdata, struct natsconn **out, char **err);
 /* No event callback runs once this returned. NULL is fine. */
 void natsconn_close(struct natsconn *c);
+/* A server the last discovery (natsconn_servers_known) did not list showed up:
+ * its first STATSZ heartbeat ($SYS.SERVER.<id>.STATSZ, sent within a second of
+ * a start and then every few seconds) came. On cnats' thread, as the events. */
+typedef void (*natsconn_joined_fn)(void *userdata);
+/* Watch the servers' heartbeats; 0 or a negative errno with *err. */
+int natsconn_watch_servers(struct natsconn *c, natsconn_joined_fn fn, void *userdata, char **err);
+/* The servers a discovery found, by id: heartbeats of others are news. Before
+ * the first call nothing is. */
+void natsconn_servers_known(struct natsconn *c, const char *const *ids, size_t n);
 /* The server connected to, else the configured list; user:password@ left out. */
 const char *natsconn_url(const struct natsconn *c);
 bool natsconn_connected(const struct natsconn *c);

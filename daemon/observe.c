@@ -1297,6 +1297,12 @@ int observe_servers(struct natsconn *c, struct server_info **out, size_t *n_out,
                 free(v);
                 return r;
         }
+        /* Heartbeats of any other server from now on are news (a start, a join). */
+        const char **ids = xcalloc(w ? w : 1, sizeof(*ids));
+        for (size_t i = 0; i < w; i++)
+                ids[i] = v[i].id;
+        natsconn_servers_known(c, ids, w);
+        free(ids);
         *out = v;
         *n_out = w;
         return 0;

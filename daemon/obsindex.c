@@ -281,3 +281,14 @@ void observed_index_update(struct observed_index *x, const struct observed *o) {
                 index_names(x);
         }
 }
+
+const char *observed_index_server_joined(const struct observed_index *x, const struct observed *now) {
+        for (size_t i = 0; i < now->n_servers; i++) {
+                bool seen = false;
+                for (size_t k = 0; k < x->n_servers && !seen; k++)
+                        seen = strcmp(now->servers[i].id, x->servers[k].id) == 0;
+                if (!seen)
+                        return now->servers[i].name ? now->servers[i].name : now->servers[i].id;
+        }
+        return NULL;
+}

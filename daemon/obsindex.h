@@ -34,3 +34,7 @@ struct observed *observed_index_expand(const struct observed_index *x, const cha
 /* Every account of o (a working observation) replaces its entry in x, or
  * joins x: a new name, a new verdict on its JWT, an account created. */
 void observed_index_update(struct observed_index *x, const struct observed *o);
+/* The name (else the id) of a server of now that x's sweep did not see (one
+ * that started or joined since: nats-server takes a new id at each start), or
+ * NULL. It points into now. */
+const char *observed_index_server_joined(const struct observed_index *x, const struct observed *now);

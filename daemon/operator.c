@@ -59,6 +59,30 @@ static bool known_keys(const struct observed_index *idx, const struct accounts *
         return true;
 }
 
+/* A server back from a stop keeps the JWTs it had: pushes made while it was
+ * away reached the others only, and the resolvers sync among themselves only
+ * every few minutes. CLAIMS.PACK is one server's word, so ask every server
+ * for each declared account: one that lags shows as a holder short, and the
+ * diff pushes the account again. */
+static int lookup_declared(struct natsconn *c, struct observed *obs, const struct accounts *a, const char *joined,
+                           char **err) {
+        const char **keys = xcalloc(a->n + 1, sizeof(*keys));
+        size_t k = 0;
+        for (size_t i = 0; i < a->n; i++) {
+                const struct account_decl *decl = &a->v[i];
+                size_t n_trusted, n_untrusted;
+                const struct observed_account *oa = decl->key[0] ? observed_find_key(obs, decl->key)
+                                                                 : observed_find_trusted_name(obs, decl->name,
+                                                                                              &n_trusted, &n_untrusted);
+                if (oa)
+                        keys[k++] = oa->key;
+        }
+        log_debug("server %s joined since the last sweep: asking every server for %zu accounts", joined, k);
+        int r = k ? observe_lookup(c, obs, keys, k, err) : 0;
+        free(keys);
+        return r;
+}
+
 static int op_plan(struct backend *b, struct natsconn *c, const struct accounts *a, bool whole, struct plan **out,
                    char **err) {
         struct operator_backend *o = op(b);
@@ -73,6 +97,18 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                 if ((r = observe_all(c, expected, &o->obs, err)) < 0)
                         return r;
                 o->obs_whole = true;
+                /* A server the last sweep did not see may hold older JWTs of
+                 * the declared accounts than the others (a node back with an
+                 * old store): CLAIMS.PACK is one server's word, so every
+                 * server is asked for each of them. */
+                const char *joined = o->idx ? observed_index_server_joined(o->idx, o->obs) : NULL;
+                if (joined) {
+                        char *joined_name = xstrdup(joined);
+                        r = lookup_declared(c, o->obs, a, joined_name, err);
+                        free(joined_name);
+                        if (r < 0)
+                                return r;
+                }
         } else {
                 if (!o->idx)
                         return -ESTALE;

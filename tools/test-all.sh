@@ -4,10 +4,12 @@
 #     default nats-server (Debian's, on PATH);
 #   - the integration tests again against each nats-server of the matrix in
 #     tools/go-pins.txt (built with Go by tools/go-tools.sh, with the nats CLI,
-#     nsc and tests/jwtcheck), and the system tests against the newest of them;
+#     nsc and tests/jwtcheck), and the systemd tests and the cluster
+#     convergence schedule against the newest of them;
 #     without Go this part is skipped with one line, which is not a failure;
 #   - a build under AddressSanitizer and UndefinedBehaviorSanitizer: every test
-#     but the package's against the default server, the long passes smaller;
+#     but the package's and the convergence schedules against the default
+#     server, the long passes smaller;
 #   - a short run of each fuzz target (FUZZ_SECONDS, 5 by default).
 # The suites that need no Go program run first, while tools/go-tools.sh builds
 # them in the background; each meson run prints how long it took.
@@ -89,7 +91,8 @@ server_version() { # BINARY
 
 # The Go programs (a first build takes minutes) are built in the background,
 # at a lower priority, while the suites that need none of them run: unit, cli,
-# system and package, in both builds. The integration suites wait for them.
+# system and package, in both builds. The integration and convergence suites
+# (jwtcheck checks every JWT they push) wait for them.
 go_out=$(mktemp)
 go_log=$(mktemp)
 (
@@ -109,7 +112,7 @@ default_version=$( [ -n "$default_server" ] && server_version "$default_server")
 built=false
 if build build; then
         built=true
-        run_tests build testlog-no-go --no-suite integration
+        run_tests build testlog-no-go --no-suite integration --no-suite convergence
 else
         failed=$((failed + 1))
 fi
@@ -118,7 +121,7 @@ if build build-sanitize -Db_sanitize=address,undefined -Db_lundef=false; then
         sanitized=true
         # The long passes with fewer accounts: each push costs more here.
         DAEMON_TEST_LONG_PASS=5000 SYSTEST_SCALE_ACCOUNTS=25000 TIMEOUT_MULTIPLIER=3 \
-                run_tests build-sanitize testlog-no-go --no-suite integration
+                run_tests build-sanitize testlog-no-go --no-suite integration --no-suite convergence
 else
         failed=$((failed + 1))
 fi
@@ -180,7 +183,7 @@ rm -f "$go_out" "$go_log"
 echo "== Go programs ready after $SECONDS s"
 
 if $built; then
-        run_tests build testlog --suite integration
+        run_tests build testlog --suite integration --suite convergence
         versions+=("${default_version:-none} (default${default_server:+, $default_server}: every suite, and under the sanitizers)")
         # The matrix two versions at a time (MATRIX_JOBS): the integration tests
         # mostly wait on servers and timers, each with servers of its own.
@@ -196,7 +199,10 @@ if $built; then
                         # not use a server); its scale test with fewer accounts.
                         SYSTEST_SCALE_ACCOUNTS=25000 NATS_SERVER=$path \
                                 start_tests build "testlog-nats-$version-systemd" systemd
-                        versions+=("$version (integration, systemd)")
+                        # One short convergence schedule, the cluster one (the default server
+                        # runs them all; the selftest checks the driver).
+                        NATS_SERVER=$path start_tests build "testlog-nats-$version-convergence" convergence-cluster
+                        versions+=("$version (integration, systemd, convergence)")
                 else
                         versions+=("$version (integration)")
                 fi

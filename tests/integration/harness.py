@@ -191,6 +191,20 @@ class NatsServer:
             self.cluster_url = _check_url(doc["cluster"][0])
         return self
 
+    def again(self):
+        """A NatsServer to start this one anew on the ports it has now (clients and
+        routes configured with them find it again): its config with those ports
+        written in, as <conf>.pinned. Call while it runs or after it stopped."""
+        with open(self.conf) as f:
+            text = f.read()
+        for url in (self.url, self.cluster_url):
+            if url:
+                text = text.replace("listen: %s:-1" % LOOPBACK, "listen: %s:%s" % (LOOPBACK, url.rsplit(":", 1)[1]), 1)
+        pinned = self.conf if self.conf.endswith(".pinned") else self.conf + ".pinned"
+        with open(pinned, "w") as f:
+            f.write(text)
+        return NatsServer(self.binary, pinned, self.ports_dir, self.log_path)
+
     def log_tail(self, n=40):
         try:
             with open(self.log_path, errors="replace") as f:

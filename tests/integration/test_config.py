@@ -637,6 +637,39 @@ class ClusterTest(ConfigCase):
             d.wait(10)
             log.close()
 
+    def test_4_change_taken_after_an_error_is_logged_when_seen_in_force(self):
+        # Found by tests/convergence: a change whose pass ended in an error
+        # ("pending on server c2") that the server then took when it started
+        # was never logged as done: the journal ended on the error.
+        import subprocess
+        sb = self.sb
+        sb.set_setting("log_level", "debug")
+        path = os.path.join(sb.root, "daemon-cluster-4.log")
+        log = open(path, "wb")
+        d = subprocess.Popen([sb.t["accountd"], "-c", sb.conf, "run"], stdout=log, stderr=subprocess.STDOUT)
+
+        def text():
+            with open(path) as f:
+                return f.read()
+
+        try:
+            poll(lambda: "status: in sync: 3 accounts" in text(), 20, "the daemon in sync")
+            sb.servers[1].stop()
+            sb.write_accounts(APP.format(store="512MiB", streams=10))
+            poll(lambda: "APP: pending on server c2" in text(), 20, "APP pending on c2")
+            self.assertNotRegex(text(), r"(?m)^APP updated: max_store 448MiB -> 512MiB")
+            mark = len(text())
+            sb.restart(2)
+            sb.wait_system_api(3, timeout=30)
+            poll(lambda: "status: in sync: 3 accounts" in text()[mark:], 90, "in sync once c2 is back")
+            self.assertRegex(text()[mark:], r"(?m)^APP updated: max_store 448MiB -> 512MiB \(in force now, after "
+                                            r"the error above\)$")
+            self.assertEqual(sb.reserved("APP", url=sb.servers[1].url), (64 * MiB, 512 * MiB))
+        finally:
+            d.terminate()
+            d.wait(10)
+            log.close()
+
 
 if __name__ == "__main__":
     unittest.main()
