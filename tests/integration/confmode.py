@@ -104,16 +104,6 @@ class ConfigSandbox(harness.Sandbox):
         d = self.jsz(account, url).get("data")
         return (d["reserved_memory"], d["reserved_storage"]) if d else None
 
-    def reserved_polled(self, account, url=None):
-        """reserved() for a poll while a daemon reloads the server: a connection
-        the reload closed during its handshake is "not yet" (False), not an error."""
-        try:
-            return self.reserved(account, url)
-        except HarnessError as e:
-            if "cannot connect" in str(e):
-                return False
-            raise
-
     def js_info_of(self, account, url=None):
         """$JS.API.INFO as a user of the account: a dict, or None when JetStream is off for it."""
         r = self.request(self.user(account), "$JS.API.INFO", timeout_ms=1000, url=url)

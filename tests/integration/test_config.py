@@ -361,10 +361,10 @@ class StandaloneTest(ConfigCase):
         log = open(os.path.join(sb.root, "daemon.log"), "wb")
         d = subprocess.Popen([sb.t["accountd"], "-c", sb.conf, "run"], stdout=log, stderr=subprocess.STDOUT)
         try:
-            poll(lambda: sb.reserved_polled("APP") == (64 * MiB, 256 * MiB), 20, "the first pass applied")
+            poll(lambda: sb.reserved("APP") == (64 * MiB, 256 * MiB), 20, "the first pass applied")
             t0 = time.monotonic()
             sb.write_accounts(APP.format(store="128MiB", streams=10))
-            poll(lambda: sb.reserved_polled("APP") == (64 * MiB, 128 * MiB), 20, "the edit applied")
+            poll(lambda: sb.reserved("APP") == (64 * MiB, 128 * MiB), 20, "the edit applied")
             took = time.monotonic() - t0
             sys.stderr.write("# config mode, %s: edit applied %.0f ms after the save\n"
                              % ("request" if sb.has_reload_request else "signal", took * 1000))
@@ -436,7 +436,7 @@ class StandaloneTest(ConfigCase):
         log = open(os.path.join(sb.root, "daemon.log"), "wb")
         d = subprocess.Popen([sb.t["accountd"], "-c", sb.conf, "run"], stdout=log, stderr=subprocess.STDOUT)
         try:
-            poll(lambda: sb.reserved_polled("APP") == (64 * MiB, 256 * MiB), 20, "the first pass applied APP")
+            poll(lambda: sb.reserved("APP") == (64 * MiB, 256 * MiB), 20, "the first pass applied APP")
 
             def logged(what):
                 with open(os.path.join(sb.root, "daemon.log")) as f:
@@ -447,7 +447,7 @@ class StandaloneTest(ConfigCase):
             self.assertIn("jetstream {", sb.fragment("ORDERS"))
             sb.edit_server_conf("# seed in ORDERS-user.nk\n",
                                 '# seed in ORDERS-user.nk\n    include "accounts.d/ORDERS.conf"\n')
-            poll(lambda: sb.reserved_polled("ORDERS") == (32 * MiB, 128 * MiB), 20, "ORDERS applied after the include")
+            poll(lambda: sb.reserved("ORDERS") == (32 * MiB, 128 * MiB), 20, "ORDERS applied after the include")
             poll(lambda: logged("ORDERS enabled"), 10, "ORDERS enabled logged")
         finally:
             d.terminate()
