@@ -1155,7 +1155,7 @@ class Run:
         in config mode, someone edits an account's fragment by hand and reloads the servers."""
         sv = self.servers
         self.runner.poll()
-        if self.runner.down:
+        if self.runner.down or not self.runner.ready():
             return False  # no daemon runs (it refused a bad file): nobody to put it back
         if self.mode == "config":
             return self.fragment_drift(st)
