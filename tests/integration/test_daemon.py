@@ -415,17 +415,23 @@ class DaemonTest(unittest.TestCase):
 
     def test_sighup_storm_coalesces(self):
         self.start_daemon()
-        since = self.daemon.mark()
-        t0 = time.monotonic()
-        for i in range(1, 51):
-            self.daemon.signal(signal.SIGHUP)
-            delay = t0 + i * 0.0015 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        storm = time.monotonic() - t0
-        self.assertLess(storm, 0.1, "50 SIGHUPs took %.3fs" % storm)
-        self.daemon.wait_line(r"^reloading on SIGHUP$", since)
-        self.daemon.wait_quiet(since)
+        # A storm is 50 SIGHUPs within 0.1 s. On a loaded machine this test may
+        # itself be descheduled in the middle of one, which would then be no
+        # storm: such a try is let go by (the daemon settles) and made again.
+        for _ in range(5):
+            since = self.daemon.mark()
+            t0 = time.monotonic()
+            for i in range(1, 51):
+                self.daemon.signal(signal.SIGHUP)
+                delay = t0 + i * 0.0015 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            storm = time.monotonic() - t0
+            self.daemon.wait_line(r"^reloading on SIGHUP$", since)
+            self.daemon.wait_quiet(since)
+            if storm < 0.1:
+                break
+        self.assertLess(storm, 0.1, "50 SIGHUPs took %.3fs five times over" % storm)
         passes = self.daemon.passes(since)
         self.assertGreaterEqual(len(passes), 1)
         self.assertLess(len(passes), 5, "%d passes for 50 SIGHUPs:\n%s" % (len(passes), self.daemon.text(since)))
@@ -683,8 +689,11 @@ class DaemonTest(unittest.TestCase):
             os.kill(srv.proc.pid, signal.SIGCONT)
         self.assertEqual(len(gaps), 2, self.daemon.text()[-3000:])
         for announced, gap in gaps:
-            # The announced figure is rounded to 0.1s; sd-event may fire late, never early.
-            self.assertGreater(gap, announced - 0.06, "retries (announced s, waited s) %s:\n%s" % (
+            # The announced figure is rounded to 0.1s; sd-event may fire late, never
+            # early; the lines' arrival times here may be some ms apart from when
+            # they were written. Counted from the pass's start, the wait would be
+            # request_timeout (2s) shorter.
+            self.assertGreater(gap, announced - 0.2, "retries (announced s, waited s) %s:\n%s" % (
                 ["%.1f, %.2f" % g for g in gaps], self.daemon.text()[-3000:]))
         self.daemon.wait_line(r"^APP updated: max_streams 10 -> 40$", since, timeout=15)
         self.assertInSync()
