@@ -1747,9 +1747,16 @@ static struct accounts *reparse_in_place(struct accounts *old, char *text, size_
  * file order): parse those alone and take every other declaration from old.
  * NULL when that cannot be shown; the caller then parses the whole text.
  * Takes text on success. */
-static struct accounts *reparse(struct accounts *old, char *text, size_t len, const char *filename,
-                                enum accounts_flavor flavor, struct accounts_delta *delta) {
-        struct accounts_source *os = old->src;
+/* Where text differs from the text os was read from: os->text[rstart,
+ * rend_old) became text[rstart, rend), and the accounts first..last of os
+ * hold that span. */
+struct changed_span {
+        size_t first, last, rstart, rend_old, rend;
+};
+
+/* 1: no difference; 0: *sp is the span; -1: the header (anything before the
+ * first account's line) changed, which changes everything. */
+static int changed_span(const struct accounts_source *os, const char *text, size_t len, struct changed_span *sp) {
         size_t olen = os->len, min = olen < len ? olen : len, pre = 0, suf = 0;
         /* memcmp a block at a time, then byte by byte within the differing block. */
         enum { BLOCK = 4096 };
@@ -1757,25 +1764,37 @@ static struct accounts *reparse(struct accounts *old, char *text, size_t len, co
                 pre += BLOCK;
         while (pre < min && os->text[pre] == text[pre])
                 pre++;
-        if (pre == olen && pre == len) {
-                delta->partial = true;
-                return take_unchanged(old, text, filename);
-        }
+        if (pre == olen && pre == len)
+                return 1;
         while (min - pre - suf >= BLOCK && memcmp(os->text + olen - suf - BLOCK, text + len - suf - BLOCK, BLOCK) == 0)
                 suf += BLOCK;
         while (suf < min - pre && os->text[olen - 1 - suf] == text[len - 1 - suf])
                 suf++;
-        /* A changed header (anything before the first account's line) changes everything. */
         if (pre <= os->start[0])
-                return NULL;
+                return -1;
         /* From the account holding the last unchanged byte to the one holding
          * the first byte of the unchanged tail. */
-        size_t first = account_at(os, pre - 1), last = account_at(os, olen - suf);
-        if (olen - suf == olen)
-                last = os->n - 1;
-        size_t rstart = os->start[first];
-        size_t rend_old = last + 1 < os->n ? os->start[last + 1] : olen;
-        size_t rend = len - (olen - rend_old);
+        sp->first = account_at(os, pre - 1);
+        sp->last = olen - suf == olen ? os->n - 1 : account_at(os, olen - suf);
+        sp->rstart = os->start[sp->first];
+        sp->rend_old = sp->last + 1 < os->n ? os->start[sp->last + 1] : olen;
+        sp->rend = len - (olen - sp->rend_old);
+        return 0;
+}
+
+static struct accounts *reparse(struct accounts *old, char *text, size_t len, const char *filename,
+                                enum accounts_flavor flavor, struct accounts_delta *delta) {
+        struct accounts_source *os = old->src;
+        size_t olen = os->len;
+        struct changed_span sp;
+        int kind = changed_span(os, text, len, &sp);
+        if (kind > 0) {
+                delta->partial = true;
+                return take_unchanged(old, text, filename);
+        }
+        if (kind < 0)
+                return NULL;
+        size_t first = sp.first, last = sp.last, rstart = sp.rstart, rend_old = sp.rend_old, rend = sp.rend;
 
         struct part pt = { 0 };
         if (!part_parse(os, text + rstart, rend - rstart, rstart, filename, flavor, &pt)) {
@@ -1990,30 +2009,18 @@ int accounts_get(const struct accounts *a, const char *name, struct account_decl
 static struct accounts *reparse_shed(struct accounts *old, char *text, size_t len, const char *filename,
                                      enum accounts_flavor flavor, struct accounts_delta *delta) {
         struct accounts_source *os = old->src;
-        size_t olen = os->len, min = olen < len ? olen : len, pre = 0, suf = 0;
-        enum { BLOCK = 4096 };
+        size_t olen = os->len;
         if (flavor != os->flavor || len > UINT32_MAX / 2)
                 return NULL;
-        while (min - pre >= BLOCK && memcmp(os->text + pre, text + pre, BLOCK) == 0)
-                pre += BLOCK;
-        while (pre < min && os->text[pre] == text[pre])
-                pre++;
-        if (pre == olen && pre == len) {
+        struct changed_span sp;
+        int kind = changed_span(os, text, len, &sp);
+        if (kind > 0) {
                 delta->partial = true;
                 return take_unchanged(old, text, filename);
         }
-        while (min - pre - suf >= BLOCK && memcmp(os->text + olen - suf - BLOCK, text + len - suf - BLOCK, BLOCK) == 0)
-                suf += BLOCK;
-        while (suf < min - pre && os->text[olen - 1 - suf] == text[len - 1 - suf])
-                suf++;
-        if (pre <= os->start[0])
+        if (kind < 0)
                 return NULL;
-        size_t first = account_at(os, pre - 1), last = account_at(os, olen - suf);
-        if (olen - suf == olen)
-                last = os->n - 1;
-        size_t rstart = os->start[first];
-        size_t rend_old = last + 1 < os->n ? os->start[last + 1] : olen;
-        size_t rend = len - (olen - rend_old);
+        size_t first = sp.first, last = sp.last, rstart = sp.rstart, rend_old = sp.rend_old, rend = sp.rend;
         size_t dropped = last - first + 1;
 
         struct part pt = { 0 }, was = { 0 };
