@@ -1891,14 +1891,7 @@ static struct accounts *reparse(struct accounts *old, char *text, size_t len, co
 /* ---- shed declarations: what the daemon keeps between passes ---- */
 
 static uint32_t pool_add(struct accounts_source *src, const char *s) {
-        size_t len = strlen(s) + 1;
-        if (src->pool_len + len > src->pool_cap) {
-                src->pool_cap = src->pool_len + len > src->pool_cap * 2 ? src->pool_len + len : src->pool_cap * 2;
-                src->pool = xreallocarray(src->pool, src->pool_cap, 1);
-        }
-        memcpy(src->pool + src->pool_len, s, len);
-        src->pool_len += len;
-        return (uint32_t)(src->pool_len - len);
+        return (uint32_t)strpool_add(&src->pool, &src->pool_len, &src->pool_cap, s);
 }
 
 static const char *shed_name(const struct accounts_source *src, const struct shed_decl *e) {

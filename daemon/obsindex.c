@@ -39,14 +39,7 @@ static int cmp_name(const char *a, const char *b) {
 static uint32_t names_add(struct observed_index *x, const char *name) {
         if (!name)
                 return 0;
-        size_t len = strlen(name) + 1;
-        if (x->names_len + len > x->names_cap) {
-                x->names_cap = x->names_len + len > x->names_cap * 2 ? x->names_len + len : x->names_cap * 2;
-                x->names = xreallocarray(x->names, x->names_cap, 1);
-        }
-        memcpy(x->names + x->names_len, name, len);
-        x->names_len += len;
-        return (uint32_t)(x->names_len - len + 1);
+        return (uint32_t)(strpool_add(&x->names, &x->names_len, &x->names_cap, name) + 1);
 }
 
 static uint32_t reason_add(struct observed_index *x, const char *why) {

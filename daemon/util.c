@@ -75,6 +75,17 @@ bool str_startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+size_t strpool_add(char **pool, size_t *len, size_t *cap, const char *s) {
+        size_t n = strlen(s) + 1, at = *len;
+        if (at + n > *cap) {
+                *cap = at + n > *cap * 2 ? at + n : *cap * 2;
+                *pool = xreallocarray(*pool, *cap, 1);
+        }
+        memcpy(*pool + at, s, n);
+        *len = at + n;
+        return at;
+}
+
 char *str_strip(char *s) {
         char *b = s;
         while (*b == ' ' || *b == '\t' || *b == '\n' || *b == '\r')

@@ -19,6 +19,9 @@ bool str_eq(const char *a, const char *b);
 bool str_startswith(const char *s, const char *prefix);
 /* Trim ASCII whitespace in place; returns s. */
 char *str_strip(char *s);
+/* Append s with its NUL to the growing buffer *pool (*len used of *cap);
+ * returns the offset where it starts. */
+size_t strpool_add(char **pool, size_t *len, size_t *cap, const char *s);
 
 /* Read a whole regular file, at most max bytes (-EFBIG beyond). NUL-terminated.
  * Returns 0 or a negative errno: -EINVAL when the path is not a regular file
