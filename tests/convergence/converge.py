@@ -958,6 +958,17 @@ class AccountsFile:
             pass
 
 
+class PerNode(dict):
+    """Acceptable contents that differ by node: {node name: {account: declaration}},
+    each node's store as one of the versions per account. What a node runs and the
+    JWT it has loaded may each be another of those versions (alternatives): a
+    server that took a push as it started ran its JetStream limits while its store
+    and loaded JWT stayed the older version (seen on 2.11.17), and with no daemon
+    running nothing levels them."""
+
+    alternatives = ()
+
+
 class FileHistory:
     """Every version of the accounts file the driver wrote, and when: what the
     daemon may have read, and so which versions the servers may end up holding."""
@@ -1274,21 +1285,43 @@ class Run:
         t_fault_end = max(time.monotonic() if healed else self.last_event, self.last_event)
         deadline = time.monotonic() + self.settle_sec
         self.runner.settle()
+        def with_mixes(base, mix, per_node):
+            """The acceptable files, the mixes first (the whole versions are preferred),
+            each mix following what the stores hold now."""
+            out = list(base)
+            if mix:
+                out.insert(0, self.mixed(base))
+            if per_node:
+                out.insert(0, PerNode({n.name: self.mixed(base, [n]) for n in self.servers.nodes}))
+            wants = [want_of(m) for m in out]
+            for w in wants:
+                if isinstance(w, PerNode):
+                    w.alternatives = [want_of(b) for b in base]
+            self.tolerate_foreign(wants)
+            return out, wants
+
+        def want_of(m):
+            if isinstance(m, PerNode):
+                return PerNode({node: want_of(d) for node, d in m.items()})
+            return {n: model.expected_claims(d, self.mode) for n, d in m.items()}
+
         def acceptable():
-            candidates = self.history.acceptable(self.since_version, self.accepted, self.runner.started())
+            base = self.history.acceptable(self.since_version, self.accepted, self.runner.started())
+            down = bool(self.runner.down)
             # No daemon runs (it refused a bad file at start) after one was SIGKILLed in
             # the middle of a pass: each account may hold any of the versions that one
-            # could have pushed, not one version for all. That mix comes first (the
-            # whole versions are preferred) and follows what the stores hold.
-            mix = bool(self.runner.down) and len(candidates) > 1 and any(
-                k >= (self.prev["t"] if self.prev else 0) for k in self.runner.kills)
-            if mix:
-                candidates = [self.mixed(candidates)] + candidates
-            wants = [{n: model.expected_claims(d, self.mode) for n, d in m.items()} for m in candidates]
-            self.tolerate_foreign(wants)
-            return candidates, wants, mix, bool(self.runner.down)
+            # could have pushed, not one version for all.
+            mix = down and len(base) > 1 and any(k >= (self.prev["t"] if self.prev else 0) for k in self.runner.kills)
+            # No daemon runs, and on a cluster a node may not have confirmed the last
+            # pushes of the daemon that ran before (it was down, or hung, and that daemon
+            # was stopped before its retry): nothing puts that node level with the others
+            # until a daemon runs again (SPEC: a bad file at start is fatal). Each node
+            # then holds, per account, one of the versions since the last check.
+            per_node = down and len(base) > 1 and self.mode == "operator" and len(self.servers.nodes) > 1
+            candidates, wants = with_mixes(base, mix, per_node)
+            return base, candidates, wants, mix, per_node, down
 
-        candidates, wants, mix, down = acceptable()
+        base, candidates, wants, mix, per_node, down = acceptable()
         # Settled: the daemon says it is in sync (or none runs: it refused a bad
         # file), every server stores one of the acceptable files (the resolver
         # folders: cheap to poll), and every server applies that same file
@@ -1303,12 +1336,10 @@ class Run:
             if bool(self.runner.down) != down:
                 # The daemon turned out to have refused a bad file (it exited as the
                 # check began): what the servers may hold is what no daemon left them.
-                candidates, wants, mix, down = acceptable()
+                base, candidates, wants, mix, per_node, down = acceptable()
                 first_match = {}
-            if mix:
-                candidates[0] = self.mixed(candidates[1:])
-                wants[0] = {n: model.expected_claims(d, self.mode) for n, d in candidates[0].items()}
-                self.tolerate_foreign(wants[:1])
+            elif mix or per_node:
+                candidates, wants = with_mixes(base, mix, per_node)
             for i, want in enumerate(wants):
                 if i not in first_match and not self.store_problems(want):
                     first_match[i] = time.monotonic()
@@ -1368,17 +1399,24 @@ class Run:
         self.figures["converge"].append(round(t_stored - t_fault_end, 3))
         self.check_unmanaged()
         self.check_iat()
-        self.check_journal(candidates[chosen])
-        self.accepted = candidates[chosen]
-        self.since_version = len(self.history.versions)
+        if isinstance(candidates[chosen], PerNode):
+            # The nodes differ (no daemon runs to level them): every version since the
+            # last check stays acceptable until one does.
+            self.check_journal(set().union(*candidates[chosen].values()))
+        else:
+            self.check_journal(candidates[chosen])
+            self.accepted = candidates[chosen]
+            self.since_version = len(self.history.versions)
         self.prev = {"t": time.monotonic(), "jwts": self.snapshot()}
         self.touched = set(self.accepted)
         self.last_event = time.monotonic()
         log("check %d: the servers held the file %.2fs after the last fault (verified applied %.2fs), "
             "checked in %.1fs%s" % (self.figures["checks"], self.figures["converge"][-1], t_applied - t_fault_end,
             time.monotonic() - t_check, "; the daemon is down: the file is bad" if self.runner.down else "")
-            + ("; each account as one of the versions the daemon killed mid-pass pushed" if mix and chosen == 0
-               else ""))
+            + ("; each node, each account as one of the versions since the last check" if isinstance(
+                candidates[chosen], PerNode) else "")
+            + ("; each account as one of the versions the daemon killed mid-pass pushed" if mix and not isinstance(
+                candidates[chosen], PerNode) and chosen == (1 if per_node else 0) else ""))
 
     def tolerate_foreign(self, wants):
         """No daemon runs (it refused a bad file at start): a managed account that
@@ -1395,7 +1433,8 @@ class Run:
                 if len(held) != 1 or held[0][1] not in recent:
                     continue
                 st = model.claims_state(held[0][2].get("nats") or {})
-                for w in wants:
+                for w in [x for w in wants for x in ([w[n.name]] + list(w.alternatives) if isinstance(w, PerNode)
+                                                      else [w])]:
                     exp = w.get(name)
                     if exp is None:
                         continue
@@ -1403,9 +1442,9 @@ class Run:
                                "limits": None if exp["limits"] is None else
                                {f: st["limits"].get(f) for f in exp["limits"]}}
 
-    def mixed(self, candidates):
-        """Per account, the newest of the candidates' declarations the stores hold (else the
-        newest); an account some candidate does not list is left out (unmanaged then)."""
+    def mixed(self, candidates, nodes=None):
+        """Per account, the newest of the candidates' declarations the stores (of nodes) hold
+        (else the newest); an account some candidate does not list is left out (unmanaged then)."""
         out = {}
         for name in sorted(set().union(*[set(c) for c in candidates])):
             having = [c[name] for c in candidates if name in c]
@@ -1413,7 +1452,7 @@ class Run:
                 continue
             out[name] = having[-1]
             for d in reversed(having):
-                if not self.store_problems({name: model.expected_claims(d, self.mode)}):
+                if not self.store_problems({name: model.expected_claims(d, self.mode)}, nodes):
                     out[name] = d
                     break
         return out
@@ -1505,13 +1544,15 @@ class Run:
                     problems.append("%s: %s: JSZ reserved %s, want %s" % (server, name, got_res, want_res))
         return problems
 
-    def store_problems(self, want):
+    def store_problems(self, want, nodes=None):
+        if isinstance(want, PerNode):
+            return [p for n in self.servers.nodes for p in self.store_problems(want[n.name], [n])]
         if self.mode == "config":
             return self.config_store_problems(want)
         if self.exports:
             self.classify_lost_exports()
         problems = []
-        for n in self.servers.nodes:
+        for n in nodes or self.servers.nodes:
             names = self.by_name(self.servers.stored(n))
             for name, exp in sorted(want.items()):
                 held = names.get(name, [])
@@ -1537,16 +1578,37 @@ class Run:
             self.creds[name] = (key, self.runner.user_creds(name))
         return self.creds[name][1]
 
-    def applied_problems(self, want):
+    def applied_problems(self, want, nodes=None):
+        if isinstance(want, PerNode):
+            out = []
+            for n in self.servers.nodes:
+                for name, exp in sorted(want[n.name].items()):
+                    # What the node runs ($JS.API.INFO) and the JWT it has loaded
+                    # (ACCOUNT.INFO) may each be one of the versions.
+                    tried, js_ok, jwt_ok, first = [], False, False, None
+                    for d in [exp] + [alt[name] for alt in want.alternatives if name in alt]:
+                        if d in tried:
+                            continue
+                        tried.append(d)
+                        q = self.applied_problems({name: d}, [n])
+                        first = q if first is None else first
+                        js_ok = js_ok or not [x for x in q if ": $JS.API.INFO" in x]
+                        jwt_ok = jwt_ok or not [x for x in q if ": $JS.API.INFO" not in x]
+                        if js_ok and jwt_ok:
+                            break
+                    else:
+                        out += first
+            return out
         if self.mode == "config":
             return self.config_applied_problems(want)
+        nodes = nodes or self.servers.nodes
         problems = []
         sb = self.servers.sb
         keys = self.current_keys()
         for name, exp in sorted(want.items()):
             key = keys[name]
             creds = self.creds_for(name, key)
-            for n in self.servers.nodes:
+            for n in nodes:
                 # A user's connection also loads the account on that server (ACCOUNT.INFO needs it).
                 r = sb.request(creds, "$JS.API.INFO", "", 3000, url=n.url)
                 if r.returncode != 0:
@@ -1563,7 +1625,7 @@ class Run:
                 except ValueError:
                     continue
                 replies[(doc.get("server") or {}).get("name")] = doc
-            for n in self.servers.nodes:
+            for n in nodes:
                 doc = replies.get(n.name)
                 if not doc:
                     problems.append("%s: %s: no ACCOUNT.INFO reply" % (n.name, name))
@@ -1962,6 +2024,11 @@ def selftests():
             mode="config")),
         ("daemon", schedule("the daemon dies of SIGSEGV", [
             {"op": "check"}, {"op": "sabotage_kill_daemon"}, {"op": "check"}])),
+        ("applied", schedule("cluster, no daemon (it refused a broken file at its restart), a limit changed", [
+            {"op": "check"}, edit(with_app(max_streams=20)),
+            {"op": "edit", "method": "rename", "text": bad_text, "valid": False, "model": None}, {"op": "restart"},
+            {"op": "sabotage_push", "account": "APP", "patch": {"limits": {"streams": 3}}},
+            {"op": "check"}], topology="cluster", settle=8)),
         ("files", schedule("a broken file the driver takes for a good one", [
             {"op": "edit", "method": "rename", "text": bad_text, "valid": True, "model": base}, {"op": "check"}])),
     ]
