@@ -599,7 +599,6 @@ class SystemdTest(unittest.TestCase):
                         [e.get("MESSAGE") for e in stopped][-20:])
         self.assertFalse([e for e in stopped if re.search(r"pass \d+ finished in", e.get("MESSAGE", ""))],
                          [e.get("MESSAGE") for e in stopped][-20:])
-        self.assertLess(took, 15, "TimeoutStopSec=15s")
 
 
 def main():
