@@ -591,6 +591,7 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
                                                : xasprintf("not pushed: %s", *err);
                 if (ps->failure)
                         plan_entry_set_error(ps->entry, "%s", ps->failure);
+                ps->entry->sent = ps->sent;
                 if (done)
                         done(userdata, ps->entry, !ps->failure);
                 free(ps->failure);

@@ -487,7 +487,18 @@ static void log_done(void *userdata, const struct plan_entry *e, bool ok) {
         static const char *const verbs[] = { "created", "enabled", "updated", "disabled" };
         struct log_field f[3];
         if (!ok && atomic_load(&res->d->cancel)) {
-                res->failed++; /* not pushed because of the stop: nothing to report */
+                res->failed++;
+                if (!e->sent)
+                        return; /* not pushed because of the stop: nothing to report */
+                /* Out before the stop, not confirmed: the servers may apply it, and
+                 * the next start, finding it in force, has nothing to say. */
+                static const char *const nouns[] = { "create", "enable", "update", "disable" };
+                enum plan_action planned = res->planned[e - res->plan->v];
+                fields_for(e, f, plan_action_name(planned));
+                char *ch = changes_text(e);
+                log_event(LOG_WARNING, MSGID_ACCOUNT_FAILED, f, 3, "%s: %s sent, not confirmed before the stop%s%s",
+                          e->decl->name, planned <= PLAN_DISABLE ? nouns[planned] : "change", *ch ? ": " : "", ch);
+                free(ch);
                 return;
         }
         if (!ok) {

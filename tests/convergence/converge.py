@@ -77,7 +77,8 @@ STABLE_SEC = 5.0
 # JWT from before it (times are when the driver saw the lines).
 RACE_SLACK = 0.5
 SEED_RE = re.compile(r"(?<![A-Z2-7])S[OAUNC][A-Z2-7]{56}(?![A-Z2-7])")
-ACTION_RE = re.compile(r"^(?:\w+: )?(?P<name>[A-Za-z0-9_-]+) (?P<verb>created|enabled|updated|disabled)\b")
+ACTION_RE = re.compile(r"^(?:\w+: )?(?P<name>[A-Za-z0-9_-]+)(?: (?P<verb>created|enabled|updated|disabled)\b|"
+                       r": (?:create|enable|update|disable) sent, not confirmed before the stop\b)")
 PASS_STARTED_RE = re.compile(r"pass (\d+) started")
 # What a check may meet while a cluster settles (a JetStream meta leader being
 # elected, a server still starting): wait, do not call it final.

@@ -1026,6 +1026,49 @@ class DaemonClusterTest(unittest.TestCase):
             self.daemon.kill()
         self.sb.cleanup()
 
+    def test_push_sent_as_the_daemon_stops_is_logged(self):
+        # Found by the soak (seed 74001011): a push out when SIGTERM came, not yet
+        # confirmed by every server, was dropped without a line; the servers that
+        # had it applied it, and the next start, finding it in force, had nothing
+        # to say: a change with no journal line. Here c3 is hung, so the pass
+        # waits for its reply when the stop comes; c1 and c2 have applied it.
+        sb = self.sb
+        sb.set_setting("request_timeout", "5s")
+        sb.set_setting("servers", sb.servers[0].url)
+        example = sb.read("accounts.yaml")
+        edited = example.replace("max_streams: 10\n", "max_streams: 41\n", 1)
+        self.assertNotEqual(edited, example)
+        self.daemon = Daemon(sb.t["accountd"], sb.conf)
+        self.daemon.wait_line(r"^debug: pass 1 finished .* 0 failed", 0, timeout=30)
+        key = sb.account_keys()["APP"]
+
+        def streams(node):
+            with open(os.path.join(sb.path(node), "jwt", key + ".jwt")) as f:
+                return jwt_claims(f.read())["nats"]["limits"].get("streams")
+
+        c3 = sb.servers[2]
+        os.kill(c3.proc.pid, signal.SIGSTOP)
+        try:
+            since = self.daemon.mark()
+            save_atomic(sb.accounts_file, edited)
+            self.daemon.wait_line(PASS_STARTED.pattern, since, timeout=10)
+            try:
+                poll(lambda: streams("c1") == 41 and streams("c2") == 41, 12, "c1 and c2 to take the push",
+                     interval=0.05)
+            except harness.HarnessError as e:
+                self.fail("%s:\n%s" % (e, self.daemon.text(since)))
+            self.assertEqual(self.daemon.stop(timeout=10), 0, self.daemon.text(since))
+        finally:
+            os.kill(c3.proc.pid, signal.SIGCONT)
+        self.assertTrue(self.daemon.find(r"^warning: APP: update sent, not confirmed before the stop: "
+                                         r"max_streams 10 -> 41$", since), self.daemon.text(since))
+        self.assertFalse(self.daemon.find(r"^error: ", since), self.daemon.text(since))
+        # The next start finds it in force everywhere: nothing more to say.
+        poll(lambda: streams("c3") == 41, 10, "c3 to take the push it had received while stopped", interval=0.1)
+        self.daemon = Daemon(sb.t["accountd"], sb.conf)
+        p = self.daemon.wait_pass_after(0, timeout=30)
+        self.assertEqual((p["changed"], p["failed"]), (0, 0), self.daemon.text())
+
     def test_server_back_with_an_old_store_gets_the_current_jwt(self):
         # Found by tests/convergence: a node down while an edit was applied to
         # the others came back with the JWTs it had (the resolvers sync only
