@@ -184,6 +184,25 @@ static const char *last_error(natsConnection *nc) {
         return last_error_or(nc, NATS_CONNECTION_CLOSED);
 }
 
+/* libnats before 3.6.1 (Debian 12 ships 3.4.1) has its reader thread look a
+ * subscription up, let go of the lock, then use it (nats.c #637, fixed by
+ * 0a7dd28): a message that arrives while another thread frees that
+ * subscription makes the reader use freed memory, and the probe dies of
+ * SIGSEGV or SIGABRT (natsMutex_Lock) or hangs in natsConnection_Destroy.
+ * Messages do come then: every server of a cluster answers a $SYS request,
+ * and a command stops at the first reply or the COUNT it waits for. So the
+ * probe frees a subscription only once natsConnection_Close has stopped the
+ * reader thread, and never uses natsConnection_Request*: their shared reply
+ * subscription is freed by natsConnection_Close/Destroy before that thread is
+ * stopped. (The daemon, whose connection lives on, waits for a PONG after the
+ * UNSUB instead: daemon/natsconn.c, unsubscribe().) */
+static void close_then_free(natsConnection *nc, natsSubscription **subs, size_t n) {
+        natsConnection_Close(nc);
+        for (size_t i = 0; i < n; i++)
+                natsSubscription_Destroy(subs[i]);
+        natsConnection_Destroy(nc);
+}
+
 /* Set before we close the connection ourselves: only a close by the server is news. */
 static atomic_bool closing;
 
@@ -221,10 +240,8 @@ static int cmd_hold(int argc, char **argv) {
                         code = 3;
         }
         atomic_store(&closing, true);
-        for (int i = 3; i < argc; i++)
-                natsSubscription_Destroy(subs[i]);
+        close_then_free(nc, subs + 3, (size_t)(argc - 3));
         free(subs);
-        natsConnection_Destroy(nc);
         return code;
 }
 
@@ -256,130 +273,149 @@ static int cmd_publish(int argc, char **argv) {
         return code;
 }
 
-static int cmd_request(int argc, char **argv) {
-        if (argc < 4 || argc > 6)
-                return fail("%s", "usage: request CREDS URL SUBJECT [PAYLOAD] [TIMEOUT_MS]");
-        const char *payload = argc > 4 ? argv[4] : "";
-        int64_t timeout = argc > 5 ? parse_int(argv[5], 1, 600000) : DEFAULT_TIMEOUT_MS;
-        if (timeout < 0)
-                return fail("bad timeout '%s'", argv[5]);
-        natsConnection *nc = NULL;
-        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
-                return 2;
-        natsMsg *reply = NULL;
-        natsStatus st = natsConnection_Request(&reply, nc, argv[3], payload, (int)strlen(payload), timeout);
-        int code = 0;
-        if (st == NATS_OK) {
-                fwrite(natsMsg_GetData(reply), 1, (size_t)natsMsg_GetDataLength(reply), stdout);
-                fputc('\n', stdout);
-        } else {
-                fprintf(stderr, "nats-probe: request %s: %s\n", argv[3], natsStatus_GetText(st));
-                code = (st == NATS_TIMEOUT || st == NATS_NO_RESPONDERS) ? 1 : 2;
-        }
-        natsMsg_Destroy(reply);
-        natsConnection_Destroy(nc);
-        return code;
-}
+/* Send one request (with an optional NAME:VALUE header) on a subscription of
+ * our own and print every reply on its own line, until `want` replies came
+ * (0: until the timeout), an empty one ended the stream (until_empty), or the
+ * timeout. a->status: NATS_OK when a reply ended it, else NATS_TIMEOUT or
+ * what ended the wait early (no responders, a closed connection). Returns the
+ * number of replies printed, or -1 when the request could not be sent (the
+ * error on stderr). *sub is freed by the caller: see close_then_free for why,
+ * and why not natsConnection_Request. */
+struct ask {
+        const char *subject, *payload, *header; /* header: "NAME:VALUE" or NULL */
+        int64_t timeout_ms, want;
+        bool until_empty;
+        /* results */
+        bool ended; /* want replies came, or the empty one */
+        natsStatus status;
+        uint64_t usec;
+};
 
-static int cmd_request_header(int argc, char **argv) {
-        if (argc < 6 || argc > 7)
-                return fail("%s", "usage: request-header CREDS URL SUBJECT PAYLOAD NAME:VALUE [TIMEOUT_MS]");
-        int64_t timeout = argc > 6 ? parse_int(argv[6], 1, 600000) : DEFAULT_TIMEOUT_MS;
-        char *colon = strchr(argv[5], ':');
-        if (timeout < 0 || !colon || colon == argv[5])
-                return fail("bad header '%s' or timeout", argv[5]);
-        *colon = 0;
-        natsConnection *nc = NULL;
-        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
-                return 2;
-        natsMsg *msg = NULL, *reply = NULL;
-        natsStatus st = natsMsg_Create(&msg, argv[3], NULL, argv[4], (int)strlen(argv[4]));
-        if (st == NATS_OK)
-                st = natsMsgHeader_Set(msg, argv[5], colon + 1);
-        if (st == NATS_OK)
-                st = natsConnection_RequestMsg(&reply, nc, msg, timeout);
-        int code = 0;
-        if (st == NATS_OK) {
-                fwrite(natsMsg_GetData(reply), 1, (size_t)natsMsg_GetDataLength(reply), stdout);
-                fputc('\n', stdout);
-        } else {
-                fprintf(stderr, "nats-probe: request %s: %s\n", argv[3], natsStatus_GetText(st));
-                code = (st == NATS_TIMEOUT || st == NATS_NO_RESPONDERS) ? 1 : 2;
-        }
-        natsMsg_Destroy(msg);
-        natsMsg_Destroy(reply);
-        natsConnection_Destroy(nc);
-        return code;
-}
-
-static int cmd_gather(int argc, char **argv) {
-        if (argc < 6 || argc > 7)
-                return fail("%s", "usage: gather CREDS URL SUBJECT PAYLOAD TIMEOUT_MS [COUNT|until-empty]");
-        int64_t timeout = parse_int(argv[5], 1, 600000);
-        bool until_empty = argc > 6 && strcmp(argv[6], "until-empty") == 0;
-        int64_t want = argc > 6 && !until_empty ? parse_int(argv[6], 1, 1000000) : 0;
-        if (timeout < 0 || want < 0)
-                return fail("bad timeout or count");
-        natsConnection *nc = NULL;
-        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
-                return 2;
+static int64_t ask(natsConnection *nc, natsSubscription **sub, struct ask *a) {
         natsInbox *inbox = NULL;
-        natsSubscription *sub = NULL;
+        natsMsg *msg = NULL;
         natsStatus st = natsInbox_Create(&inbox);
         if (st == NATS_OK)
-                st = natsConnection_SubscribeSync(&sub, nc, inbox);
+                st = natsConnection_SubscribeSync(sub, nc, inbox);
         if (st == NATS_OK)
-                st = natsSubscription_SetPendingLimits(sub, -1, -1);
+                st = natsSubscription_SetPendingLimits(*sub, -1, -1);
+        if (st == NATS_OK)
+                st = natsMsg_Create(&msg, a->subject, inbox, a->payload, (int)strlen(a->payload));
+        if (st == NATS_OK && a->header) {
+                const char *colon = strchr(a->header, ':');
+                char *name = xstrndup(a->header, (size_t)(colon - a->header));
+                st = natsMsgHeader_Set(msg, name, colon + 1);
+                free(name);
+        }
         uint64_t start = now_usec();
         if (st == NATS_OK)
-                st = natsConnection_PublishRequest(nc, argv[3], inbox, argv[4], (int)strlen(argv[4]));
+                st = natsConnection_PublishMsg(nc, msg);
         if (st == NATS_OK)
                 st = natsConnection_Flush(nc);
+        natsMsg_Destroy(msg);
+        natsInbox_Destroy(inbox);
         if (st != NATS_OK) {
-                fprintf(stderr, "nats-probe: gather %s: %s\n", argv[3], natsStatus_GetText(st));
-                natsSubscription_Destroy(sub);
-                natsInbox_Destroy(inbox);
-                natsConnection_Destroy(nc);
-                return 2;
+                fprintf(stderr, "nats-probe: cannot send %s: %s\n", a->subject, natsStatus_GetText(st));
+                return -1;
         }
-        uint64_t deadline = start + (uint64_t)timeout * 1000u;
+        uint64_t deadline = start + (uint64_t)a->timeout_ms * 1000u;
         int64_t got = 0;
-        bool ended = false;
+        a->status = NATS_OK;
         for (;;) {
                 uint64_t now = now_usec();
-                if (now >= deadline)
-                        break;
                 natsMsg *m = NULL;
-                int64_t left_ms = (int64_t)((deadline - now + 999) / 1000);
-                st = natsSubscription_NextMsg(&m, sub, left_ms);
-                if (st == NATS_TIMEOUT)
-                        break;
+                st = now < deadline ? natsSubscription_NextMsg(&m, *sub, (int64_t)((deadline - now + 999) / 1000))
+                                    : NATS_TIMEOUT;
                 if (st != NATS_OK) {
-                        fprintf(stderr, "nats-probe: gather %s: %s\n", argv[3], natsStatus_GetText(st));
+                        a->status = st;
                         break;
                 }
                 int len = natsMsg_GetDataLength(m);
-                if (len == 0 && until_empty) {
+                if (len == 0 && a->until_empty) {
                         natsMsg_Destroy(m);
-                        ended = true;
+                        a->ended = true;
                         break;
                 }
                 fwrite(natsMsg_GetData(m), 1, (size_t)len, stdout);
                 fputc('\n', stdout);
                 natsMsg_Destroy(m);
                 got++;
-                if (want && got >= want) {
-                        ended = true;
+                if (a->want && got >= a->want) {
+                        a->ended = true;
                         break;
                 }
         }
-        fprintf(stderr, "replies %" PRId64 " usec %" PRIu64 "\n", got, now_usec() - start);
-        natsSubscription_Destroy(sub);
-        natsInbox_Destroy(inbox);
-        natsConnection_Destroy(nc);
-        if (until_empty || want)
-                return ended ? 0 : 1;
-        return got ? 0 : 1;
+        a->usec = now_usec() - start;
+        return got;
+}
+
+/* One request, the first reply printed: 0, 1 on timeout or no responders, 2 otherwise. */
+static int request_once(const char *creds, const char *url, struct ask *a) {
+        natsConnection *nc = NULL;
+        if (connect_as(creds, url, &nc) != NATS_OK)
+                return 2;
+        natsSubscription *sub = NULL;
+        a->want = 1;
+        int64_t got = ask(nc, &sub, a);
+        int code = 0;
+        if (got < 0) {
+                code = 2;
+        } else if (got == 0) {
+                fprintf(stderr, "nats-probe: request %s: %s\n", a->subject, natsStatus_GetText(a->status));
+                code = (a->status == NATS_TIMEOUT || a->status == NATS_NO_RESPONDERS) ? 1 : 2;
+        }
+        close_then_free(nc, &sub, 1);
+        return code;
+}
+
+static int cmd_request(int argc, char **argv) {
+        if (argc < 4 || argc > 6)
+                return fail("%s", "usage: request CREDS URL SUBJECT [PAYLOAD] [TIMEOUT_MS]");
+        struct ask a = { .subject = argv[3], .payload = argc > 4 ? argv[4] : "" };
+        a.timeout_ms = argc > 5 ? parse_int(argv[5], 1, 600000) : DEFAULT_TIMEOUT_MS;
+        if (a.timeout_ms < 0)
+                return fail("bad timeout '%s'", argv[5]);
+        return request_once(argv[1], argv[2], &a);
+}
+
+static int cmd_request_header(int argc, char **argv) {
+        if (argc < 6 || argc > 7)
+                return fail("%s", "usage: request-header CREDS URL SUBJECT PAYLOAD NAME:VALUE [TIMEOUT_MS]");
+        struct ask a = { .subject = argv[3], .payload = argv[4], .header = argv[5] };
+        a.timeout_ms = argc > 6 ? parse_int(argv[6], 1, 600000) : DEFAULT_TIMEOUT_MS;
+        const char *colon = strchr(argv[5], ':');
+        if (a.timeout_ms < 0 || !colon || colon == argv[5])
+                return fail("bad header '%s' or timeout", argv[5]);
+        return request_once(argv[1], argv[2], &a);
+}
+
+static int cmd_gather(int argc, char **argv) {
+        if (argc < 6 || argc > 7)
+                return fail("%s", "usage: gather CREDS URL SUBJECT PAYLOAD TIMEOUT_MS [COUNT|until-empty]");
+        struct ask a = { .subject = argv[3], .payload = argv[4], .timeout_ms = parse_int(argv[5], 1, 600000) };
+        a.until_empty = argc > 6 && strcmp(argv[6], "until-empty") == 0;
+        a.want = argc > 6 && !a.until_empty ? parse_int(argv[6], 1, 1000000) : 0;
+        if (a.timeout_ms < 0 || a.want < 0)
+                return fail("bad timeout or count");
+        natsConnection *nc = NULL;
+        if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
+                return 2;
+        natsSubscription *sub = NULL;
+        int64_t got = ask(nc, &sub, &a);
+        int code;
+        if (got < 0) {
+                code = 2;
+        } else {
+                if (a.status != NATS_OK && a.status != NATS_TIMEOUT)
+                        fprintf(stderr, "nats-probe: gather %s: %s\n", a.subject, natsStatus_GetText(a.status));
+                fprintf(stderr, "replies %" PRId64 " usec %" PRIu64 "\n", got, a.usec);
+                if (a.until_empty || a.want)
+                        code = a.ended ? 0 : 1;
+                else
+                        code = got ? 0 : 1;
+        }
+        close_then_free(nc, &sub, 1);
+        return code;
 }
 
 static int cmd_publish_acked(int argc, char **argv) {
@@ -391,13 +427,35 @@ static int cmd_publish_acked(int argc, char **argv) {
         natsConnection *nc = NULL;
         if (connect_as(argv[1], argv[2], &nc) != NATS_OK)
                 return 2;
+        /* One inbox for the whole run, a reply subject per publish: an ack
+         * that comes for another one is not taken for this one's. */
+        natsInbox *inbox = NULL;
+        natsSubscription *sub = NULL;
+        char *wildcard = NULL;
+        natsStatus st = natsInbox_Create(&inbox);
+        if (st == NATS_OK) {
+                wildcard = xasprintf("%s.*", inbox);
+                st = natsConnection_SubscribeSync(&sub, nc, wildcard);
+        }
         int code = 0;
         int64_t last_seq = 0;
-        for (int64_t i = 0; i < count && !code; i++) {
+        for (int64_t i = 0; i < count && !code && st == NATS_OK; i++) {
                 char body[64];
                 snprintf(body, sizeof(body), "message %" PRId64, i + 1);
+                char *reply_to = xasprintf("%s.%" PRId64, inbox, i + 1);
+                st = natsConnection_PublishRequestString(nc, argv[3], reply_to, body);
                 natsMsg *reply = NULL;
-                natsStatus st = natsConnection_RequestString(&reply, nc, argv[3], body, DEFAULT_TIMEOUT_MS);
+                uint64_t deadline = now_usec() + DEFAULT_TIMEOUT_MS * 1000u;
+                while (st == NATS_OK && !reply) {
+                        uint64_t now = now_usec();
+                        st = now < deadline ? natsSubscription_NextMsg(&reply, sub, (int64_t)((deadline - now + 999) / 1000))
+                                            : NATS_TIMEOUT;
+                        if (st == NATS_OK && strcmp(natsMsg_GetSubject(reply), reply_to) != 0) {
+                                natsMsg_Destroy(reply);
+                                reply = NULL;
+                        }
+                }
+                free(reply_to);
                 if (st != NATS_OK) {
                         fprintf(stderr, "nats-probe: publish %" PRId64 " to %s: %s\n", i + 1, argv[3],
                                 natsStatus_GetText(st));
@@ -417,9 +475,15 @@ static int cmd_publish_acked(int argc, char **argv) {
                 json_decref(ack);
                 natsMsg_Destroy(reply);
         }
+        if (st != NATS_OK && !code) {
+                fprintf(stderr, "nats-probe: publish to %s: %s\n", argv[3], natsStatus_GetText(st));
+                code = 2;
+        }
         if (!code)
                 printf("%" PRId64 " acked, last seq %" PRId64 "\n", count, last_seq);
-        natsConnection_Destroy(nc);
+        free(wildcard);
+        natsInbox_Destroy(inbox);
+        close_then_free(nc, &sub, 1);
         return code;
 }
 
@@ -502,10 +566,8 @@ static int cmd_record(int argc, char **argv) {
                         if (natsSubscription_Drain(subs[i]) == NATS_OK)
                                 (void)natsSubscription_WaitForDrainCompletion(subs[i], 5000);
         }
-        for (int i = 0; i < n; i++)
-                natsSubscription_Destroy(subs[i]);
+        close_then_free(nc, subs, (size_t)n);
         free(subs);
-        natsConnection_Destroy(nc);
         pthread_mutex_lock(&rec.lock);
         if (rec.write_failed)
                 code = fail("writing %s failed", argv[3]);
@@ -688,7 +750,7 @@ static int cmd_forge_update_replies(int argc, char **argv) {
         if (st == NATS_OK)
                 st = natsConnection_Flush(nc);
         if (st != NATS_OK) {
-                natsConnection_Destroy(nc);
+                close_then_free(nc, &sub, 1);
                 return fail("cannot subscribe: %s", natsStatus_GetText(st));
         }
         puts("ready");
@@ -713,8 +775,7 @@ static int cmd_forge_update_replies(int argc, char **argv) {
                 free(body);
                 natsMsg_Destroy(m);
         }
-        natsSubscription_Destroy(sub);
-        natsConnection_Destroy(nc);
+        close_then_free(nc, &sub, 1);
         return 0;
 }
 
@@ -732,7 +793,7 @@ static int cmd_slow_pack(int argc, char **argv) {
         if (st == NATS_OK)
                 st = natsConnection_Flush(nc);
         if (st != NATS_OK) {
-                natsConnection_Destroy(nc);
+                close_then_free(nc, &sub, 1);
                 return fail("cannot subscribe: %s", natsStatus_GetText(st));
         }
         puts("ready");
@@ -769,8 +830,7 @@ static int cmd_slow_pack(int argc, char **argv) {
                 natsMsg_Destroy(m);
         }
         free(reply);
-        natsSubscription_Destroy(sub);
-        natsConnection_Destroy(nc);
+        close_then_free(nc, &sub, 1);
         return 0;
 }
 
