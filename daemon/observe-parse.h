@@ -20,6 +20,11 @@
  * jwt, js, iat, issuer of out (which must be empty). 0 or -EBADMSG. */
 int observe_parse_account_jwt(const char *key, const char *jwt, size_t len, struct observed_account *out,
                               char **why);
+/* Accounts looked up one by one (best[0..n), those with a key) merged into o,
+ * whose accounts are sorted by key: an account o has takes the new JWT and
+ * claims (its per-server state stays), the others are added, and o is
+ * reindexed. Each of best is taken (left zeroed). */
+void observed_merge(struct observed *o, struct observed_account *best, size_t n);
 /* One CLAIMS.PACK message: "<pubkey>|<jwt>" lines ('\n' between them). Appends
  * to *v (n used, cap allocated). 0 or -EBADMSG; nothing is appended on error. */
 int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,

@@ -982,12 +982,59 @@ void observed_reindex(struct observed *o) {
         rebuild_by_name(o);
 }
 
-struct observed_account *observed_find_key(const struct observed *o, const char *key) {
+static struct observed_account *find_key_in(struct observed_account *v, size_t n, const char *key) {
         struct observed_account probe;
-        if (!key || strlen(key) != NKEY_PUBLIC_LEN || !o->n_accounts)
+        if (!key || strlen(key) != NKEY_PUBLIC_LEN || !n)
                 return NULL;
         memcpy(probe.key, key, NKEY_PUBLIC_LEN + 1);
-        return bsearch(&probe, o->accounts, o->n_accounts, sizeof(*o->accounts), cmp_account_key);
+        return bsearch(&probe, v, n, sizeof(*v), cmp_account_key);
+}
+
+struct observed_account *observed_find_key(const struct observed *o, const char *key) {
+        return find_key_in(o->accounts, o->n_accounts, key);
+}
+
+void observed_merge(struct observed *o, struct observed_account *best, size_t n) {
+        /* Looked up in the sorted accounts only: the ones appended below are
+         * not in key order until the reindex, and a binary search over them
+         * could miss a key that is there, and append past the room made. */
+        size_t sorted = o->n_accounts, room = 0, added = 0, renamed = 0;
+        for (size_t i = 0; i < n; i++)
+                room += best[i].key[0] && !find_key_in(o->accounts, sorted, best[i].key);
+        if (room)
+                o->accounts = xreallocarray(o->accounts, o->n_accounts + room, sizeof(*o->accounts));
+        for (size_t i = 0; i < n; i++) {
+                if (!best[i].key[0])
+                        continue;
+                struct observed_account *cur = find_key_in(o->accounts, sorted, best[i].key);
+                if (cur) {
+                        renamed += cmp_name(cur->name, best[i].name) != 0;
+                        /* The servers' state of the account stays: it is about the servers. */
+                        free(cur->name);
+                        free(cur->jwt);
+                        cur->name = best[i].name;
+                        cur->jwt = best[i].jwt;
+                        cur->js = best[i].js;
+                        cur->acct = best[i].acct;
+                        cur->iat = best[i].iat;
+                        cur->holders = best[i].holders;
+                        free(cur->untrusted);
+                        cur->untrusted = best[i].untrusted;
+                        memcpy(cur->issuer, best[i].issuer, sizeof(cur->issuer));
+                } else {
+                        /* Room was made above: cur pointers stay valid in this loop. A
+                         * key twice in best is appended twice; the reindex keeps one. */
+                        o->accounts[o->n_accounts++] = best[i];
+                        added++;
+                }
+                memset(&best[i], 0, sizeof(best[i]));
+        }
+        /* The indexes follow new accounts and changed names (re-sorting
+         * 10,000 names costs more than the rest of an edit's pass). */
+        if (added)
+                observed_reindex(o);
+        else if (renamed)
+                rebuild_by_name(o);
 }
 
 size_t observed_find_name(const struct observed *o, const char *name, size_t *first) {
@@ -1606,44 +1653,10 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
         };
         int r = natsconn_pipeline_run(c, &p, err);
         if (r >= 0) {
-                size_t added = 0, renamed = 0, room = 0;
                 for (size_t i = 0; i < n; i++)
-                        room += x.best[i].key[0] && !observed_find_key(o, x.best[i].key);
-                if (room)
-                        o->accounts = xreallocarray(o->accounts, o->n_accounts + room, sizeof(*o->accounts));
-                for (size_t i = 0; i < n; i++) {
-                        if (!x.best[i].key[0])
-                                continue;
-                        x.best[i].holders = lookup_holders(&x, i);
-                        struct observed_account *cur = observed_find_key(o, x.best[i].key);
-                        if (cur) {
-                                renamed += cmp_name(cur->name, x.best[i].name) != 0;
-                                /* The servers' state of the account stays: it is about the servers. */
-                                free(cur->name);
-                                free(cur->jwt);
-                                cur->name = x.best[i].name;
-                                cur->jwt = x.best[i].jwt;
-                                cur->js = x.best[i].js;
-                                cur->acct = x.best[i].acct;
-                                cur->iat = x.best[i].iat;
-                                cur->holders = x.best[i].holders;
-                                free(cur->untrusted);
-                                cur->untrusted = x.best[i].untrusted;
-                                memcpy(cur->issuer, x.best[i].issuer, sizeof(cur->issuer));
-                                memset(&x.best[i], 0, sizeof(x.best[i]));
-                        } else {
-                                /* Room was made above: cur pointers stay valid in this loop. */
-                                o->accounts[o->n_accounts++] = x.best[i];
-                                memset(&x.best[i], 0, sizeof(x.best[i]));
-                                added++;
-                        }
-                }
-                /* The indexes follow new accounts and changed names (re-sorting
-                 * 10,000 names costs more than the rest of an edit's pass). */
-                if (added)
-                        observed_reindex(o);
-                else if (renamed)
-                        rebuild_by_name(o);
+                        if (x.best[i].key[0])
+                                x.best[i].holders = lookup_holders(&x, i);
+                observed_merge(o, x.best, n);
                 r = bad_replies_result(&x.bad, "CLAIMS.LOOKUP", err);
         }
         for (size_t i = 0; i < n; i++)

@@ -1138,6 +1138,53 @@ static void test_update_reply(void **state) {
         free(padded);
 }
 
+static struct observed_account merge_entry(char letter, const char *name, int64_t iat) {
+        struct observed_account a = { .iat = iat, .holders = 1 };
+        memset(a.key, letter, NKEY_PUBLIC_LEN);
+        a.key[0] = 'A';
+        a.key[NKEY_PUBLIC_LEN] = 0;
+        a.name = strdup(name);
+        a.jwt = strdup("jwt");
+        return a;
+}
+
+/* Found by the soak (seed 74504015, ASan: heap-buffer-overflow in
+ * observe_lookup): accounts looked up after a failed pass were merged into
+ * the observation while it grew, found by a binary search over the grown,
+ * no longer sorted array; an account that was there was missed and appended
+ * past the room made for the new ones. */
+static void test_merge_lookups_into_a_growing_observation(void **state) {
+        (void)state;
+        struct observed *o = calloc(1, sizeof(*o));
+        o->accounts = calloc(1, sizeof(*o->accounts));
+        o->accounts[0] = merge_entry('Z', "OLD", 1);
+        o->accounts[0].servers = calloc(1, sizeof(*o->accounts[0].servers));
+        o->accounts[0].n_servers = 1;
+        o->n_accounts = 1;
+        observed_reindex(o);
+        /* Three new keys, all below Z, then Z itself: with Z searched for in
+         * [Z, B, C, D], the search goes right of C and misses it. */
+        struct observed_account best[5] = { merge_entry('B', "B", 2), merge_entry('C', "C", 2),
+                                            merge_entry('D', "D", 2), merge_entry('Z', "NEW", 2) };
+        observed_merge(o, best, 5);
+        assert_int_equal(o->n_accounts, 4);
+        for (size_t i = 0; i < 5; i++)
+                assert_null(best[i].name); /* each taken */
+        struct observed_account *z = observed_find_key(o, o->accounts[3].key);
+        assert_non_null(z);
+        assert_true(z->key[1] == 'Z');
+        assert_string_equal(z->name, "NEW");
+        assert_int_equal(z->iat, 2);
+        /* Updated in place: the servers' state of the account stayed. */
+        assert_int_equal(z->n_servers, 1);
+        for (size_t i = 0; i < 3; i++)
+                assert_true(o->accounts[i].key[1] == "BCD"[i]);
+        size_t first = 0;
+        assert_int_equal(observed_find_name(o, "NEW", &first), 1);
+        assert_int_equal(observed_find_name(o, "OLD", &first), 0);
+        observed_free(o);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_varz_cluster),
@@ -1161,6 +1208,7 @@ int main(void) {
                 cmocka_unit_test(test_account_jwt_verified),
                 cmocka_unit_test(test_statsz),
                 cmocka_unit_test(test_reply_size_limits),
+                cmocka_unit_test(test_merge_lookups_into_a_growing_observation),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
