@@ -229,7 +229,7 @@ def many_accounts(n, app_store="1KiB"):
     return "\n".join(lines) + "\n"
 
 
-class DaemonTest(unittest.TestCase):
+class DaemonBase(unittest.TestCase):
     """One fresh sandbox, server and daemon per test."""
 
     def setUp(self):
@@ -296,6 +296,9 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(errors, [], self.daemon.text(since)[-3000:])
 
     # tests -------------------------------------------------------------------
+
+class DaemonTest(DaemonBase):
+    """The daemon's triggers, files, signals and servers, one sandbox each."""
 
     def test_start_creates_examples_and_stays_up(self):
         p = self.start_daemon()
@@ -829,6 +832,28 @@ class DaemonTest(unittest.TestCase):
         self.daemon.wait_line(r"^APP updated: max_streams 10 -> 14$", mark, timeout=5)
         self.assertEqual(self.daemon.stop(), 0)
 
+    def test_request_timeout_checked_against_the_watchdog(self):
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
+        env["WATCHDOG_USEC"] = "4000000"
+        self.sb.set_setting("request_timeout", "3s")
+        r = subprocess.run([self.sb.t["accountd"], "-c", self.sb.conf, "run"], env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("request_timeout = 3s is too long under WatchdogSec=4s", r.stderr)
+        self.assertIn("make it at most 2s", r.stderr)
+
+    def test_sigterm_exits_zero(self):
+        self.start_daemon()
+        since = self.daemon.mark()
+        rc = self.daemon.stop(timeout=10)
+        self.assertEqual(rc, 0, self.daemon.text())
+        self.assertTrue(self.daemon.find(r"^stopping on SIGTERM$", since), self.daemon.text(since))
+
+
+class DaemonLongPassTest(DaemonBase):
+    """A first pass of LONG_PASS creates: what the loop and the pass thread do
+    while it runs (a meson test of its own: they take most of this file's time)."""
+
     def long_pass(self, n=LONG_PASS):
         """Start the daemon on n accounts to create (several seconds of pushes);
         return once it is creating them (the first seeds are on disk)."""
@@ -931,23 +956,6 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(p["failed"], 0, self.daemon.text()[-2000:])
         self.assertEqual(len(os.listdir(state)), LONG_PASS, "one seed per account")
         self.assertInSync()
-
-    def test_request_timeout_checked_against_the_watchdog(self):
-        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
-        env["WATCHDOG_USEC"] = "4000000"
-        self.sb.set_setting("request_timeout", "3s")
-        r = subprocess.run([self.sb.t["accountd"], "-c", self.sb.conf, "run"], env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
-        self.assertEqual(r.returncode, 78, r.stderr)
-        self.assertIn("request_timeout = 3s is too long under WatchdogSec=4s", r.stderr)
-        self.assertIn("make it at most 2s", r.stderr)
-
-    def test_sigterm_exits_zero(self):
-        self.start_daemon()
-        since = self.daemon.mark()
-        rc = self.daemon.stop(timeout=10)
-        self.assertEqual(rc, 0, self.daemon.text())
-        self.assertTrue(self.daemon.find(r"^stopping on SIGTERM$", since), self.daemon.text(since))
 
 
 class SlowPackTest(unittest.TestCase):
