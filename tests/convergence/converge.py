@@ -1101,10 +1101,21 @@ class Run:
     def count(self, what, d="steps"):
         self.figures[d][what] = self.figures[d].get(what, 0) + 1
 
+    def revive_if_good(self):
+        """The operator's part: a daemon found to have refused a bad file while a
+        good one is on disk (saved as it was starting, before it exited) is
+        started again, as after a good save."""
+        self.runner.poll()
+        if self.runner.down and self.history.current()[2] and self.runner.revive():
+            self.count("daemon started after a good save")
+            return True
+        return False
+
     def step(self, i, st):
         op = st["op"]
         sv = self.servers
         t = time.monotonic()
+        self.revive_if_good()
         if op in ("edit", "restore"):
             self.file.write(st["method"], st["text"], partial=lambda: self.history.add("", False, None))
             self.history.add(st["text"], st["valid"], st.get("model"))
@@ -1281,6 +1292,8 @@ class Run:
         self.figures["checks"] += 1
         healed = self.servers.heal()
         self.runner.heal()
+        if self.revive_if_good():
+            healed = True
         if healed:
             self.count("healed-by-check")
         t_fault_end = max(time.monotonic() if healed else self.last_event, self.last_event)
@@ -1336,7 +1349,11 @@ class Run:
             self.runner.poll()
             if bool(self.runner.down) != down:
                 # The daemon turned out to have refused a bad file (it exited as the
-                # check began): what the servers may hold is what no daemon left them.
+                # check began): what the servers may hold is what no daemon left them,
+                # unless a good file is on disk by now, which starts it again.
+                if self.revive_if_good():
+                    self.runner.settle()
+                    deadline = max(deadline, time.monotonic() + self.settle_sec)
                 base, candidates, wants, mix, per_node, down = acceptable()
                 first_match = {}
             elif mix or per_node:
