@@ -43,8 +43,9 @@ if [ -z "$default_only" ] && matrix=$(bash tools/go-tools.sh servers 2>/dev/null
 fi
 servers=${servers#,}
 
-export NATS_ACCOUNTD=$PWD/$builddir/nats-accountd NATS_PROBE=$PWD/$builddir/tests/nats-probe
-export NATS_ACCOUNTD_UNIT=$PWD/$builddir/systemd/nats-accountd.service PYTHONDONTWRITEBYTECODE=1
+case $builddir in /*) ;; *) builddir=$PWD/$builddir ;; esac
+export NATS_ACCOUNTD=$builddir/nats-accountd NATS_PROBE=$builddir/tests/nats-probe
+export NATS_ACCOUNTD_UNIT=$builddir/systemd/nats-accountd.service PYTHONDONTWRITEBYTECODE=1
 echo "soak: $minutes min, seed $seed, servers $servers, output in $out"
 exec python3 tests/convergence/converge.py --minutes "$minutes" --seed "$seed" --steps 40 \
         --topology "$topology" --runner "$runner" --mode "$mode" --servers "$servers" --out "$out" \
