@@ -125,7 +125,8 @@ static void unverified_add(struct config_backend *b, const char *name) {
 static void unverified_sort(struct config_backend *b) {
         if (b->sorted)
                 return;
-        qsort(b->unverified, b->n_unverified, sizeof(*b->unverified), cmp_str);
+        if (b->n_unverified > 1) /* none yet: no array at all (qsort's NULL is undefined) */
+                qsort(b->unverified, b->n_unverified, sizeof(*b->unverified), cmp_str);
         size_t w = 0;
         for (size_t r = 0; r < b->n_unverified; r++) {
                 if (w && strcmp(b->unverified[w - 1], b->unverified[r]) == 0)

@@ -211,7 +211,7 @@ if $built; then
         finish_tests
 fi
 if $sanitized; then
-        DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 run_tests build-sanitize testlog --suite integration
+        DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 run_tests build-sanitize testlog --suite integration --suite convergence
 fi
 
 
