@@ -1,0 +1,484 @@
+#include "jwtcache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nkeys.h"
+#include "statedir.h"
+#include "util.h"
+
+#define HEADER "# nats-accountd signed-jwts 1: BLAKE2b-256 of each account JWT this daemon signed (state_dir)\n"
+#define END_TAG "end "
+#define HEX_LEN (JWT_CACHE_HASH_LEN * 2)
+/* "<account> <issuer> <hash>\n" */
+#define LINE_LEN (NKEY_PUBLIC_LEN + 1 + NKEY_PUBLIC_LEN + 1 + HEX_LEN + 1)
+#define FILE_MAX ((size_t)256 << 20)
+#define ISSUERS_MAX UINT16_MAX
+#define PUBLIC_RAW_LEN 35 /* type byte, 32 bytes of key, CRC-16 */
+
+enum { F_SIGNED = 1, F_VERIFIED = 2 };
+
+struct entry {
+        uint8_t key[32]; /* the account's public key, raw */
+        uint8_t hash[JWT_CACHE_HASH_LEN];
+        uint16_t issuer; /* index into issuers */
+        uint8_t flags;
+};
+
+struct issuer {
+        char key[NKEY_PUBLIC_LEN + 1];
+        bool trusted;
+};
+
+struct jwt_cache {
+        bool learn;
+        struct entry *v;
+        size_t n, cap;
+        uint32_t *slots; /* entry index + 1; 0: empty */
+        size_t n_slots;  /* a power of two, at least twice n */
+        struct issuer *issuers;
+        size_t n_issuers;
+        uint8_t sip[crypto_shorthash_KEYBYTES];
+        bool dirty; /* the file no longer says what the cache would write */
+};
+
+struct jwt_cache *jwt_cache_new(bool learn_verified) {
+        if (sodium_init() < 0)
+                abort();
+        struct jwt_cache *c = xcalloc(1, sizeof(*c));
+        c->learn = learn_verified;
+        crypto_shorthash_keygen(c->sip);
+        return c;
+}
+
+void jwt_cache_free(struct jwt_cache *c) {
+        if (!c)
+                return;
+        free(c->v);
+        free(c->slots);
+        free(c->issuers);
+        free(c);
+}
+
+size_t jwt_cache_count(const struct jwt_cache *c) {
+        return c ? c->n : 0;
+}
+
+bool jwt_cache_learns_verified(const struct jwt_cache *c) {
+        return c && c->learn;
+}
+
+void jwt_cache_hash(const char *jwt, size_t len, uint8_t out[JWT_CACHE_HASH_LEN]) {
+        crypto_generichash(out, JWT_CACHE_HASH_LEN, (const unsigned char *)jwt, len, NULL, 0);
+}
+
+/* The raw key of an account public key's text; its checksum is not checked
+ * (the caller's key was shape-checked, and an entry matches only the hash of
+ * a whole JWT anyway). */
+static bool key_raw(const char *key, uint8_t out[32]) {
+        uint8_t raw[PUBLIC_RAW_LEN + 1];
+        if (!key || strlen(key) != NKEY_PUBLIC_LEN ||
+            nkey_base32_decode(key, NKEY_PUBLIC_LEN, raw, sizeof(raw)) != PUBLIC_RAW_LEN || raw[0] != NKEY_ACCOUNT)
+                return false;
+        memcpy(out, raw + 1, 32);
+        return true;
+}
+
+static void key_text(const uint8_t key[32], char out[NKEY_PUBLIC_LEN + 1]) {
+        uint8_t raw[PUBLIC_RAW_LEN];
+        char buf[PUBLIC_RAW_LEN * 8 / 5 + 2];
+        raw[0] = NKEY_ACCOUNT;
+        memcpy(raw + 1, key, 32);
+        uint16_t crc = nkey_crc16(raw, 33);
+        raw[33] = (uint8_t)(crc & 0xff);
+        raw[34] = (uint8_t)(crc >> 8);
+        nkey_base32_encode(raw, sizeof(raw), buf);
+        memcpy(out, buf, NKEY_PUBLIC_LEN);
+        out[NKEY_PUBLIC_LEN] = 0;
+}
+
+static size_t slot_of(const struct jwt_cache *c, const uint8_t key[32]) {
+        uint64_t h;
+        crypto_shorthash((unsigned char *)&h, key, 32, c->sip);
+        return (size_t)h & (c->n_slots - 1);
+}
+
+static ptrdiff_t find(const struct jwt_cache *c, const uint8_t key[32]) {
+        if (!c->n_slots)
+                return -1;
+        for (size_t i = slot_of(c, key);; i = (i + 1) & (c->n_slots - 1)) {
+                uint32_t s = c->slots[i];
+                if (!s)
+                        return -1;
+                if (memcmp(c->v[s - 1].key, key, 32) == 0)
+                        return (ptrdiff_t)(s - 1);
+        }
+}
+
+static void slot_put(struct jwt_cache *c, size_t index) {
+        size_t i = slot_of(c, c->v[index].key);
+        while (c->slots[i])
+                i = (i + 1) & (c->n_slots - 1);
+        c->slots[i] = (uint32_t)(index + 1);
+}
+
+static void reslot(struct jwt_cache *c, size_t n_slots) {
+        free(c->slots);
+        c->n_slots = n_slots;
+        c->slots = xcalloc(n_slots, sizeof(*c->slots));
+        for (size_t i = 0; i < c->n; i++)
+                slot_put(c, i);
+}
+
+/* Room for one more entry (and its slot). */
+static bool reserve(struct jwt_cache *c) {
+        if (c->n >= UINT32_MAX - 1)
+                return false;
+        if (c->n == c->cap) {
+                c->cap = c->cap ? c->cap * 2 : 256;
+                c->v = xreallocarray(c->v, c->cap, sizeof(*c->v));
+        }
+        if ((c->n + 1) * 2 > c->n_slots)
+                reslot(c, c->n_slots ? c->n_slots * 2 : 1024);
+        return true;
+}
+
+static ptrdiff_t issuer_index(struct jwt_cache *c, const char *issuer, bool create) {
+        for (size_t i = 0; i < c->n_issuers; i++)
+                if (strcmp(c->issuers[i].key, issuer) == 0)
+                        return (ptrdiff_t)i;
+        if (!create || c->n_issuers >= ISSUERS_MAX || strlen(issuer) != NKEY_PUBLIC_LEN)
+                return -1;
+        c->issuers = xreallocarray(c->issuers, c->n_issuers + 1, sizeof(*c->issuers));
+        struct issuer *is = &c->issuers[c->n_issuers];
+        memcpy(is->key, issuer, NKEY_PUBLIC_LEN + 1);
+        is->trusted = false;
+        return (ptrdiff_t)c->n_issuers++;
+}
+
+void jwt_cache_trust(struct jwt_cache *c, jwt_cache_trusted_fn trusted, void *userdata) {
+        if (!c)
+                return;
+        bool *had_signed = xcalloc(c->n_issuers ? c->n_issuers : 1, sizeof(*had_signed));
+        for (size_t i = 0; i < c->n; i++)
+                if (c->v[i].flags & F_SIGNED)
+                        had_signed[c->v[i].issuer] = true;
+        for (size_t i = 0; i < c->n_issuers; i++) {
+                c->issuers[i].trusted = trusted(userdata, c->issuers[i].key);
+                /* Its entries are no longer written: the file changes. */
+                if (!c->issuers[i].trusted && had_signed[i])
+                        c->dirty = true;
+        }
+        free(had_signed);
+}
+
+bool jwt_cache_known(const struct jwt_cache *c, const char *key, const char *issuer,
+                     const uint8_t hash[JWT_CACHE_HASH_LEN]) {
+        uint8_t raw[32];
+        if (!c || !c->n || !issuer || !key_raw(key, raw))
+                return false;
+        ptrdiff_t i = find(c, raw);
+        if (i < 0)
+                return false;
+        const struct entry *e = &c->v[i];
+        const struct issuer *is = &c->issuers[e->issuer];
+        return memcmp(e->hash, hash, JWT_CACHE_HASH_LEN) == 0 && is->trusted && strcmp(is->key, issuer) == 0;
+}
+
+/* Set the account's entry; false when it cannot be kept. */
+static bool put(struct jwt_cache *c, const uint8_t key[32], uint16_t issuer, const uint8_t hash[JWT_CACHE_HASH_LEN],
+                uint8_t flag) {
+        ptrdiff_t i = find(c, key);
+        if (i >= 0) {
+                struct entry *e = &c->v[i];
+                bool same = e->issuer == issuer && memcmp(e->hash, hash, JWT_CACHE_HASH_LEN) == 0;
+                uint8_t flags = same ? (uint8_t)(e->flags | flag) : flag;
+                if ((flags & F_SIGNED) != (e->flags & F_SIGNED) || (!same && (e->flags & F_SIGNED)))
+                        c->dirty = true;
+                e->flags = flags;
+                e->issuer = issuer;
+                memcpy(e->hash, hash, JWT_CACHE_HASH_LEN);
+                return true;
+        }
+        if (!reserve(c))
+                return false;
+        struct entry *e = &c->v[c->n];
+        memcpy(e->key, key, 32);
+        memcpy(e->hash, hash, JWT_CACHE_HASH_LEN);
+        e->issuer = issuer;
+        e->flags = flag;
+        slot_put(c, c->n++);
+        if (flag & F_SIGNED)
+                c->dirty = true;
+        return true;
+}
+
+void jwt_cache_add(struct jwt_cache *c, const char *key, const char *issuer, const uint8_t hash[JWT_CACHE_HASH_LEN],
+                   bool signed_here) {
+        uint8_t raw[32];
+        if (!c || (!signed_here && !c->learn) || !issuer || !key_raw(key, raw))
+                return;
+        ptrdiff_t is = issuer_index(c, issuer, true);
+        if (is < 0)
+                return;
+        /* The caller just found the issuer trusted by the servers. */
+        c->issuers[is].trusted = true;
+        (void)put(c, raw, (uint16_t)is, hash, signed_here ? F_SIGNED : F_VERIFIED);
+}
+
+void jwt_cache_sweep(struct jwt_cache *c, const struct jwt_cache_seen *seen, size_t n) {
+        if (!c)
+                return;
+        size_t signed_before = 0, signed_after = 0;
+        for (size_t i = 0; i < c->n; i++)
+                signed_before += (c->v[i].flags & F_SIGNED) != 0;
+        struct jwt_cache old = *c;
+        c->v = NULL;
+        c->n = c->cap = 0;
+        c->slots = NULL;
+        c->n_slots = 0;
+        /* The old issuers stay (indexes into them are copied). */
+        for (size_t k = 0; k < n; k++) {
+                const struct jwt_cache_seen *s = &seen[k];
+                uint8_t raw[32];
+                if (!s->trusted || !key_raw(s->key, raw) || find(c, raw) >= 0)
+                        continue;
+                ptrdiff_t i = find(&old, raw);
+                const struct entry *e = i >= 0 ? &old.v[i] : NULL;
+                if (e && memcmp(e->hash, s->hash, JWT_CACHE_HASH_LEN) == 0 &&
+                    strcmp(c->issuers[e->issuer].key, s->issuer) == 0) {
+                        if (put(c, raw, e->issuer, e->hash, e->flags))
+                                signed_after += (e->flags & F_SIGNED) != 0;
+                        continue;
+                }
+                ptrdiff_t is = c->learn ? issuer_index(c, s->issuer, true) : -1;
+                if (is >= 0) {
+                        c->issuers[is].trusted = true;
+                        (void)put(c, raw, (uint16_t)is, s->hash, F_VERIFIED);
+                }
+        }
+        /* put() of kept entries marked nothing; a signed entry dropped changes the file. */
+        c->dirty = old.dirty || signed_after != signed_before;
+        free(old.v);
+        free(old.slots);
+}
+
+static void hex(const uint8_t *in, size_t n, char *out) {
+        sodium_bin2hex(out, n * 2 + 1, in, n);
+}
+
+char *jwt_cache_format(const struct jwt_cache *c, size_t *len) {
+        size_t n = 0;
+        for (size_t i = 0; i < c->n; i++)
+                n += (c->v[i].flags & F_SIGNED) && c->issuers[c->v[i].issuer].trusted;
+        size_t cap = sizeof(HEADER) + n * LINE_LEN + sizeof(END_TAG) + HEX_LEN + 2;
+        char *text = xmalloc(cap), *p = text;
+        memcpy(p, HEADER, sizeof(HEADER) - 1);
+        p += sizeof(HEADER) - 1;
+        for (size_t i = 0; i < c->n; i++) {
+                const struct entry *e = &c->v[i];
+                if (!(e->flags & F_SIGNED) || !c->issuers[e->issuer].trusted)
+                        continue;
+                key_text(e->key, p);
+                p[NKEY_PUBLIC_LEN] = ' ';
+                p += NKEY_PUBLIC_LEN + 1;
+                memcpy(p, c->issuers[e->issuer].key, NKEY_PUBLIC_LEN);
+                p[NKEY_PUBLIC_LEN] = ' ';
+                p += NKEY_PUBLIC_LEN + 1;
+                hex(e->hash, JWT_CACHE_HASH_LEN, p);
+                p[HEX_LEN] = '\n';
+                p += HEX_LEN + 1;
+        }
+        /* The last line holds the hash of everything before it: a file cut
+         * short or changed anywhere is not used at all. */
+        uint8_t sum[JWT_CACHE_HASH_LEN];
+        jwt_cache_hash(text, (size_t)(p - text), sum);
+        memcpy(p, END_TAG, sizeof(END_TAG) - 1);
+        p += sizeof(END_TAG) - 1;
+        hex(sum, sizeof(sum), p);
+        p += HEX_LEN;
+        *p++ = '\n';
+        *p = 0;
+        *len = (size_t)(p - text);
+        return text;
+}
+
+static bool is_hex(const char *s, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                        return false;
+        return true;
+}
+
+static bool unhex(const char *s, uint8_t *out, size_t n) {
+        size_t got = 0;
+        return is_hex(s, n * 2) && sodium_hex2bin(out, n, s, n * 2, NULL, &got, NULL) == 0 && got == n;
+}
+
+int jwt_cache_parse(struct jwt_cache *c, const char *text, size_t len, char **why) {
+        size_t hl = sizeof(HEADER) - 1, tail = sizeof(END_TAG) - 1 + HEX_LEN + 1;
+        if (len < hl + tail || memcmp(text, HEADER, hl) != 0) {
+                *why = xstrdup("not a signed-jwts file of this version (its first line differs)");
+                return -EBADMSG;
+        }
+        const char *end = text + len - tail;
+        uint8_t want[JWT_CACHE_HASH_LEN], sum[JWT_CACHE_HASH_LEN];
+        if (memcmp(end, END_TAG, sizeof(END_TAG) - 1) != 0 || text[len - 1] != '\n' ||
+            !unhex(end + sizeof(END_TAG) - 1, want, sizeof(want))) {
+                *why = xstrdup("its last line is not \"end <hash>\" (cut short?)");
+                return -EBADMSG;
+        }
+        jwt_cache_hash(text, (size_t)(end - text), sum);
+        if (memcmp(sum, want, sizeof(sum)) != 0) {
+                *why = xstrdup("its content does not match the hash on its last line (changed or damaged)");
+                return -EBADMSG;
+        }
+        size_t body = (size_t)(end - text) - hl;
+        if (body % LINE_LEN) {
+                *why = xasprintf("its lines are not \"<account> <issuer> <hash>\"");
+                return -EBADMSG;
+        }
+        size_t n = body / LINE_LEN;
+        /* Every line is checked before any is used. */
+        struct jwt_cache *t = jwt_cache_new(false);
+        int r = 0;
+        for (size_t i = 0; i < n && r == 0; i++) {
+                const char *l = text + hl + i * LINE_LEN;
+                char acct[NKEY_PUBLIC_LEN + 1], iss[NKEY_PUBLIC_LEN + 1];
+                uint8_t raw[32], hash[JWT_CACHE_HASH_LEN];
+                memcpy(acct, l, NKEY_PUBLIC_LEN);
+                acct[NKEY_PUBLIC_LEN] = 0;
+                memcpy(iss, l + NKEY_PUBLIC_LEN + 1, NKEY_PUBLIC_LEN);
+                iss[NKEY_PUBLIC_LEN] = 0;
+                const char *problem = NULL;
+                if (l[NKEY_PUBLIC_LEN] != ' ' || l[2 * NKEY_PUBLIC_LEN + 1] != ' ' || l[LINE_LEN - 1] != '\n')
+                        problem = "not \"<account> <issuer> <hash>\"";
+                else if (nkey_public_decode(acct, NKEY_ACCOUNT, raw, &problem) < 0)
+                        ;
+                else if (nkey_public_decode(iss, NKEY_OPERATOR, NULL, &problem) < 0)
+                        ;
+                else if (!unhex(l + 2 * NKEY_PUBLIC_LEN + 2, hash, sizeof(hash)))
+                        problem = "the hash is not 64 hexadecimal digits";
+                else if (find(t, raw) >= 0)
+                        problem = "a second line for that account";
+                if (problem) {
+                        *why = xasprintf("line %zu: %s", i + 2, problem);
+                        r = -EBADMSG;
+                        break;
+                }
+                ptrdiff_t is = issuer_index(t, iss, true);
+                if (is < 0 || !put(t, raw, (uint16_t)is, hash, F_SIGNED)) {
+                        *why = xasprintf("line %zu: too many entries or issuers", i + 2);
+                        r = -EBADMSG;
+                }
+        }
+        /* Merged in as signed here; their issuers are trusted only once the
+         * servers say so (jwt_cache_trust). What was read is what the file
+         * says: nothing to write back. */
+        bool dirty = c->dirty;
+        for (size_t i = 0; r == 0 && i < t->n; i++) {
+                const struct entry *e = &t->v[i];
+                ptrdiff_t is = issuer_index(c, t->issuers[e->issuer].key, true);
+                if (is >= 0 && find(c, e->key) < 0)
+                        (void)put(c, e->key, (uint16_t)is, e->hash, F_SIGNED);
+        }
+        c->dirty = dirty;
+        jwt_cache_free(t);
+        return r;
+}
+
+int jwt_cache_load(struct jwt_cache *c, const char *dir, char **warning) {
+        *warning = NULL;
+        char *file = path_join(dir, JWT_CACHE_FILE);
+        char *why = NULL, *text = NULL;
+        struct stat st;
+        int fd = -1;
+        if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+                free(file);
+                return 0; /* no state folder yet: nothing was signed */
+        }
+        if (st.st_mode & 077) {
+                why = xasprintf("its folder is open to group or others (mode %04o)", (unsigned)(st.st_mode & 07777));
+                goto out;
+        }
+        fd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+                if (errno != ENOENT)
+                        why = xasprintf("%s", errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+                goto out;
+        }
+        if (fstat(fd, &st) < 0) {
+                why = xstrdup(strerror(errno));
+                goto out;
+        }
+        if (!S_ISREG(st.st_mode))
+                why = xstrdup("not a regular file");
+        else if (st.st_uid != geteuid())
+                why = xasprintf("owned by uid %u, not by this user (uid %u)", (unsigned)st.st_uid, (unsigned)geteuid());
+        else if (st.st_mode & 077)
+                why = xasprintf("open to group or others (mode %04o)", (unsigned)(st.st_mode & 07777));
+        else if ((size_t)st.st_size > FILE_MAX)
+                why = xasprintf("larger than %zu MiB", FILE_MAX >> 20);
+        if (why)
+                goto out;
+        size_t len = (size_t)st.st_size, got = 0;
+        text = xmalloc(len + 1);
+        while (got < len) {
+                ssize_t k = read(fd, text + got, len - got);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0) {
+                        why = xstrdup(k < 0 ? strerror(errno) : "it shrank while being read");
+                        goto out;
+                }
+                got += (size_t)k;
+        }
+        text[len] = 0;
+        (void)jwt_cache_parse(c, text, len, &why);
+out:
+        if (fd >= 0)
+                close(fd);
+        free(text);
+        if (why) {
+                *warning = xasprintf("%s: %s; not used (every JWT's signature is checked, and the file is written "
+                                     "anew)",
+                                     file, why);
+                free(why);
+                c->dirty = true;
+        }
+        free(file);
+        return 0;
+}
+
+int jwt_cache_save(struct jwt_cache *c, const char *dir, char **err) {
+        if (!c || !c->dirty)
+                return 0;
+        char *file = path_join(dir, JWT_CACHE_FILE);
+        size_t n = 0;
+        for (size_t i = 0; i < c->n; i++)
+                n += (c->v[i].flags & F_SIGNED) && c->issuers[c->v[i].issuer].trusted;
+        int r = 0;
+        if (n == 0) {
+                if (unlink(file) < 0 && errno != ENOENT && errno != ENOTDIR) {
+                        r = -errno;
+                        *err = xasprintf("cannot remove %s: %s", file, strerror(-r));
+                }
+        } else if ((r = statedir_ensure(dir, err)) == 0) {
+                size_t len = 0;
+                char *text = jwt_cache_format(c, &len);
+                r = file_write_atomic(file, text, len, 0600);
+                free(text);
+                if (r < 0)
+                        *err = xasprintf("cannot write %s: %s", file, strerror(-r));
+        }
+        if (r == 0)
+                c->dirty = false;
+        free(file);
+        return r;
+}
