@@ -230,11 +230,16 @@ static bool make_payload(void *userdata, size_t index, const char **payload) {
                 p->failure = xstrdup("the account's current claims could not be re-signed");
                 return false;
         }
-        /* Read back from a server, these very bytes need no signature check. */
+        /* Read back from a server, these very bytes need no signature check;
+         * the JWT they replace is not wanted any more. */
         if (ctx->obs->known) {
                 uint8_t hash[JWT_CACHE_HASH_LEN];
+                if (p->entry->obs && p->entry->obs->jwt) {
+                        jwt_cache_hash(p->entry->obs->jwt, strlen(p->entry->obs->jwt), hash);
+                        jwt_cache_forget(ctx->obs->known, hash);
+                }
                 jwt_cache_hash(p->jwt, strlen(p->jwt), hash);
-                jwt_cache_add(ctx->obs->known, p->entry->key, ctx->signer->pub, hash, true);
+                jwt_cache_add(ctx->obs->known, ctx->signer->pub, hash, true);
         }
         *payload = p->jwt;
         p->sent = true;

@@ -16,16 +16,15 @@
 #define HEADER "# nats-accountd signed-jwts 1: BLAKE2b-256 of each account JWT this daemon signed (state_dir)\n"
 #define END_TAG "end "
 #define HEX_LEN (JWT_CACHE_HASH_LEN * 2)
-/* "<account> <issuer> <hash>\n" */
-#define LINE_LEN (NKEY_PUBLIC_LEN + 1 + NKEY_PUBLIC_LEN + 1 + HEX_LEN + 1)
+/* "<issuer> <hash>\n" */
+#define LINE_LEN (NKEY_PUBLIC_LEN + 1 + HEX_LEN + 1)
 #define FILE_MAX ((size_t)256 << 20)
 #define ISSUERS_MAX UINT16_MAX
-#define PUBLIC_RAW_LEN 35 /* type byte, 32 bytes of key, CRC-16 */
 
 enum { F_SIGNED = 1, F_VERIFIED = 2 };
 
+/* 36 bytes: 100,000 accounts cost 3.6 MB, and 1 MB of slots. */
 struct entry {
-        uint8_t key[32]; /* the account's public key, raw */
         uint8_t hash[JWT_CACHE_HASH_LEN];
         uint16_t issuer; /* index into issuers */
         uint8_t flags;
@@ -44,7 +43,6 @@ struct jwt_cache {
         size_t n_slots;  /* a power of two, at least twice n */
         struct issuer *issuers;
         size_t n_issuers;
-        uint8_t sip[crypto_shorthash_KEYBYTES];
         bool dirty; /* the file no longer says what the cache would write */
 };
 
@@ -53,7 +51,6 @@ struct jwt_cache *jwt_cache_new(bool learn_verified) {
                 abort();
         struct jwt_cache *c = xcalloc(1, sizeof(*c));
         c->learn = learn_verified;
-        crypto_shorthash_keygen(c->sip);
         return c;
 }
 
@@ -78,51 +75,36 @@ void jwt_cache_hash(const char *jwt, size_t len, uint8_t out[JWT_CACHE_HASH_LEN]
         crypto_generichash(out, JWT_CACHE_HASH_LEN, (const unsigned char *)jwt, len, NULL, 0);
 }
 
-/* The raw key of an account public key's text; its checksum is not checked
- * (the caller's key was shape-checked, and an entry matches only the hash of
- * a whole JWT anyway). */
-static bool key_raw(const char *key, uint8_t out[32]) {
-        uint8_t raw[PUBLIC_RAW_LEN + 1];
-        if (!key || strlen(key) != NKEY_PUBLIC_LEN ||
-            nkey_base32_decode(key, NKEY_PUBLIC_LEN, raw, sizeof(raw)) != PUBLIC_RAW_LEN || raw[0] != NKEY_ACCOUNT)
-                return false;
-        memcpy(out, raw + 1, 32);
-        return true;
-}
-
-static void key_text(const uint8_t key[32], char out[NKEY_PUBLIC_LEN + 1]) {
-        uint8_t raw[PUBLIC_RAW_LEN];
-        char buf[PUBLIC_RAW_LEN * 8 / 5 + 2];
-        raw[0] = NKEY_ACCOUNT;
-        memcpy(raw + 1, key, 32);
-        uint16_t crc = nkey_crc16(raw, 33);
-        raw[33] = (uint8_t)(crc & 0xff);
-        raw[34] = (uint8_t)(crc >> 8);
-        nkey_base32_encode(raw, sizeof(raw), buf);
-        memcpy(out, buf, NKEY_PUBLIC_LEN);
-        out[NKEY_PUBLIC_LEN] = 0;
-}
-
-static size_t slot_of(const struct jwt_cache *c, const uint8_t key[32]) {
+/* Hashes are uniform already: their first bytes pick the slot. Only JWTs
+ * found genuine and trusted (or signed here) become entries, so nobody
+ * without a trusted key can choose what the table holds. */
+static size_t slot_of(const struct jwt_cache *c, const uint8_t hash[JWT_CACHE_HASH_LEN]) {
         uint64_t h;
-        crypto_shorthash((unsigned char *)&h, key, 32, c->sip);
+        memcpy(&h, hash, sizeof(h));
         return (size_t)h & (c->n_slots - 1);
 }
 
-static ptrdiff_t find(const struct jwt_cache *c, const uint8_t key[32]) {
+/* The slot of hash's entry, or -1. */
+static ptrdiff_t find_slot(const struct jwt_cache *c, const uint8_t hash[JWT_CACHE_HASH_LEN]) {
         if (!c->n_slots)
                 return -1;
-        for (size_t i = slot_of(c, key);; i = (i + 1) & (c->n_slots - 1)) {
+        for (size_t i = slot_of(c, hash);; i = (i + 1) & (c->n_slots - 1)) {
                 uint32_t s = c->slots[i];
                 if (!s)
                         return -1;
-                if (memcmp(c->v[s - 1].key, key, 32) == 0)
-                        return (ptrdiff_t)(s - 1);
+                if (memcmp(c->v[s - 1].hash, hash, JWT_CACHE_HASH_LEN) == 0)
+                        return (ptrdiff_t)i;
         }
 }
 
+/* The index of hash's entry, or -1. */
+static ptrdiff_t find(const struct jwt_cache *c, const uint8_t hash[JWT_CACHE_HASH_LEN]) {
+        ptrdiff_t i = find_slot(c, hash);
+        return i < 0 ? -1 : (ptrdiff_t)c->slots[i] - 1;
+}
+
 static void slot_put(struct jwt_cache *c, size_t index) {
-        size_t i = slot_of(c, c->v[index].key);
+        size_t i = slot_of(c, c->v[index].hash);
         while (c->slots[i])
                 i = (i + 1) & (c->n_slots - 1);
         c->slots[i] = (uint32_t)(index + 1);
@@ -178,38 +160,32 @@ void jwt_cache_trust(struct jwt_cache *c, jwt_cache_trusted_fn trusted, void *us
         free(had_signed);
 }
 
-bool jwt_cache_known(const struct jwt_cache *c, const char *key, const char *issuer,
-                     const uint8_t hash[JWT_CACHE_HASH_LEN]) {
-        uint8_t raw[32];
-        if (!c || !c->n || !issuer || !key_raw(key, raw))
+bool jwt_cache_known(const struct jwt_cache *c, const char *issuer, const uint8_t hash[JWT_CACHE_HASH_LEN]) {
+        if (!c || !c->n || !issuer)
                 return false;
-        ptrdiff_t i = find(c, raw);
+        ptrdiff_t i = find(c, hash);
         if (i < 0)
                 return false;
-        const struct entry *e = &c->v[i];
-        const struct issuer *is = &c->issuers[e->issuer];
-        return memcmp(e->hash, hash, JWT_CACHE_HASH_LEN) == 0 && is->trusted && strcmp(is->key, issuer) == 0;
+        const struct issuer *is = &c->issuers[c->v[i].issuer];
+        return is->trusted && strcmp(is->key, issuer) == 0;
 }
 
-/* Set the account's entry; false when it cannot be kept. */
-static bool put(struct jwt_cache *c, const uint8_t key[32], uint16_t issuer, const uint8_t hash[JWT_CACHE_HASH_LEN],
-                uint8_t flag) {
-        ptrdiff_t i = find(c, key);
+/* Set the entry of hash; false when it cannot be kept. */
+static bool put(struct jwt_cache *c, uint16_t issuer, const uint8_t hash[JWT_CACHE_HASH_LEN], uint8_t flag) {
+        ptrdiff_t i = find(c, hash);
         if (i >= 0) {
                 struct entry *e = &c->v[i];
-                bool same = e->issuer == issuer && memcmp(e->hash, hash, JWT_CACHE_HASH_LEN) == 0;
-                uint8_t flags = same ? (uint8_t)(e->flags | flag) : flag;
-                if ((flags & F_SIGNED) != (e->flags & F_SIGNED) || (!same && (e->flags & F_SIGNED)))
-                        c->dirty = true;
-                e->flags = flags;
-                e->issuer = issuer;
-                memcpy(e->hash, hash, JWT_CACHE_HASH_LEN);
+                /* The same bytes name the same issuer: only how it is known can change. */
+                if (e->issuer == issuer) {
+                        if ((flag & F_SIGNED) && !(e->flags & F_SIGNED))
+                                c->dirty = true;
+                        e->flags |= flag;
+                }
                 return true;
         }
         if (!reserve(c))
                 return false;
         struct entry *e = &c->v[c->n];
-        memcpy(e->key, key, 32);
         memcpy(e->hash, hash, JWT_CACHE_HASH_LEN);
         e->issuer = issuer;
         e->flags = flag;
@@ -219,17 +195,41 @@ static bool put(struct jwt_cache *c, const uint8_t key[32], uint16_t issuer, con
         return true;
 }
 
-void jwt_cache_add(struct jwt_cache *c, const char *key, const char *issuer, const uint8_t hash[JWT_CACHE_HASH_LEN],
-                   bool signed_here) {
-        uint8_t raw[32];
-        if (!c || (!signed_here && !c->learn) || !issuer || !key_raw(key, raw))
+void jwt_cache_add(struct jwt_cache *c, const char *issuer, const uint8_t hash[JWT_CACHE_HASH_LEN], bool signed_here) {
+        if (!c || (!signed_here && !c->learn) || !issuer)
                 return;
         ptrdiff_t is = issuer_index(c, issuer, true);
         if (is < 0)
                 return;
         /* The caller just found the issuer trusted by the servers. */
         c->issuers[is].trusted = true;
-        (void)put(c, raw, (uint16_t)is, hash, signed_here ? F_SIGNED : F_VERIFIED);
+        (void)put(c, (uint16_t)is, hash, signed_here ? F_SIGNED : F_VERIFIED);
+}
+
+void jwt_cache_forget(struct jwt_cache *c, const uint8_t hash[JWT_CACHE_HASH_LEN]) {
+        ptrdiff_t i = c ? find(c, hash) : -1;
+        if (i < 0)
+                return;
+        if (c->v[i].flags & F_SIGNED)
+                c->dirty = true;
+        /* Its slot emptied, the entries probing past it move back (linear
+         * probing without tombstones) ... */
+        size_t mask = c->n_slots - 1, hole = (size_t)find_slot(c, hash);
+        c->slots[hole] = 0;
+        for (size_t j = (hole + 1) & mask; c->slots[j]; j = (j + 1) & mask) {
+                size_t home = slot_of(c, c->v[c->slots[j] - 1].hash);
+                if (((j - home) & mask) >= ((j - hole) & mask)) {
+                        c->slots[hole] = c->slots[j];
+                        c->slots[j] = 0;
+                        hole = j;
+                }
+        }
+        /* ... and the last entry takes its place in v. */
+        size_t last = --c->n;
+        if ((size_t)i != last) {
+                c->v[i] = c->v[last];
+                c->slots[find_slot(c, c->v[i].hash)] = (uint32_t)i + 1;
+        }
 }
 
 void jwt_cache_sweep(struct jwt_cache *c, const struct jwt_cache_seen *seen, size_t n) {
@@ -243,24 +243,31 @@ void jwt_cache_sweep(struct jwt_cache *c, const struct jwt_cache_seen *seen, siz
         c->n = c->cap = 0;
         c->slots = NULL;
         c->n_slots = 0;
+        /* Sized for what the resolver holds: no slack, no copy as it grows. */
+        if (n && n < UINT32_MAX / 4) {
+                c->cap = n;
+                c->v = xreallocarray(NULL, n, sizeof(*c->v));
+                size_t slots = 1024;
+                while (slots < 2 * n)
+                        slots *= 2;
+                reslot(c, slots);
+        }
         /* The old issuers stay (indexes into them are copied). */
         for (size_t k = 0; k < n; k++) {
                 const struct jwt_cache_seen *s = &seen[k];
-                uint8_t raw[32];
-                if (!s->trusted || !key_raw(s->key, raw) || find(c, raw) >= 0)
+                if (!s->trusted || find(c, s->hash) >= 0)
                         continue;
-                ptrdiff_t i = find(&old, raw);
+                ptrdiff_t i = find(&old, s->hash);
                 const struct entry *e = i >= 0 ? &old.v[i] : NULL;
-                if (e && memcmp(e->hash, s->hash, JWT_CACHE_HASH_LEN) == 0 &&
-                    strcmp(c->issuers[e->issuer].key, s->issuer) == 0) {
-                        if (put(c, raw, e->issuer, e->hash, e->flags))
+                if (e && strcmp(c->issuers[e->issuer].key, s->issuer) == 0) {
+                        if (put(c, e->issuer, e->hash, e->flags))
                                 signed_after += (e->flags & F_SIGNED) != 0;
                         continue;
                 }
                 ptrdiff_t is = c->learn ? issuer_index(c, s->issuer, true) : -1;
                 if (is >= 0) {
                         c->issuers[is].trusted = true;
-                        (void)put(c, raw, (uint16_t)is, s->hash, F_VERIFIED);
+                        (void)put(c, (uint16_t)is, s->hash, F_VERIFIED);
                 }
         }
         /* put() of kept entries marked nothing; a signed entry dropped changes the file. */
@@ -273,21 +280,22 @@ static void hex(const uint8_t *in, size_t n, char *out) {
         sodium_bin2hex(out, n * 2 + 1, in, n);
 }
 
+static bool written(const struct jwt_cache *c, const struct entry *e) {
+        return (e->flags & F_SIGNED) && c->issuers[e->issuer].trusted;
+}
+
 char *jwt_cache_format(const struct jwt_cache *c, size_t *len) {
         size_t n = 0;
         for (size_t i = 0; i < c->n; i++)
-                n += (c->v[i].flags & F_SIGNED) && c->issuers[c->v[i].issuer].trusted;
+                n += written(c, &c->v[i]);
         size_t cap = sizeof(HEADER) + n * LINE_LEN + sizeof(END_TAG) + HEX_LEN + 2;
         char *text = xmalloc(cap), *p = text;
         memcpy(p, HEADER, sizeof(HEADER) - 1);
         p += sizeof(HEADER) - 1;
         for (size_t i = 0; i < c->n; i++) {
                 const struct entry *e = &c->v[i];
-                if (!(e->flags & F_SIGNED) || !c->issuers[e->issuer].trusted)
+                if (!written(c, e))
                         continue;
-                key_text(e->key, p);
-                p[NKEY_PUBLIC_LEN] = ' ';
-                p += NKEY_PUBLIC_LEN + 1;
                 memcpy(p, c->issuers[e->issuer].key, NKEY_PUBLIC_LEN);
                 p[NKEY_PUBLIC_LEN] = ' ';
                 p += NKEY_PUBLIC_LEN + 1;
@@ -341,39 +349,37 @@ int jwt_cache_parse(struct jwt_cache *c, const char *text, size_t len, char **wh
         }
         size_t body = (size_t)(end - text) - hl;
         if (body % LINE_LEN) {
-                *why = xasprintf("its lines are not \"<account> <issuer> <hash>\"");
+                *why = xasprintf("its lines are not \"<issuer> <hash>\"");
                 return -EBADMSG;
         }
         size_t n = body / LINE_LEN;
         /* Every line is checked before any is used. */
         struct jwt_cache *t = jwt_cache_new(false);
         int r = 0;
+        char last_issuer[NKEY_PUBLIC_LEN + 1] = "";
         for (size_t i = 0; i < n && r == 0; i++) {
                 const char *l = text + hl + i * LINE_LEN;
-                char acct[NKEY_PUBLIC_LEN + 1], iss[NKEY_PUBLIC_LEN + 1];
-                uint8_t raw[32], hash[JWT_CACHE_HASH_LEN];
-                memcpy(acct, l, NKEY_PUBLIC_LEN);
-                acct[NKEY_PUBLIC_LEN] = 0;
-                memcpy(iss, l + NKEY_PUBLIC_LEN + 1, NKEY_PUBLIC_LEN);
+                char iss[NKEY_PUBLIC_LEN + 1];
+                uint8_t hash[JWT_CACHE_HASH_LEN];
+                memcpy(iss, l, NKEY_PUBLIC_LEN);
                 iss[NKEY_PUBLIC_LEN] = 0;
                 const char *problem = NULL;
-                if (l[NKEY_PUBLIC_LEN] != ' ' || l[2 * NKEY_PUBLIC_LEN + 1] != ' ' || l[LINE_LEN - 1] != '\n')
-                        problem = "not \"<account> <issuer> <hash>\"";
-                else if (nkey_public_decode(acct, NKEY_ACCOUNT, raw, &problem) < 0)
+                if (l[NKEY_PUBLIC_LEN] != ' ' || l[LINE_LEN - 1] != '\n')
+                        problem = "not \"<issuer> <hash>\"";
+                else if (strcmp(iss, last_issuer) != 0 && nkey_public_decode(iss, NKEY_OPERATOR, NULL, &problem) < 0)
                         ;
-                else if (nkey_public_decode(iss, NKEY_OPERATOR, NULL, &problem) < 0)
-                        ;
-                else if (!unhex(l + 2 * NKEY_PUBLIC_LEN + 2, hash, sizeof(hash)))
+                else if (!unhex(l + NKEY_PUBLIC_LEN + 1, hash, sizeof(hash)))
                         problem = "the hash is not 64 hexadecimal digits";
-                else if (find(t, raw) >= 0)
-                        problem = "a second line for that account";
+                else if (find(t, hash) >= 0)
+                        problem = "the same hash twice";
                 if (problem) {
                         *why = xasprintf("line %zu: %s", i + 2, problem);
                         r = -EBADMSG;
                         break;
                 }
+                memcpy(last_issuer, iss, sizeof(iss));
                 ptrdiff_t is = issuer_index(t, iss, true);
-                if (is < 0 || !put(t, raw, (uint16_t)is, hash, F_SIGNED)) {
+                if (is < 0 || !put(t, (uint16_t)is, hash, F_SIGNED)) {
                         *why = xasprintf("line %zu: too many entries or issuers", i + 2);
                         r = -EBADMSG;
                 }
@@ -385,8 +391,8 @@ int jwt_cache_parse(struct jwt_cache *c, const char *text, size_t len, char **wh
         for (size_t i = 0; r == 0 && i < t->n; i++) {
                 const struct entry *e = &t->v[i];
                 ptrdiff_t is = issuer_index(c, t->issuers[e->issuer].key, true);
-                if (is >= 0 && find(c, e->key) < 0)
-                        (void)put(c, e->key, (uint16_t)is, e->hash, F_SIGNED);
+                if (is >= 0)
+                        (void)put(c, (uint16_t)is, e->hash, F_SIGNED);
         }
         c->dirty = dirty;
         jwt_cache_free(t);
@@ -462,7 +468,7 @@ int jwt_cache_save(struct jwt_cache *c, const char *dir, char **err) {
         char *file = path_join(dir, JWT_CACHE_FILE);
         size_t n = 0;
         for (size_t i = 0; i < c->n; i++)
-                n += (c->v[i].flags & F_SIGNED) && c->issuers[c->v[i].issuer].trusted;
+                n += written(c, &c->v[i]);
         int r = 0;
         if (n == 0) {
                 if (unlink(file) < 0 && errno != ENOENT && errno != ENOTDIR) {

@@ -2,9 +2,12 @@
  * a JWT read from a server whose bytes hash to an entry skips the ed25519
  * check (about 0.1 ms each, most of what reading 100,000 JWTs costs).
  *
- * An entry is one JWT per account key (the newest added): its BLAKE2b-256
- * hash, its issuer, and whether this daemon signed it (kept in state_dir, see
- * jwt_cache_save) or verified it in this process (kept in memory only).
+ * An entry is one JWT: the BLAKE2b-256 hash of its bytes, its issuer, and
+ * whether this daemon signed it (kept in state_dir, see jwt_cache_save) or
+ * verified it in this process (kept in memory only). The bytes hold the
+ * account's key (sub), so no key is kept beside the hash. Bounded: a sweep
+ * keeps only the JWTs the resolver holds (one per account), and the JWT a
+ * push replaces is forgotten when its successor is signed.
  *
  * Why a hit is as good as a check: equal hashes mean the same bytes (header,
  * claims and signature) as a JWT this daemon signed with its own key, or whose
@@ -43,24 +46,24 @@ void jwt_cache_hash(const char *jwt, size_t len, uint8_t out[JWT_CACHE_HASH_LEN]
 typedef bool (*jwt_cache_trusted_fn)(void *userdata, const char *issuer);
 void jwt_cache_trust(struct jwt_cache *c, jwt_cache_trusted_fn trusted, void *userdata);
 
-/* True when the account's entry has exactly this hash, this issuer, and the
- * issuer is trusted now: the JWT's signature is good without checking it. */
-bool jwt_cache_known(const struct jwt_cache *c, const char *key, const char *issuer,
-                     const uint8_t hash[JWT_CACHE_HASH_LEN]);
+/* True when a JWT of exactly this hash is known, it names this issuer, and
+ * the issuer is trusted now: the JWT's signature is good without checking it. */
+bool jwt_cache_known(const struct jwt_cache *c, const char *issuer, const uint8_t hash[JWT_CACHE_HASH_LEN]);
 
-/* The account's entry becomes this JWT (hash), issued by issuer, which the
- * caller just found trusted by the servers: signed_here when this daemon
- * signed it, else verified (ignored unless learn_verified). An entry signed
- * here stays marked so when the same JWT is verified again. */
-void jwt_cache_add(struct jwt_cache *c, const char *key, const char *issuer, const uint8_t hash[JWT_CACHE_HASH_LEN],
-                   bool signed_here);
+/* Remember the JWT of this hash, issued by issuer, which the caller just
+ * found trusted by the servers: signed_here when this daemon signed it, else
+ * verified (ignored unless learn_verified). One signed here stays marked so
+ * when it is verified again. */
+void jwt_cache_add(struct jwt_cache *c, const char *issuer, const uint8_t hash[JWT_CACHE_HASH_LEN], bool signed_here);
+/* Forget the JWT of this hash (one a push replaces). */
+void jwt_cache_forget(struct jwt_cache *c, const uint8_t hash[JWT_CACHE_HASH_LEN]);
 
-/* A whole observation (every JWT the resolver holds): each account's entry is
- * kept only when the resolver holds that very JWT and it is trusted (its
- * signature good, its issuer trusted); trusted JWTs without an entry join as
- * verified (learn_verified). Entries of other accounts are dropped. */
+/* A whole observation (every JWT the resolver holds): an entry is kept only
+ * when the resolver holds that very JWT and it is trusted (its signature
+ * good, its issuer trusted); trusted JWTs without an entry join as verified
+ * (learn_verified). The others are dropped. */
 struct jwt_cache_seen {
-        const char *key, *issuer;
+        const char *issuer;
         const uint8_t *hash;
         bool trusted;
 };

@@ -1314,7 +1314,6 @@ int observe_servers(struct natsconn *c, struct server_info **out, size_t *n_out,
 struct verify_job {
         const char *jwt; /* the account's own copy: it does not move */
         size_t len;
-        char key[NKEY_PUBLIC_LEN + 1];
         char issuer[NKEY_PUBLIC_LEN + 1];
         char *verdict; /* NULL: genuine */
         bool known;    /* found in the cache: not checked */
@@ -1334,12 +1333,12 @@ struct pack_verifier {
 
 /* The verdict on a JWT, unless its bytes are known good; with a cache, the
  * hash of its bytes in *hash. */
-static char *vet_signature(const struct jwt_cache *known, const char *key, const char *jwt, size_t len,
-                           const char *issuer, uint8_t hash[JWT_CACHE_HASH_LEN], bool *hit) {
+static char *vet_signature(const struct jwt_cache *known, const char *jwt, size_t len, const char *issuer,
+                           uint8_t hash[JWT_CACHE_HASH_LEN], bool *hit) {
         *hit = false;
         if (known) {
                 jwt_cache_hash(jwt, len, hash);
-                if (jwt_cache_known(known, key, issuer, hash)) {
+                if (jwt_cache_known(known, issuer, hash)) {
                         *hit = true;
                         return NULL;
                 }
@@ -1359,7 +1358,7 @@ static void *verifier_work(void *arg) {
                 struct verify_job job = v->jobs[i];
                 pthread_mutex_unlock(&v->lock);
                 bool hit;
-                char *verdict = vet_signature(v->known, job.key, job.jwt, job.len, job.issuer, job.hash, &hit);
+                char *verdict = vet_signature(v->known, job.jwt, job.len, job.issuer, job.hash, &hit);
                 pthread_mutex_lock(&v->lock);
                 v->jobs[i].verdict = verdict;
                 v->jobs[i].known = hit;
@@ -1390,7 +1389,6 @@ static void verifier_add(struct pack_verifier *v, const struct observed_account 
                 struct verify_job *j = &v->jobs[v->n++];
                 j->jwt = a[k].jwt;
                 j->len = strlen(a[k].jwt);
-                memcpy(j->key, a[k].key, sizeof(j->key));
                 memcpy(j->issuer, a[k].issuer, sizeof(j->issuer));
                 j->verdict = NULL;
         }
@@ -1435,7 +1433,7 @@ static void pack_sweep_cache(struct observed *o, const struct pack_verifier *v) 
         struct jwt_cache_seen *seen = xcalloc(v->n ? v->n : 1, sizeof(*seen));
         for (size_t i = 0; i < v->n; i++) {
                 const struct observed_account *a = &o->accounts[i];
-                seen[i] = (struct jwt_cache_seen){ .key = a->key, .issuer = a->issuer, .hash = v->jobs[i].hash,
+                seen[i] = (struct jwt_cache_seen){ .issuer = a->issuer, .hash = v->jobs[i].hash,
                                                    .trusted = !a->untrusted };
                 o->sigs_known += v->jobs[i].known;
                 o->sigs_checked += !v->jobs[i].known;
@@ -1612,7 +1610,7 @@ static bool lookup_reply(void *userdata, size_t i, const char *data, size_t len)
         }
         uint8_t hash[JWT_CACHE_HASH_LEN];
         bool hit;
-        a.untrusted = vet_signature(x->o->known, a.key, a.jwt, len, a.issuer, hash, &hit);
+        a.untrusted = vet_signature(x->o->known, a.jwt, len, a.issuer, hash, &hit);
         x->sigs_known += hit;
         x->sigs_checked += !hit;
         observed_account_vet(x->o, &a, x->now);
@@ -1679,7 +1677,7 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                                 continue;
                         uint8_t hash[JWT_CACHE_HASH_LEN];
                         jwt_cache_hash(x.best[i].jwt, strlen(x.best[i].jwt), hash);
-                        jwt_cache_add(o->known, x.best[i].key, x.best[i].issuer, hash, false);
+                        jwt_cache_add(o->known, x.best[i].issuer, hash, false);
                 }
                 for (size_t i = 0; i < n; i++)
                         room += x.best[i].key[0] && !observed_find_key(o, x.best[i].key);

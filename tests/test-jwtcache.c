@@ -72,59 +72,59 @@ static void test_known_only_for_the_same_bytes(void **state) {
         uint8_t a[32], b[32];
         h("header.claims.signature", a);
         h("header.claims.signaturf", b);
-        jwt_cache_add(c, k->acct[0].pub, k->op.pub, a, true);
-        assert_true(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a));
+        jwt_cache_add(c, k->op.pub, a, true);
+        assert_true(jwt_cache_known(c, k->op.pub, a));
         /* One byte changed (here in the signature): checked again. */
-        assert_false(jwt_cache_known(c, k->acct[0].pub, k->op.pub, b));
-        /* Another issuer named, another account: not this entry. */
-        assert_false(jwt_cache_known(c, k->acct[0].pub, k->other_op.pub, a));
-        assert_false(jwt_cache_known(c, k->acct[1].pub, k->op.pub, a));
-        /* The newest JWT of an account replaces its entry. */
-        jwt_cache_add(c, k->acct[0].pub, k->op.pub, b, false);
-        assert_true(jwt_cache_known(c, k->acct[0].pub, k->op.pub, b));
-        assert_false(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a));
+        assert_false(jwt_cache_known(c, k->op.pub, b));
+        /* The same bytes said to be another issuer's: not this entry. */
+        assert_false(jwt_cache_known(c, k->other_op.pub, a));
+        jwt_cache_add(c, k->op.pub, b, false);
+        assert_true(jwt_cache_known(c, k->op.pub, b));
+        /* A JWT replaced by a push is forgotten. */
+        jwt_cache_forget(c, a);
+        assert_false(jwt_cache_known(c, k->op.pub, a));
+        assert_true(jwt_cache_known(c, k->op.pub, b));
         assert_int_equal(jwt_cache_count(c), 1);
-        /* Not account keys at all. */
-        assert_false(jwt_cache_known(c, k->op.pub, k->op.pub, b));
-        assert_false(jwt_cache_known(c, "A", k->op.pub, b));
         jwt_cache_free(c);
 
         /* Without learn_verified only what was signed here is kept. */
         c = jwt_cache_new(false);
-        jwt_cache_add(c, k->acct[0].pub, k->op.pub, a, false);
-        assert_false(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a));
-        jwt_cache_add(c, k->acct[0].pub, k->op.pub, a, true);
-        assert_true(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a));
+        jwt_cache_add(c, k->op.pub, a, false);
+        assert_false(jwt_cache_known(c, k->op.pub, a));
+        jwt_cache_add(c, k->op.pub, a, true);
+        assert_true(jwt_cache_known(c, k->op.pub, a));
         jwt_cache_free(c);
 }
 
-static void test_many_accounts(void **state) {
+static void test_many_jwts(void **state) {
         struct keys *k = *state;
         struct jwt_cache *c = jwt_cache_new(true);
-        enum { N = 5000 };
-        struct nkey *keys = xcalloc(N, sizeof(*keys));
+        enum { N = 20000 };
+        uint8_t(*hs)[32] = xcalloc(N, sizeof(*hs));
         for (size_t i = 0; i < N; i++) {
-                nkey_generate(NKEY_ACCOUNT, &keys[i]);
-                uint8_t x[32];
-                h(keys[i].pub, x);
-                jwt_cache_add(c, keys[i].pub, k->op.pub, x, i % 2 == 0);
+                char jwt[32];
+                snprintf(jwt, sizeof(jwt), "jwt %zu", i);
+                h(jwt, hs[i]);
+                jwt_cache_add(c, k->op.pub, hs[i], i % 2 == 0);
         }
         assert_int_equal(jwt_cache_count(c), N);
-        for (size_t i = 0; i < N; i++) {
-                uint8_t x[32];
-                h(keys[i].pub, x);
-                assert_true(jwt_cache_known(c, keys[i].pub, k->op.pub, x));
-                assert_false(jwt_cache_known(c, keys[(i + 1) % N].pub, k->op.pub, x));
-        }
-        /* Only the signed half is written. */
-        size_t len = 0;
+        /* Every third forgotten: the others are still found, wherever they were probed to. */
+        for (size_t i = 0; i < N; i += 3)
+                jwt_cache_forget(c, hs[i]);
+        for (size_t i = 0; i < N; i++)
+                assert_int_equal(jwt_cache_known(c, k->op.pub, hs[i]), i % 3 != 0);
+        assert_int_equal(jwt_cache_count(c), N - (N + 2) / 3);
+        /* Only the signed ones are written. */
+        size_t len = 0, signed_left = 0;
+        for (size_t i = 0; i < N; i++)
+                signed_left += i % 2 == 0 && i % 3 != 0;
         char *text = jwt_cache_format(c, &len);
         size_t lines = 0;
         for (size_t i = 0; i < len; i++)
                 lines += text[i] == '\n';
-        assert_int_equal(lines, N / 2 + 2);
+        assert_int_equal(lines, signed_left + 2);
         free(text);
-        free(keys);
+        free(hs);
         jwt_cache_free(c);
 }
 
@@ -134,71 +134,74 @@ static void test_trust_set_change(void **state) {
         uint8_t a[32], b[32];
         h("one", a);
         h("two", b);
-        jwt_cache_add(c, k->acct[0].pub, k->op.pub, a, true);
-        jwt_cache_add(c, k->acct[1].pub, k->other_op.pub, b, true);
+        jwt_cache_add(c, k->op.pub, a, true);
+        jwt_cache_add(c, k->other_op.pub, b, true);
         /* The servers now trust op only: other_op's entries are not used ... */
         jwt_cache_trust(c, trust_only, k->op.pub);
-        assert_true(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a));
-        assert_false(jwt_cache_known(c, k->acct[1].pub, k->other_op.pub, b));
+        assert_true(jwt_cache_known(c, k->op.pub, a));
+        assert_false(jwt_cache_known(c, k->other_op.pub, b));
         /* ... nor written. */
         size_t len = 0;
         char *text = jwt_cache_format(c, &len);
-        assert_non_null(strstr(text, k->acct[0].pub));
-        assert_null(strstr(text, k->acct[1].pub));
+        assert_non_null(strstr(text, k->op.pub));
         assert_null(strstr(text, k->other_op.pub));
         free(text);
         /* Trusted again: used again. */
         jwt_cache_trust(c, trust_all, NULL);
-        assert_true(jwt_cache_known(c, k->acct[1].pub, k->other_op.pub, b));
+        assert_true(jwt_cache_known(c, k->other_op.pub, b));
         jwt_cache_free(c);
 }
 
 static void test_sweep(void **state) {
         struct keys *k = *state;
         struct jwt_cache *c = jwt_cache_new(true);
-        uint8_t a[32], b[32], d[32];
+        uint8_t a[32], b[32], d[32], b2[32], d2[32];
         h("a", a);
         h("b", b);
         h("d", d);
-        jwt_cache_add(c, k->acct[0].pub, k->op.pub, a, true);
-        jwt_cache_add(c, k->acct[1].pub, k->op.pub, b, true);
-        jwt_cache_add(c, k->acct[2].pub, k->op.pub, d, true);
-        /* The resolver holds acct0's very JWT, another of acct1, a trusted
-         * new one of acct2 ... */
-        uint8_t b2[32], d2[32];
         h("b2", b2);
         h("d2", d2);
+        jwt_cache_add(c, k->op.pub, a, true);
+        jwt_cache_add(c, k->op.pub, b, true);
+        jwt_cache_add(c, k->op.pub, d, true);
+        /* The resolver holds a itself, an untrusted b2 instead of b, a
+         * trusted d2 instead of d. */
         struct jwt_cache_seen seen[] = {
-                { k->acct[0].pub, k->op.pub, a, true },
-                { k->acct[1].pub, k->op.pub, b2, false },
-                { k->acct[2].pub, k->op.pub, d2, true },
+                { k->op.pub, a, true },
+                { k->op.pub, b2, false },
+                { k->op.pub, d2, true },
         };
         jwt_cache_sweep(c, seen, 3);
-        assert_true(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a));
-        assert_false(jwt_cache_known(c, k->acct[1].pub, k->op.pub, b));
-        assert_false(jwt_cache_known(c, k->acct[1].pub, k->op.pub, b2)); /* not trusted: never learnt */
-        assert_false(jwt_cache_known(c, k->acct[2].pub, k->op.pub, d));
-        assert_true(jwt_cache_known(c, k->acct[2].pub, k->op.pub, d2)); /* verified, learnt */
+        assert_true(jwt_cache_known(c, k->op.pub, a));
+        assert_false(jwt_cache_known(c, k->op.pub, b));
+        assert_false(jwt_cache_known(c, k->op.pub, b2)); /* not trusted: never learnt */
+        assert_false(jwt_cache_known(c, k->op.pub, d));
+        assert_true(jwt_cache_known(c, k->op.pub, d2)); /* verified, learnt */
         assert_int_equal(jwt_cache_count(c), 2);
-        /* Only acct0's entry is still one signed here. */
+        /* Only a is still one signed here. */
         size_t len = 0;
         char *text = jwt_cache_format(c, &len);
-        assert_non_null(strstr(text, k->acct[0].pub));
-        assert_null(strstr(text, k->acct[2].pub));
+        char ahex[65], d2hex[65];
+        sodium_bin2hex(ahex, sizeof(ahex), a, 32);
+        sodium_bin2hex(d2hex, sizeof(d2hex), d2, 32);
+        assert_non_null(strstr(text, ahex));
+        assert_null(strstr(text, d2hex));
         free(text);
-        /* An account the resolver no longer holds is forgotten. */
+        /* A JWT the resolver no longer holds is forgotten. */
         jwt_cache_sweep(c, seen + 2, 1);
-        assert_false(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a));
+        assert_false(jwt_cache_known(c, k->op.pub, a));
         jwt_cache_free(c);
 }
 
-/* The file text of one signed entry for acct0. */
+/* The file text of two signed entries, of a and b. */
 static char *one_entry_text(struct keys *k, size_t *len) {
         struct jwt_cache *c = jwt_cache_new(false);
         uint8_t a[32];
         h("a", a);
-        jwt_cache_add(c, k->acct[0].pub, k->op.pub, a, true);
-        jwt_cache_add(c, k->acct[1].pub, k->op.pub, a, true);
+        uint8_t b[32];
+        h("b", b);
+        jwt_cache_add(c, k->op.pub, a, true);
+        jwt_cache_add(c, k->op.pub, b, true);
         char *text = jwt_cache_format(c, len);
         jwt_cache_free(c);
         return text;
@@ -233,23 +236,24 @@ static void test_parse(void **state) {
         struct keys *k = *state;
         size_t len = 0;
         char *text = one_entry_text(k, &len);
-        uint8_t a[32];
+        uint8_t a[32], b[32];
         h("a", a);
+        h("b", b);
 
         struct jwt_cache *c = jwt_cache_new(false);
         char *why = NULL;
         assert_int_equal(jwt_cache_parse(c, text, len, &why), 0);
         assert_int_equal(jwt_cache_count(c), 2);
         /* Loaded, but not used before the servers said its issuer is trusted. */
-        assert_false(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a));
+        assert_false(jwt_cache_known(c, k->op.pub, a));
         jwt_cache_trust(c, trust_all, NULL);
-        assert_true(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a));
-        assert_true(jwt_cache_known(c, k->acct[1].pub, k->op.pub, a));
+        assert_true(jwt_cache_known(c, k->op.pub, a));
+        assert_true(jwt_cache_known(c, k->op.pub, b));
         jwt_cache_free(c);
 
         /* One hex digit of a hash changed: the file's own hash no longer matches. */
         char *bad = xstrdup(text);
-        char *digit = strchr(bad, '\n') + 1 + 2 * NKEY_PUBLIC_LEN + 2;
+        char *digit = strchr(bad, '\n') + 1 + NKEY_PUBLIC_LEN + 1;
         *digit = *digit == '0' ? '1' : '0';
         expect_refused(bad, len, "does not match the hash on its last line");
         free(bad);
@@ -266,23 +270,24 @@ static void test_parse(void **state) {
         bad = xstrdup(text);
         char *line2 = strchr(bad, '\n') + 1;
         char *sealed = NULL;
-        line2[5] = line2[5] == 'A' ? 'B' : 'A'; /* the account key's checksum breaks */
+        line2[5] = line2[5] == 'A' ? 'B' : 'A'; /* the issuer's checksum breaks */
         sealed = reseal(bad, len);
         expect_refused(sealed, strlen(sealed), "line 2");
         free(sealed);
         free(bad);
-        /* The same account twice. */
+        /* The same hash twice. */
         bad = xstrdup(text);
         line2 = strchr(bad, '\n') + 1;
-        memcpy(line2 + NKEY_PUBLIC_LEN + 1 + NKEY_PUBLIC_LEN + 1 + 64 + 1, line2, NKEY_PUBLIC_LEN);
+        char *line3 = strchr(line2, '\n') + 1;
+        memcpy(line3, line2, NKEY_PUBLIC_LEN + 1 + 64);
         sealed = reseal(bad, len);
-        expect_refused(sealed, strlen(sealed), "second line for that account");
+        expect_refused(sealed, strlen(sealed), "the same hash twice");
         free(sealed);
         free(bad);
         /* An account key where the issuer goes. */
         bad = xstrdup(text);
         line2 = strchr(bad, '\n') + 1;
-        memcpy(line2 + NKEY_PUBLIC_LEN + 1, k->acct[2].pub, NKEY_PUBLIC_LEN);
+        memcpy(line2, k->acct[2].pub, NKEY_PUBLIC_LEN);
         sealed = reseal(bad, len);
         expect_refused(sealed, strlen(sealed), "line 2");
         free(sealed);
@@ -333,10 +338,13 @@ static void test_load_and_save(void **state) {
         assert_int_equal(jwt_cache_load(c, dir, &warning), 0);
         assert_null(warning);
         /* Nothing signed: nothing written. */
-        jwt_cache_add(c, k->acct[0].pub, k->op.pub, a, false);
+        uint8_t b[32], d[32];
+        h("b", b);
+        h("d", d);
+        jwt_cache_add(c, k->op.pub, a, false);
         assert_int_equal(jwt_cache_save(c, dir, &err), 0);
         assert_int_equal(access(file, F_OK), -1);
-        jwt_cache_add(c, k->acct[1].pub, k->op.pub, a, true);
+        jwt_cache_add(c, k->op.pub, b, true);
         assert_int_equal(jwt_cache_save(c, dir, &err), 0);
         struct stat st;
         assert_int_equal(stat(file, &st), 0);
@@ -347,10 +355,10 @@ static void test_load_and_save(void **state) {
         assert_int_equal(unlink(file), 0);
         assert_int_equal(jwt_cache_save(c, dir, &err), 0);
         assert_int_equal(access(file, F_OK), -1);
-        jwt_cache_add(c, k->acct[1].pub, k->op.pub, a, true); /* the same again: no change */
+        jwt_cache_add(c, k->op.pub, b, true); /* the same again: no change */
         assert_int_equal(jwt_cache_save(c, dir, &err), 0);
         assert_int_equal(access(file, F_OK), -1);
-        jwt_cache_add(c, k->acct[2].pub, k->op.pub, a, true);
+        jwt_cache_add(c, k->op.pub, d, true);
         assert_int_equal(jwt_cache_save(c, dir, &err), 0);
         jwt_cache_free(c);
 
@@ -359,9 +367,9 @@ static void test_load_and_save(void **state) {
         assert_null(warning);
         assert_int_equal(jwt_cache_count(c), 2);
         jwt_cache_trust(c, trust_all, NULL);
-        assert_true(jwt_cache_known(c, k->acct[1].pub, k->op.pub, a));
-        assert_true(jwt_cache_known(c, k->acct[2].pub, k->op.pub, a));
-        assert_false(jwt_cache_known(c, k->acct[0].pub, k->op.pub, a)); /* only verified: never written */
+        assert_true(jwt_cache_known(c, k->op.pub, b));
+        assert_true(jwt_cache_known(c, k->op.pub, d));
+        assert_false(jwt_cache_known(c, k->op.pub, a)); /* only verified: never written */
         jwt_cache_free(c);
 
         char *text = NULL;
@@ -380,7 +388,7 @@ static void test_load_and_save(void **state) {
         c = jwt_cache_new(false);
         assert_int_equal(jwt_cache_load(c, dir, &warning), 0);
         free(warning);
-        jwt_cache_add(c, k->acct[0].pub, k->op.pub, a, true);
+        jwt_cache_add(c, k->op.pub, a, true);
         assert_int_equal(jwt_cache_save(c, dir, &err), 0);
         jwt_cache_free(c);
         c = jwt_cache_new(false);
@@ -419,7 +427,7 @@ static void test_load_and_save(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_known_only_for_the_same_bytes),
-                cmocka_unit_test(test_many_accounts),
+                cmocka_unit_test(test_many_jwts),
                 cmocka_unit_test(test_trust_set_change),
                 cmocka_unit_test(test_sweep),
                 cmocka_unit_test(test_parse),

@@ -252,12 +252,16 @@ class VerifiedCacheTest(unittest.TestCase):
         return "exit %d\n--- stdout\n%s--- stderr\n%s" % (r.returncode, r.stdout, r.stderr)
 
     def cache_entries(self):
-        """account key -> (issuer, hash) of signed-jwts (its first and last lines are the header and the seal)."""
+        """hash -> issuer of signed-jwts (its first and last lines are the header and the seal)."""
         with open(self.cache) as f:
             lines = f.read().splitlines()
         self.assertTrue(lines[0].startswith("# nats-accountd signed-jwts 1"), lines[0])
         self.assertRegex(lines[-1], r"^end [0-9a-f]{64}$")
-        return {l.split()[0]: tuple(l.split()[1:]) for l in lines[1:-1]}
+        return {l.split()[1]: l.split()[0] for l in lines[1:-1]}
+
+    def held_hash(self, key):
+        """BLAKE2b-256 of the JWT the server holds for key."""
+        return hashlib.blake2b(self.sb.lookup_jwt(key).encode(), digest_size=32).hexdigest()
 
     def pubkey(self, seed_file):
         r = self.sb.probe("pubkey-of-seed", seed_file)
@@ -275,13 +279,15 @@ class VerifiedCacheTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, self.out(r))
         keys = self.sb.account_keys()
         self.assertEqual(os.stat(self.cache).st_mode & 0o777, 0o600)
-        entries = self.cache_entries()
-        self.assertEqual(set(entries), set(keys.values()))
+        # The hash of the very JWT the server holds of each account, and the key that signed it.
         signer = self.pubkey(self.sb.signer)
-        for name, key in keys.items():
-            # The hash of the very JWT the server holds, and the key that signed it.
-            held = self.sb.lookup_jwt(key)
-            self.assertEqual(entries[key], (signer, hashlib.blake2b(held.encode(), digest_size=32).hexdigest()), name)
+        self.assertEqual(self.cache_entries(), {self.held_hash(key): signer for key in keys.values()})
+        # An update: the new JWT's hash replaces the old one's (one line per account).
+        text = self.sb.read("accounts.yaml")
+        self.sb.write_accounts(text.replace("max_streams: 10", "max_streams: 11", 1))
+        r = self.sb.accountd("apply")
+        self.assertEqual(r.returncode, 0, self.out(r))
+        self.assertEqual(self.cache_entries(), {self.held_hash(key): signer for key in keys.values()})
 
         total, checked, known = self.start_daemon()
         self.assertEqual((known, checked), (len(keys), total - len(keys)), self.daemon.text())
@@ -302,12 +308,12 @@ class VerifiedCacheTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, self.out(r))
         self.assertRegex(r.stderr, r"(?m)^warning: %s: .*not used" % re.escape(self.cache), self.out(r))
         text = self.sb.read("accounts.yaml")
-        self.sb.write_accounts(text.replace("max_streams: 10", "max_streams: 12", 1))
+        self.sb.write_accounts(text.replace("max_streams: 11", "max_streams: 12", 1))
         r = self.sb.accountd("apply")
         self.assertEqual(r.returncode, 0, self.out(r))
         self.assertIn("warning: %s" % self.cache, r.stderr)
         # What this apply signed; the others' signatures are checked until they are signed again.
-        self.assertEqual(set(self.cache_entries()), {keys["APP"]})
+        self.assertEqual(set(self.cache_entries()), {self.held_hash(keys["APP"])})
         r = self.sb.accountd("plan")
         self.assertNotIn("warning", r.stderr, self.out(r))
 
@@ -315,7 +321,7 @@ class VerifiedCacheTest(unittest.TestCase):
         self.assertEqual(self.sb.accountd("apply").returncode, 0)
         key = self.sb.account_keys()["APP"]
         real = self.sb.lookup_jwt(key)
-        self.assertIn(key, self.cache_entries())
+        self.assertIn(self.held_hash(key), self.cache_entries())
         # The same header and claims, one character of the signature changed:
         # the name, the key, the issuer all as before; not the bytes signed.
         head, claims, sig = real.split(".")
