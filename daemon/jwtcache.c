@@ -413,6 +413,7 @@ int jwt_cache_load(struct jwt_cache *c, const char *dir, char **warning) {
                 why = xasprintf("its folder is open to group or others (mode %04o)", (unsigned)(st.st_mode & 07777));
                 goto out;
         }
+        uid_t dir_owner = st.st_uid;
         fd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
                 if (errno != ENOENT)
@@ -425,8 +426,11 @@ int jwt_cache_load(struct jwt_cache *c, const char *dir, char **warning) {
         }
         if (!S_ISREG(st.st_mode))
                 why = xstrdup("not a regular file");
-        else if (st.st_uid != geteuid())
-                why = xasprintf("owned by uid %u, not by this user (uid %u)", (unsigned)st.st_uid, (unsigned)geteuid());
+        /* Written by this user, the folder's owner (the daemon, for root's
+         * `plan`) or root: only they can write into a 0700 folder anyway. */
+        else if (st.st_uid != geteuid() && st.st_uid != dir_owner && st.st_uid != 0)
+                why = xasprintf("owned by uid %u, neither this user (uid %u), its folder's owner nor root",
+                                (unsigned)st.st_uid, (unsigned)geteuid());
         else if (st.st_mode & 077)
                 why = xasprintf("open to group or others (mode %04o)", (unsigned)(st.st_mode & 07777));
         else if ((size_t)st.st_size > FILE_MAX)

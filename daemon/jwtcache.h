@@ -72,8 +72,8 @@ void jwt_cache_sweep(struct jwt_cache *c, const struct jwt_cache_seen *v, size_t
 /* <dir>/signed-jwts: the entries this daemon signed, whose issuer is trusted.
  * load: 0 (a missing file or folder is an empty cache); a file that is not
  * exactly one this daemon wrote (garbled, truncated, altered, not a regular
- * file, not owned by this user, open to group or others, in a folder open to
- * them) is ignored as a whole with *warning naming it and why; the cache is
+ * file, owned by another user than this one, the folder's owner or root,
+ * open to group or others, in a folder open to them) is ignored as a whole with *warning naming it and why; the cache is
  * then empty. The next save replaces it. */
 int jwt_cache_load(struct jwt_cache *c, const char *dir, char **warning);
 /* Written when something changed since the last load or save (atomically,

@@ -396,6 +396,20 @@ static void test_load_and_save(void **state) {
         assert_null(warning);
         assert_int_equal(jwt_cache_count(c), 1);
         jwt_cache_free(c);
+        /* Owned by another user than this one, the folder's owner or root: not used. */
+        if (geteuid() == 0) {
+                assert_int_equal(chown(file, 54321, 54321), 0);
+                expect_load_warning(dir, "owned by uid 54321");
+                /* The folder's owner wrote it (root reading the daemon's folder): used. */
+                assert_int_equal(chown(dir, 54321, 54321), 0);
+                c = jwt_cache_new(false);
+                assert_int_equal(jwt_cache_load(c, dir, &warning), 0);
+                assert_null(warning);
+                assert_int_equal(jwt_cache_count(c), 1);
+                jwt_cache_free(c);
+                assert_int_equal(chown(dir, 0, 0), 0);
+                assert_int_equal(chown(file, 0, 0), 0);
+        }
         /* A symbolic link, a folder: not used. */
         char *elsewhere = path_join(dir, "elsewhere");
         write_file(elsewhere, text, len, 0600);
