@@ -1363,6 +1363,8 @@ struct verify_job {
         size_t len;
         char issuer[NKEY_PUBLIC_LEN + 1];
         char *verdict; /* NULL: genuine */
+        bool known;    /* found in the cache: not checked */
+        uint8_t hash[JWT_CACHE_HASH_LEN]; /* with a cache */
 };
 
 struct pack_verifier {
@@ -1373,7 +1375,23 @@ struct pack_verifier {
         bool closed, discard; /* discard: the stream failed or was stopped, skip what is left */
         pthread_t threads[PACK_VERIFY_THREADS];
         size_t n_threads;
+        const struct jwt_cache *known; /* read only while the threads run */
 };
+
+/* The verdict on a JWT, unless its bytes are known good; with a cache, the
+ * hash of its bytes in *hash. */
+static char *vet_signature(const struct jwt_cache *known, const char *jwt, size_t len, const char *issuer,
+                           uint8_t hash[JWT_CACHE_HASH_LEN], bool *hit) {
+        *hit = false;
+        if (known) {
+                jwt_cache_hash(jwt, len, hash);
+                if (jwt_cache_known(known, issuer, hash)) {
+                        *hit = true;
+                        return NULL;
+                }
+        }
+        return verify_verdict(jwt, len, issuer);
+}
 
 static void *verifier_work(void *arg) {
         struct pack_verifier *v = arg;
@@ -1386,16 +1404,20 @@ static void *verifier_work(void *arg) {
                 size_t i = v->next++;
                 struct verify_job job = v->jobs[i];
                 pthread_mutex_unlock(&v->lock);
-                char *verdict = verify_verdict(job.jwt, job.len, job.issuer);
+                bool hit;
+                char *verdict = vet_signature(v->known, job.jwt, job.len, job.issuer, job.hash, &hit);
                 pthread_mutex_lock(&v->lock);
                 v->jobs[i].verdict = verdict;
+                v->jobs[i].known = hit;
+                memcpy(v->jobs[i].hash, job.hash, sizeof(job.hash));
         }
         pthread_mutex_unlock(&v->lock);
         return NULL;
 }
 
-static void verifier_start(struct pack_verifier *v) {
+static void verifier_start(struct pack_verifier *v, const struct jwt_cache *known) {
         memset(v, 0, sizeof(*v));
+        v->known = known;
         pthread_mutex_init(&v->lock, NULL);
         pthread_cond_init(&v->more, NULL);
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1422,7 +1444,8 @@ static void verifier_add(struct pack_verifier *v, const struct observed_account 
 }
 
 /* Every job done (the caller's thread helps with what is left), the threads
- * gone; with accounts, each gets its verdict. */
+ * gone; with accounts, each gets its verdict. The jobs stay until
+ * verifier_free. */
 static void verifier_finish(struct pack_verifier *v, struct observed_account *accounts) {
         pthread_mutex_lock(&v->lock);
         v->closed = true;
@@ -1437,10 +1460,33 @@ static void verifier_finish(struct pack_verifier *v, struct observed_account *ac
                         accounts[i].untrusted = v->jobs[i].verdict;
                 else
                         free(v->jobs[i].verdict);
+                v->jobs[i].verdict = NULL;
         }
-        free(v->jobs);
         pthread_mutex_destroy(&v->lock);
         pthread_cond_destroy(&v->more);
+}
+
+static void verifier_free(struct pack_verifier *v) {
+        free(v->jobs);
+        v->jobs = NULL;
+}
+
+static bool issuer_trusted(void *userdata, const char *issuer) {
+        return observed_key_trusted(userdata, issuer, NULL);
+}
+
+/* The cache after a whole PACK (its accounts still in the jobs' order, vetted). */
+static void pack_sweep_cache(struct observed *o, const struct pack_verifier *v) {
+        struct jwt_cache_seen *seen = xcalloc(v->n ? v->n : 1, sizeof(*seen));
+        for (size_t i = 0; i < v->n; i++) {
+                const struct observed_account *a = &o->accounts[i];
+                seen[i] = (struct jwt_cache_seen){ .issuer = a->issuer, .hash = v->jobs[i].hash,
+                                                   .trusted = !a->untrusted };
+                o->sigs_known += v->jobs[i].known;
+                o->sigs_checked += !v->jobs[i].known;
+        }
+        jwt_cache_sweep(o->known, seen, v->n);
+        free(seen);
 }
 
 struct pack_ctx {
@@ -1491,7 +1537,9 @@ static int observe_pack(struct natsconn *c, struct observed *o, size_t expected_
         size_t n = 0;
         char *gerr = NULL;
         uint64_t t0 = now_usec();
-        verifier_start(&x.verifier);
+        /* Entries of issuers the servers no longer trust are not used. */
+        jwt_cache_trust(o->known, issuer_trusted, o);
+        verifier_start(&x.verifier, o->known);
         int r = natsconn_gather_ex(c, SUBJ_PACK, NULL, 0, &go, &rep, &n, &gerr);
         verifier_finish(&x.verifier, r >= 0 ? o->accounts : NULL);
         o->pack_usec = now_usec() - t0;
@@ -1499,21 +1547,28 @@ static int observe_pack(struct natsconn *c, struct observed *o, size_t expected_
         if (r == -ENOENT) {
                 *err = xasprintf("%s; the servers need a full resolver (resolver: { type: full })", gerr);
                 free(gerr);
+                verifier_free(&x.verifier);
                 return r;
         }
         if (r < 0) {
                 *err = gerr;
+                verifier_free(&x.verifier);
                 return r;
         }
         free(gerr);
         observed_vet(o, (int64_t)time(NULL));
+        if (o->known)
+                pack_sweep_cache(o, &x.verifier);
+        verifier_free(&x.verifier);
         observed_reindex(o);
         return 0;
 }
 
-int observe_all(struct natsconn *c, size_t expected_jwts, struct observed **out, char **err) {
+int observe_all(struct natsconn *c, size_t expected_jwts, struct jwt_cache *known, struct observed **out,
+                char **err) {
         *out = NULL;
         struct observed *o = xcalloc(1, sizeof(*o));
+        o->known = known;
         int r = observe_servers(c, &o->servers, &o->n_servers, err);
         if (r >= 0)
                 r = observe_pack(c, o, expected_jwts, err);
@@ -1575,6 +1630,7 @@ struct lookup_ctx {
          * servers hold the very JWT chosen. */
         uint8_t (*digests)[LOOKUP_DIGEST_LEN];
         struct bad_replies bad;
+        size_t sigs_checked, sigs_known;
 };
 
 static void jwt_digest(const char *jwt, uint8_t out[LOOKUP_DIGEST_LEN]) {
@@ -1595,10 +1651,15 @@ static bool lookup_reply(void *userdata, size_t i, const char *data, size_t len)
                 return complete;
         struct observed_account a;
         char *why = NULL;
-        if (observe_parse_account_jwt(x->keys[i], data, len, &a, &why) < 0) {
+        if (parse_account_jwt(x->keys[i], data, len, &a, &why, false) < 0) {
                 bad_reply(&x->bad, x->subjects[i], why);
                 return complete;
         }
+        uint8_t hash[JWT_CACHE_HASH_LEN];
+        bool hit;
+        a.untrusted = vet_signature(x->o->known, a.jwt, len, a.issuer, hash, &hit);
+        x->sigs_known += hit;
+        x->sigs_checked += !hit;
         observed_account_vet(x->o, &a, x->now);
         size_t held = x->best[i].holders;
         if (held < x->want)
@@ -1651,8 +1712,19 @@ int observe_lookup(struct natsconn *c, struct observed *o, const char *const *ke
                 .on_reply = lookup_reply,
                 .userdata = &x,
         };
+        jwt_cache_trust(o->known, issuer_trusted, o);
         int r = natsconn_pipeline_run(c, &p, err);
+        o->sigs_checked += x.sigs_checked;
+        o->sigs_known += x.sigs_known;
         if (r >= 0) {
+                /* Trusted JWTs join the cache (for the next pass's LOOKUP or PACK). */
+                for (size_t i = 0; jwt_cache_learns_verified(o->known) && i < n; i++) {
+                        if (!x.best[i].key[0] || x.best[i].untrusted)
+                                continue;
+                        uint8_t hash[JWT_CACHE_HASH_LEN];
+                        jwt_cache_hash(x.best[i].jwt, strlen(x.best[i].jwt), hash);
+                        jwt_cache_add(o->known, x.best[i].issuer, hash, false);
+                }
                 for (size_t i = 0; i < n; i++)
                         if (x.best[i].key[0])
                                 x.best[i].holders = lookup_holders(&x, i);

@@ -8,6 +8,7 @@
 #include "accounts.h"
 #include "acctlimits.h"
 #include "jslimits.h"
+#include "jwtcache.h"
 #include "natsconn.h"
 #include "nkeys.h"
 
@@ -88,17 +89,25 @@ struct observed {
         /* name -> indexes into accounts (sorted by name, then key), for lookups by name */
         size_t *by_name;
         uint64_t pack_usec; /* time CLAIMS.PACK took */
+        /* JWTs whose signature is known good by a hash of their bytes
+         * (jwtcache.h): CLAIMS.PACK and CLAIMS.LOOKUP check no signature of
+         * a JWT found there, and add the JWTs they find trusted. NULL: every
+         * signature is checked. The caller's; not freed with o. */
+        struct jwt_cache *known;
+        /* Signatures of account JWTs checked, and those found in known. */
+        size_t sigs_checked, sigs_known;
 };
 
 /* A JWT issued later than this many seconds after this host's clock is refused. */
 #define OBSERVE_FUTURE_SKEW_SEC 300
 
 /* The servers (observe_servers) and every account JWT (CLAIMS.PACK), each
- * verified (observed_vet). expected_jwts: about how many JWTs the resolver
+ * verified (observed_vet; known: see struct observed). expected_jwts: about how many JWTs the resolver
  * holds (the accounts declared, the last PACK's count), for the wait for the
  * PACK's first message (observe_pack_wait_usec). 0, or negative errno with
  * *err set. */
-int observe_all(struct natsconn *c, size_t expected_jwts, struct observed **out, char **err);
+int observe_all(struct natsconn *c, size_t expected_jwts, struct jwt_cache *known, struct observed **out,
+                char **err);
 /* How long the first message of a CLAIMS.PACK of about expected_jwts JWTs is
  * awaited: a server reads its whole store before it sends anything (and
  * answers nothing else on that connection meanwhile), so this grows with the

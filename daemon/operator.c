@@ -22,10 +22,48 @@ struct operator_backend {
          * a working one of the accounts an edit touched (from idx). */
         struct observed *obs;
         bool obs_whole;
+        /* Account JWTs whose signature is known good (jwtcache.h), loaded
+         * from known_dir (state_dir) at the first pass. */
+        struct jwt_cache *known;
+        char *known_dir;
 };
 
 static struct operator_backend *op(struct backend *b) {
         return (struct operator_backend *)b;
+}
+
+/* Written when it changed: only what the commands that sign (apply, run)
+ * learnt; a failure costs only signature checks next time. */
+static void known_save(struct operator_backend *o) {
+        char *err = NULL;
+        if (o->known && o->will_apply && jwt_cache_save(o->known, o->known_dir, &err) < 0) {
+                log_warning("%s", err);
+                free(err);
+        }
+}
+
+static void known_close(struct operator_backend *o) {
+        known_save(o);
+        jwt_cache_free(o->known);
+        o->known = NULL;
+        free(o->known_dir);
+        o->known_dir = NULL;
+}
+
+static struct jwt_cache *known_open(struct operator_backend *o) {
+        if (o->known)
+                return o->known;
+        /* What was verified in this process too, for the commands that come
+         * back to the same JWTs (run's next sweep, apply's look-ups). */
+        o->known = jwt_cache_new(o->will_apply);
+        o->known_dir = xstrdup(o->s->state_dir);
+        char *warning = NULL;
+        jwt_cache_load(o->known, o->known_dir, &warning);
+        if (warning) {
+                log_warning("%s", warning);
+                free(warning);
+        }
+        return o->known;
 }
 
 static int op_configure(struct backend *b, const struct settings *s, char **err) {
@@ -38,6 +76,9 @@ static int op_configure(struct backend *b, const struct settings *s, char **err)
                 /* Moved, not copied: no second copy of the key is left behind. */
                 nkey_move(&o->signer, &k);
         }
+        /* Another state_dir: its own file from the next pass on. */
+        if (o->known && strcmp(o->known_dir, s->state_dir) != 0)
+                known_close(o);
         o->s = s;
         return 0;
 }
@@ -94,9 +135,12 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                 /* The resolver holds at least what the last sweep saw, and
                  * about every account declared once they exist. */
                 size_t seen = observed_index_count(o->idx), expected = seen > a->n ? seen : a->n;
-                if ((r = observe_all(c, expected, &o->obs, err)) < 0)
+                if ((r = observe_all(c, expected, known_open(o), &o->obs, err)) < 0)
                         return r;
                 o->obs_whole = true;
+                log_debug("CLAIMS.PACK: %zu account JWTs in %.3f s; signatures checked: %zu, known (%s): %zu",
+                          o->obs->n_accounts, (double)o->obs->pack_usec / 1e6, o->obs->sigs_checked,
+                          JWT_CACHE_FILE, o->obs->sigs_known);
                 /* A server the last sweep did not see may hold older JWTs of
                  * the declared accounts than the others (a node back with an
                  * old store): CLAIMS.PACK is one server's word, so every
@@ -122,6 +166,7 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                 for (size_t i = 0; i < a->n; i++)
                         names[i] = a->v[i].name;
                 o->obs = observed_index_expand(o->idx, keys, a->n, names, a->n);
+                o->obs->known = known_open(o);
                 o->obs_whole = false;
                 free(names);
                 /* The JWTs anew: another tool may have changed them since the last sweep. */
@@ -148,6 +193,10 @@ static int op_apply(struct backend *b, struct natsconn *c, struct plan *p, apply
                     char **err) {
         struct operator_backend *o = op(b);
         int r = apply_plan(c, o->s, &o->signer, o->obs, p, done, userdata, err);
+        /* After a sweep (and so after a one-shot apply); what edits add is
+         * written at the next sweep, or when the daemon stops. */
+        if (o->obs_whole)
+                known_save(o);
         if (r < 0)
                 return r;
         /* Created accounts join the known state, so the next edit finds them by name. */
@@ -181,6 +230,7 @@ static void op_rest(struct backend *b) {
 
 static void op_free(struct backend *b) {
         struct operator_backend *o = op(b);
+        known_close(o);
         nkey_wipe(&o->signer);
         observed_free(o->obs);
         observed_index_free(o->idx);

@@ -86,6 +86,24 @@ int statedir_sync(const char *dir, char **err) {
         return r;
 }
 
+void seed_batches_before_push(struct seed_batches *b, size_t c) {
+        if (c < b->synced || c >= b->n)
+                return;
+        size_t end = c + b->batch < b->n ? c + b->batch : b->n;
+        while (b->written < end)
+                b->write(b->userdata, b->written++);
+        char *err = NULL;
+        if (statedir_sync(b->dir, &err) < 0)
+                b->failed(b->userdata, b->synced, end, err);
+        free(err);
+        b->synced = end;
+}
+
+void seed_batches_ahead(struct seed_batches *b) {
+        if (b->written < b->n && b->written < b->synced + b->batch)
+                b->write(b->userdata, b->written++);
+}
+
 /* The name recorded in the file's first line, into name (ACCOUNT_NAME_MAX + 1);
  * false when there is none. */
 static bool file_name(const char *text, char *name) {

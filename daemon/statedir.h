@@ -16,6 +16,29 @@ int statedir_save(const char *dir, const char *name, const struct nkey *k, char 
  * each (not yet durable), then one statedir_sync before any of them is pushed. */
 int statedir_write(const char *dir, const char *name, const struct nkey *k, char **err);
 int statedir_sync(const char *dir, char **err);
+/* The seeds of the accounts one pass creates, written ahead of their pushes
+ * and made durable a batch at a time: one statedir_sync (syncfs of state_dir's
+ * file system, then the folder's fsync) covers a whole batch, and comes before
+ * the first push of that batch, so that no account exists anywhere without its
+ * seed on disk. Creates are numbered 0..n-1 in push order. */
+struct seed_batches {
+        const char *dir;
+        size_t n, batch;        /* creates; seeds per sync */
+        size_t written, synced; /* seeds written; of those, on disk (0..synced-1) */
+        /* Write seed i with statedir_write (not yet durable); a failure is
+         * the callback's to note (that account is then not pushed). */
+        void (*write)(void *userdata, size_t i);
+        /* Seeds from..to-1 could not be made durable (err): none of them may be pushed. */
+        void (*failed)(void *userdata, size_t from, size_t to, const char *err);
+        void *userdata;
+};
+/* Create c is about to be pushed: what is missing of its batch is written,
+ * then the batch is synced (once). */
+void seed_batches_before_push(struct seed_batches *b, size_t c);
+/* One seed of the next batch written ahead, while the pushes before it are
+ * in flight (nothing when the next batch is written already). */
+void seed_batches_ahead(struct seed_batches *b);
+
 /* Find a created account by name or public key; -ENOENT when this daemon did
  * not create it, -ENOTUNIQ when seeds of two accounts carry that name (*err
  * names both files). */

@@ -15,8 +15,10 @@ Run by meson (suite 'integration') with NATS_ACCOUNTD and NATS_PROBE set:
 nats-server must be on PATH (or NATS_SERVER): without it the tests fail, never skip.
 """
 
+import hashlib
 import json
 import os
+import re
 import signal
 import time
 import subprocess
@@ -222,6 +224,156 @@ class RogueResolverTest(unittest.TestCase):
         self.assertEqual(self.sb.lookup_jwt(key), jwt)
 
 
+PACK_COUNTS = r"CLAIMS\.PACK: (\d+) account JWTs .*signatures checked: (\d+), known \(signed-jwts\): (\d+)"
+
+
+class VerifiedCacheTest(unittest.TestCase):
+    """state_dir/signed-jwts and the daemon's own memory of verified JWTs: a JWT
+    whose very bytes were signed or checked before skips its signature check,
+    only while its issuer is trusted; anything else is checked as before."""
+
+    def setUp(self):
+        self.daemon = None
+        self.sb = harness.Sandbox("cache")
+        try:
+            self.sb.start_server()
+        except harness.HarnessError as e:
+            self.sb.cleanup()
+            self.fail(str(e))
+        self.sb.set_setting("log_level", "debug")
+        self.cache = self.sb.path("state", "signed-jwts")
+
+    def tearDown(self):
+        if self.daemon:
+            self.daemon.kill()
+        self.sb.cleanup()
+
+    def out(self, r):
+        return "exit %d\n--- stdout\n%s--- stderr\n%s" % (r.returncode, r.stdout, r.stderr)
+
+    def cache_entries(self):
+        """hash -> issuer of signed-jwts (its first and last lines are the header and the seal)."""
+        with open(self.cache) as f:
+            lines = f.read().splitlines()
+        self.assertTrue(lines[0].startswith("# nats-accountd signed-jwts 1"), lines[0])
+        self.assertRegex(lines[-1], r"^end [0-9a-f]{64}$")
+        return {l.split()[1]: l.split()[0] for l in lines[1:-1]}
+
+    def held_hash(self, key):
+        """BLAKE2b-256 of the JWT the server holds for key."""
+        return hashlib.blake2b(self.sb.lookup_jwt(key).encode(), digest_size=32).hexdigest()
+
+    def pubkey(self, seed_file):
+        r = self.sb.probe("pubkey-of-seed", seed_file)
+        self.assertEqual(r.returncode, 0, self.out(r))
+        return r.stdout.strip()
+
+    def start_daemon(self):
+        """`run`; (JWTs, signatures checked, known) of its first CLAIMS.PACK."""
+        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
+        _, _, m = self.daemon.wait_line(PACK_COUNTS, 0, timeout=30)
+        return tuple(int(g) for g in m.groups())
+
+    def test_signed_jwts_skip_the_check_until_garbled(self):
+        r = self.sb.accountd("apply")
+        self.assertEqual(r.returncode, 0, self.out(r))
+        keys = self.sb.account_keys()
+        self.assertEqual(os.stat(self.cache).st_mode & 0o777, 0o600)
+        # The hash of the very JWT the server holds of each account, and the key that signed it.
+        signer = self.pubkey(self.sb.signer)
+        self.assertEqual(self.cache_entries(), {self.held_hash(key): signer for key in keys.values()})
+        # An update: the new JWT's hash replaces the old one's (one line per account).
+        text = self.sb.read("accounts.yaml")
+        self.sb.write_accounts(text.replace("max_streams: 10", "max_streams: 11", 1))
+        r = self.sb.accountd("apply")
+        self.assertEqual(r.returncode, 0, self.out(r))
+        self.assertEqual(self.cache_entries(), {self.held_hash(key): signer for key in keys.values()})
+
+        total, checked, known = self.start_daemon()
+        self.assertEqual((known, checked), (len(keys), total - len(keys)), self.daemon.text())
+        self.daemon.wait_pass_after(0, timeout=20)
+        # The next sweep (a reload) checks nothing: every JWT was signed or checked by this process.
+        since = self.daemon.mark()
+        self.daemon.signal(signal.SIGHUP)
+        _, _, m = self.daemon.wait_line(PACK_COUNTS, since, timeout=30)
+        self.assertEqual((int(m.group(2)), int(m.group(3))), (0, total), self.daemon.text(since))
+        self.assertEqual(self.daemon.stop(), 0)
+
+        # A garbled file is used not at all, said so, and written anew by the next apply.
+        with open(self.cache, "r+") as f:
+            text = f.read()
+            f.seek(len(text) // 2)
+            f.write("x")
+        r = self.sb.accountd("plan")
+        self.assertEqual(r.returncode, 0, self.out(r))
+        self.assertRegex(r.stderr, r"(?m)^warning: %s: .*not used" % re.escape(self.cache), self.out(r))
+        text = self.sb.read("accounts.yaml")
+        self.sb.write_accounts(text.replace("max_streams: 11", "max_streams: 12", 1))
+        r = self.sb.accountd("apply")
+        self.assertEqual(r.returncode, 0, self.out(r))
+        self.assertIn("warning: %s" % self.cache, r.stderr)
+        # What this apply signed; the others' signatures are checked until they are signed again.
+        self.assertEqual(set(self.cache_entries()), {self.held_hash(keys["APP"])})
+        r = self.sb.accountd("plan")
+        self.assertNotIn("warning", r.stderr, self.out(r))
+
+    def test_forged_signature_is_refused_with_a_warm_cache(self):
+        self.assertEqual(self.sb.accountd("apply").returncode, 0)
+        key = self.sb.account_keys()["APP"]
+        real = self.sb.lookup_jwt(key)
+        self.assertIn(self.held_hash(key), self.cache_entries())
+        # The same header and claims, one character of the signature changed:
+        # the name, the key, the issuer all as before; not the bytes signed.
+        head, claims, sig = real.split(".")
+        i = len(sig) // 2
+        forged = "%s.%s.%s%s%s" % (head, claims, sig[:i], "B" if sig[i] != "B" else "C", sig[i + 1:])
+        jwt_dir = re.search(r'(?ms)^resolver\s*\{.*?^\s*dir:\s*"(.*?)"$', self.sb.read("nats-server.conf")).group(1)
+
+        def plant():
+            with open(os.path.join(jwt_dir, key + ".jwt"), "w") as f:
+                f.write(forged)
+
+        self.sb.planted.add(key)
+        self.sb.restart_servers_with(while_stopped=plant)
+        self.assertEqual(self.sb.lookup_jwt(key), forged)
+        text = self.sb.read("accounts.yaml")
+        self.sb.write_accounts(text.replace("max_streams: 10", "max_streams: 12", 1))
+
+        r, doc = self.sb.plan_json()
+        plan = {a["name"]: a for a in doc["accounts"]}
+        self.assertEqual(r.returncode, 1, self.out(r))
+        self.assertEqual(plan["APP"]["action"], "error", plan["APP"])
+        self.assertIn("not genuine", plan["APP"]["error"])
+        r = self.sb.accountd("apply")
+        self.assertEqual(r.returncode, 1, self.out(r))
+        self.assertEqual(self.sb.lookup_jwt(key), forged)
+        # The daemon, with the file's entries in memory, refuses it as well.
+        total, checked, known = self.start_daemon()
+        self.assertEqual(known, 2, self.daemon.text())  # ORDERS and LEGACY: the JWTs apply signed
+        self.daemon.wait_line(r"^error: APP: .*not genuine", 0, timeout=20)
+        self.assertEqual(self.sb.lookup_jwt(key), forged)
+
+    def test_entries_of_an_issuer_no_longer_trusted_are_not_used(self):
+        self.assertEqual(self.sb.accountd("apply").returncode, 0)
+        n = len(self.cache_entries())
+        self.assertEqual(n, len(self.sb.account_keys()))
+        # The operator now lists another signing key: the one nats-accountd signed with is not trusted any more.
+        r = self.sb.probe("gen-seed", "operator")
+        other = self.pubkey(self.sb.write("other-signer.nk", r.stdout, 0o600))
+        r = self.sb.probe("resign-set", self.sb.path("operator.nk"), self.sb.operator_jwt, "signing_keys",
+                          json.dumps([other]))
+        self.assertEqual(r.returncode, 0, self.out(r))
+        rotated = self.sb.write("operator-rotated.jwt", r.stdout.strip() + "\n")
+        # (operator.jwt itself stays: it is what the JWTs pushed are checked against at the end)
+        self.sb.restart_servers_with('"%s"' % self.sb.operator_jwt, '"%s"' % rotated)
+
+        total, checked, known = self.start_daemon()
+        self.assertEqual((checked, known), (total, 0), self.daemon.text())
+        self.daemon.wait_line(r"^error: APP: .*neither the operator nor one of its signing keys", 0, timeout=20)
+        # Entries of a key the servers no longer trust are not kept either.
+        harness.poll(lambda: not os.path.exists(self.cache), 20, "signed-jwts without the untrusted entries")
+
+
 class SuperclusterTest(unittest.TestCase):
     """One supercluster for the class; the daemon's commands talk to a1 only."""
 
@@ -353,7 +505,7 @@ class PartialCreateTest(unittest.TestCase):
             time.sleep(2)
         self.assertEqual(r.returncode, 0, self.out(r))
         sys.stderr.write("\n  retry: %s\n" % r.stderr.strip().splitlines()[-1])
-        seeds = os.listdir(self.state)
+        seeds = [f for f in os.listdir(self.state) if f.endswith(".nk")]
         self.assertEqual(len(seeds), self.N, "one seed per account in state_dir")
         per_server = {node: self.keys_by_name(node) for node in ("c1", "c2", "c3")}
         for node, names in per_server.items():
