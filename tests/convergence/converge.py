@@ -301,11 +301,18 @@ class Servers:
         """{key: jwt} of a node's resolver folder (the full resolver's store)."""
         out = {}
         for p in glob.glob(os.path.join(n.jwt_dir, "*.jwt")):
-            try:
-                with open(p) as f:
-                    out[os.path.basename(p)[:-4]] = f.read().strip()
-            except OSError:
-                pass
+            # The server truncates a JWT file before it writes it: a file read
+            # in between is read again.
+            for attempt in range(20):
+                try:
+                    with open(p) as f:
+                        text = f.read().strip()
+                except OSError:
+                    break
+                if text.count(".") == 2 or attempt == 19:
+                    out[os.path.basename(p)[:-4]] = text
+                    break
+                time.sleep(0.01)
         return out
 
     def cleanup(self, foreign=()):

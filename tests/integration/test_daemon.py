@@ -1016,6 +1016,14 @@ class SlowPackTest(unittest.TestCase):
                                    r"\(0 messages in 1\d\.\ds\)")
 
 
+def stored_limit(sb, node, key, field):
+    """A limit in the account's JWT in a node's resolver folder; None while the
+    server is writing the file (it truncates it first)."""
+    with open(os.path.join(sb.path(node), "jwt", key + ".jwt")) as f:
+        text = f.read()
+    return jwt_claims(text)["nats"]["limits"].get(field) if text.count(".") == 2 else None
+
+
 class DaemonClusterTest(unittest.TestCase):
     """The daemon against a 3-node cluster (one per test)."""
 
@@ -1051,8 +1059,7 @@ class DaemonClusterTest(unittest.TestCase):
         key = sb.account_keys()["APP"]
 
         def streams(node):
-            with open(os.path.join(sb.path(node), "jwt", key + ".jwt")) as f:
-                return jwt_claims(f.read())["nats"]["limits"].get("streams")
+            return stored_limit(sb, node, key, "streams")
 
         c3 = sb.servers[2]
         os.kill(c3.proc.pid, signal.SIGSTOP)
@@ -1107,8 +1114,7 @@ class DaemonClusterTest(unittest.TestCase):
         key = sb.account_keys()["APP"]
 
         def c3_streams():
-            with open(os.path.join(sb.path("c3"), "jwt", key + ".jwt")) as f:
-                return jwt_claims(f.read())["nats"]["limits"].get("streams")
+            return stored_limit(sb, "c3", key, "streams")
 
         self.assertEqual(c3_streams(), 10, "c3 comes back with the JWT it had")
         again.start()
@@ -1152,8 +1158,7 @@ class DaemonClusterTest(unittest.TestCase):
         key = sb.account_keys()["APP"]
 
         def c3_conn():
-            with open(os.path.join(sb.path("c3"), "jwt", key + ".jwt")) as f:
-                return jwt_claims(f.read())["nats"]["limits"].get("conn")
+            return stored_limit(sb, "c3", key, "conn")
 
         poll(lambda: c3_conn() == 5, 20, "c3 to take the push it had received while stopped", interval=0.2)
         self.daemon.wait_line(r"^APP updated: max_connections unlimited -> 5 \(in force now, after the error "
