@@ -30,7 +30,7 @@ struct plan_entry {
         char **warnings;
         size_t n_warnings;
         char *error;
-        bool sent; /* pushed, not confirmed by every server: the servers may apply it */
+        bool sent; /* its push went out (set by apply): unconfirmed, the servers may apply it all the same */
 };
 
 struct plan {
