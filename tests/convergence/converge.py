@@ -82,7 +82,11 @@ ACTION_RE = re.compile(r"^(?:\w+: )?(?P<name>[A-Za-z0-9_-]+)(?: (?P<verb>created
 PASS_STARTED_RE = re.compile(r"pass (\d+) started")
 # What a check may meet while a cluster settles (a JetStream meta leader being
 # elected, a server still starting): wait, do not call it final.
-TRANSIENT_RE = re.compile(r"as a user failed|no ACCOUNT.INFO reply|ACCOUNT.INFO error|VARZ:|got unavailable: ")
+# A server just restarted may answer "JetStream not enabled for account" for a
+# while (its JetStream recovering the account): what it runs can still change
+# without the daemon, so no early end; the settle time still bounds it.
+TRANSIENT_RE = re.compile(r"as a user failed|no ACCOUNT.INFO reply|ACCOUNT.INFO error|VARZ:|got unavailable: |"
+                          r"\$JS\.API\.INFO: want .*, got disabled")
 
 
 def parse_time(text):
