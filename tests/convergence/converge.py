@@ -816,14 +816,6 @@ class SystemdRunner(PlainRunner):
                 raise Violation("daemon", "MainPID changed from %s to %s without the driver: %s" % (
                     self.main_pid, s["MainPID"], s))
 
-    def revive(self):
-        self.poll()
-        if self.down == "file":
-            self.history.unable[-1][1] = time.monotonic()
-            self.start(wait_first_pass=False)
-            return True
-        return False
-
     def ready(self):
         """A signal only to the daemon itself: between systemd's fork and the exec
         the main process is systemd's "(accountd)" child, which a SIGHUP ends (the
