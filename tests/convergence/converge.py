@@ -970,7 +970,9 @@ class PerNode(dict):
     JWT it has loaded may each be another of those versions (alternatives): a
     server that took a push as it started ran its JetStream limits while its store
     and loaded JWT stayed the older version (seen on 2.11.17), and with no daemon
-    running nothing levels them."""
+    running nothing levels them. In config mode the fragments are one folder for all
+    nodes (each account as one of the versions), and what each node runs is what it
+    read at its last start or reload."""
 
     alternatives = ()
 
@@ -1311,7 +1313,8 @@ class Run:
             if mix:
                 out.insert(0, self.mixed(base))
             if per_node:
-                out.insert(0, PerNode({n.name: self.mixed(base, [n]) for n in self.servers.nodes}))
+                shared = self.mixed(base) if self.mode == "config" else None  # one folder of fragments
+                out.insert(0, PerNode({n.name: shared or self.mixed(base, [n]) for n in self.servers.nodes}))
             wants = [want_of(m) for m in out]
             for w in wants:
                 if isinstance(w, PerNode):
@@ -1336,7 +1339,9 @@ class Run:
             # was stopped before its retry): nothing puts that node level with the others
             # until a daemon runs again (SPEC: a bad file at start is fatal). Each node
             # then holds, per account, one of the versions since the last check.
-            per_node = down and len(base) > 1 and self.mode == "operator" and len(self.servers.nodes) > 1
+            # In config mode the fragments are one folder for all nodes, but a node that
+            # did not answer the reload runs what it read before.
+            per_node = down and len(base) > 1 and len(self.servers.nodes) > 1
             candidates, wants = with_mixes(base, mix, per_node)
             return base, candidates, wants, mix, per_node, down
 
@@ -1475,7 +1480,9 @@ class Run:
                 continue
             out[name] = having[-1]
             for d in reversed(having):
-                if not self.store_problems({name: model.expected_claims(d, self.mode)}, nodes):
+                want = {name: model.expected_claims(d, self.mode)}
+                if not (self.config_store_problems(want, varz=False) if self.mode == "config"
+                        else self.store_problems(want, nodes)):
                     out[name] = d
                     break
         return out
@@ -1500,9 +1507,9 @@ class Run:
                 pass
         return out
 
-    def config_store_problems(self, want):
-        """Config mode: each managed fragment's limits {} as the file says, and every server
-        has read its config since the fragments were last written (VARZ config_load_time)."""
+    def config_store_problems(self, want, varz=True):
+        """Config mode: each managed fragment's limits {} as the file says, and (varz) every
+        server has read its config since the fragments were last written (VARZ config_load_time)."""
         problems = []
         frags = self.fragments()
         newest = 0.0
@@ -1520,6 +1527,8 @@ class Run:
             for f, v in exp["limits"].items():
                 if got.get(f) != v:
                     problems.append("fragment of %s: %s: want %s, has %s" % (name, f, v, got.get(f)))
+        if not varz:
+            return problems
         try:
             varz = self.servers.sb.gather_json("$SYS.REQ.SERVER.PING.VARZ", len(self.servers.nodes), timeout_ms=2000)
         except HarnessError as e:
@@ -1532,14 +1541,17 @@ class Run:
                     (v.get("server") or {}).get("name"), t))
         return problems
 
-    def config_applied_problems(self, want):
-        """Config mode: a user's $JS.API.INFO on each server, and the JetStream reservations each server reports."""
+    def config_applied_problems(self, want, nodes=None):
+        """Config mode: a user's $JS.API.INFO on each server (of nodes), and the JetStream
+        reservations each reports."""
         problems = []
         sb = self.servers.sb
+        nodes = nodes or self.servers.nodes
+        names = {n.name for n in nodes}
         for name, exp in sorted(want.items()):
             if exp["js"] is None:
                 continue
-            for n in self.servers.nodes:
+            for n in nodes:
                 r = sb.request(sb.user(name), "$JS.API.INFO", "", 3000, url=n.url)
                 if r.returncode != 0:
                     problems.append("%s: %s: $JS.API.INFO as a user failed: %s" % (n.name, name, r.stderr.strip()))
@@ -1554,6 +1566,8 @@ class Run:
                 except ValueError:
                     continue
                 server = (doc.get("server") or {}).get("name")
+                if server not in names:
+                    continue
                 d = doc.get("data")
                 if exp["js"] == "disabled":
                     if d and not doc.get("error") and (d.get("reserved_memory") or d.get("reserved_storage")):
@@ -1568,10 +1582,25 @@ class Run:
         return problems
 
     def store_problems(self, want, nodes=None):
+        if isinstance(want, PerNode) and self.mode == "config":
+            # One folder of fragments for all nodes: per account, one of the versions.
+            # A node that has not read them since runs an older one (applied_problems).
+            problems = []
+            for name in sorted(set().union(*want.values())):
+                options = [w[name] for w in list(want.values()) + list(want.alternatives) if name in w]
+                first = None
+                for exp in options:
+                    p = self.config_store_problems({name: exp}, varz=False)
+                    if not p:
+                        break
+                    first = first or p
+                else:
+                    problems += first or []
+            return problems
         if isinstance(want, PerNode):
             return [p for n in self.servers.nodes for p in self.store_problems(want[n.name], [n])]
         if self.mode == "config":
-            return self.config_store_problems(want)
+            return self.config_store_problems(want, varz=nodes is None)
         if self.exports:
             self.classify_lost_exports()
         problems = []
@@ -1608,22 +1637,30 @@ class Run:
                 for name, exp in sorted(want[n.name].items()):
                     # What the node runs ($JS.API.INFO) and the JWT it has loaded
                     # (ACCOUNT.INFO) may each be one of the versions.
-                    tried, js_ok, jwt_ok, first = [], False, False, None
+                    tried, js_ok, jwt_ok, first, others = [], False, False, None, []
                     for d in [exp] + [alt[name] for alt in want.alternatives if name in alt]:
                         if d in tried:
                             continue
                         tried.append(d)
                         q = self.applied_problems({name: d}, [n])
-                        first = q if first is None else first
+                        if first is None:
+                            first = q
+                        else:
+                            others.append("; ".join(x.split(": ", 2)[-1] for x in q))
+                        # Config mode: what a user's $JS.API.INFO says and what JSZ reserves
+                        # may each be one of them too (seen on 2.11.17 after reloads cut short
+                        # by daemon kills: the two disagreed on one node for as long as no
+                        # daemon ran).
                         js_ok = js_ok or not [x for x in q if ": $JS.API.INFO" in x]
                         jwt_ok = jwt_ok or not [x for x in q if ": $JS.API.INFO" not in x]
                         if js_ok and jwt_ok:
                             break
                     else:
-                        out += first
+                        out += first + ["%s: %s: other version %d: %s" % (n.name, name, k + 2, o)
+                                        for k, o in enumerate(others)]
             return out
         if self.mode == "config":
-            return self.config_applied_problems(want)
+            return self.config_applied_problems(want, nodes)
         nodes = nodes or self.servers.nodes
         problems = []
         sb = self.servers.sb
@@ -2052,6 +2089,12 @@ def selftests():
             {"op": "edit", "method": "rename", "text": bad_text, "valid": False, "model": None}, {"op": "restart"},
             {"op": "sabotage_push", "account": "APP", "patch": {"limits": {"streams": 3}}},
             {"op": "check"}], topology="cluster", settle=8)),
+        ("applied", schedule("config mode, cluster, no daemon (it refused a broken file at its restart), "
+                             "a fragment edited by hand", [
+            {"op": "check"}, edit(with_app(max_streams=20)),
+            {"op": "edit", "method": "rename", "text": bad_text, "valid": False, "model": None}, {"op": "restart"},
+            {"op": "sabotage_fragment", "account": "APP"}, {"op": "check"}],
+            mode="config", topology="cluster", settle=8)),
         ("files", schedule("a broken file the driver takes for a good one", [
             {"op": "edit", "method": "rename", "text": bad_text, "valid": True, "model": base}, {"op": "check"}])),
     ]
