@@ -126,6 +126,12 @@ def fragment_js(text):
     return {"flat": flat}
 
 
+def fragment_limits(text):
+    """A fragment's limits {} as {field: int} ({} when it has none)."""
+    m = re.search(r"(?m)^limits \{\n(.*?)^\}", text, re.S)
+    return {k: int(v) for k, v in re.findall(r"(\w+): (-?\d+)", m.group(1))} if m else {}
+
+
 def log(msg):
     sys.stderr.write("%s %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()
@@ -1449,12 +1455,26 @@ class Run:
     def tolerate_foreign(self, wants):
         """No daemon runs (it refused a bad file at start): a managed account that
         another tool changed since the last check keeps that tool's limits until
-        a daemon runs again, so those are what the servers must show for it."""
-        if not self.runner.down or self.mode != "operator":
+        a daemon runs again, so those are what the servers must show for it. In config
+        mode that is the fragment the other tool wrote (and reloaded the servers on)."""
+        if not self.runner.down:
             return
         since = self.prev["t"] if self.prev else 0.0
         recent = {j for j, (t0, t1, key) in self.foreign.items() if t1 >= since}
         if not recent:
+            return
+        if self.mode == "config":
+            for name, (text, _) in self.fragments().items():
+                if text not in recent:
+                    continue
+                for w in [x for w in wants for x in (list(w.values()) + list(w.alternatives) if isinstance(w, PerNode)
+                                                      else [w])]:
+                    exp = w.get(name)
+                    if exp is None:
+                        continue
+                    got = fragment_limits(text)
+                    w[name] = {"js": None if exp["js"] is None else fragment_js(text),
+                               "limits": None if exp["limits"] is None else {f: got.get(f) for f in exp["limits"]}}
             return
         for n in self.servers.nodes:
             for name, held in self.by_name(self.servers.stored(n)).items():
@@ -1522,8 +1542,7 @@ class Run:
                     problems.append("fragment of %s: jetstream: want %s, has %s" % (name, exp["js"], got_js))
             if exp["limits"] is None:
                 continue
-            m = re.search(r"(?m)^limits \{\n(.*?)^\}", text, re.S)
-            got = {k: int(v) for k, v in re.findall(r"(\w+): (-?\d+)", m.group(1))} if m else {}
+            got = fragment_limits(text)
             for f, v in exp["limits"].items():
                 if got.get(f) != v:
                     problems.append("fragment of %s: %s: want %s, has %s" % (name, f, v, got.get(f)))
