@@ -1387,6 +1387,9 @@ class Run:
                 stuck_since = None
             elif stuck_since is None:
                 stuck_since = time.monotonic()
+            # Looked at before the stores: a sweep that ends between the look at the stores
+            # and this one has changed them after they were read (seed 80100109).
+            swept = stuck_since is not None and idle and self.runner.full_pass_since(stuck_since)
             if not idle:
                 why = Violation("daemon", "a pass still runs %ds after the last fault" % self.settle_sec)
             elif status is not None and not status.startswith("in sync"):
@@ -1423,7 +1426,7 @@ class Run:
                 raise why
             # Idle and "in sync" while the servers differ, through a whole pass
             # (the resync) begun since: nothing will change any more.
-            if stuck_since is not None and idle and self.runner.full_pass_since(stuck_since):
+            if swept:
                 why.args = ("%s (a whole pass since changed nothing)" % why.args[0].replace(
                     "after %ds" % self.settle_sec, "after %.0fs" % (time.monotonic() - t_fault_end)),)
                 raise why
