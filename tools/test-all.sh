@@ -17,7 +17,7 @@
 #     (tests/system/sysns.py), so they run one after another in a lane of their
 #     own, started first: it is the longest chain;
 #   - the other meson runs (each build, suite and server version) share a pool
-#     of TEST_JOBS runs (3) of TEST_PROCESSES tests each (4): most integration
+#     of TEST_JOBS runs (2) of TEST_PROCESSES tests each (3): most integration
 #     tests wait on servers and timers, so several run side by side; the
 #     longest tests start first (their meson priority);
 #   - the fuzz targets run one after another at a lower priority, beside them;
@@ -72,7 +72,7 @@ meson_run() {
         local dir=$1 name=$2 t0=$SECONDS
         shift 2
         meson test -C "$dir" --no-rebuild --logbase "$name" --print-errorlogs \
-                --num-processes "${TEST_PROCESSES:-4}" \
+                --num-processes "${TEST_PROCESSES:-3}" \
                 --timeout-multiplier "${TIMEOUT_MULTIPLIER:-1}" "$@" >"$dir/$name.out" 2>&1
         echo "== $dir: $name took $((SECONDS - t0)) s" >>"$dir/$name.out"
 }
@@ -88,7 +88,7 @@ queue() {
                         kill -0 "$pid" 2>/dev/null && live+=("$pid")
                 done
                 pool=("${live[@]}")
-                [ "${#pool[@]}" -lt "${TEST_JOBS:-3}" ] && break
+                [ "${#pool[@]}" -lt "${TEST_JOBS:-2}" ] && break
                 sleep 1
         done
         meson_run "$@" &
@@ -252,26 +252,35 @@ if $built; then
         queue build testlog --suite integration --suite convergence --no-suite system
         versions+=("${default_version:-none} (default${default_server:+, $default_server}: every suite, and under the sanitizers)")
 fi
-if $sanitized; then
+# The sanitizer build's integration run and the plain one each have long
+# passes that keep a core busy: the sanitizer's is queued after two versions
+# of the matrix (whose tests mostly wait), so that the two do not meet.
+queue_sanitized() {
+        $sanitized || return 0
+        sanitized=false
         DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 \
                 queue build-sanitize testlog --suite integration --suite convergence
-fi
-if $built; then
-        for entry in "${matrix[@]}"; do
-                version=${entry%% *}
-                path=${entry#* }
-                # The daemon's long-pass tests test its threads, not the server: once is enough.
-                DAEMON_TEST_LONG_PASS=0 NATS_SERVER=$path queue build "testlog-nats-$version" --suite integration
-                if [ "$entry" = "$newest" ]; then
-                        # One short convergence schedule, the cluster one (the default server
-                        # runs them all; the selftest checks the driver); systemd in its lane.
-                        NATS_SERVER=$path queue build "testlog-nats-$version-convergence" convergence-cluster
-                        versions+=("$version (integration, systemd, convergence)")
-                else
-                        versions+=("$version (integration)")
-                fi
-        done
-fi
+        sanitized=true
+}
+i=0
+for entry in "${matrix[@]}"; do
+        $built || break
+        [ "$i" != 2 ] || queue_sanitized
+        i=$((i + 1))
+        version=${entry%% *}
+        path=${entry#* }
+        # The daemon's long-pass tests test its threads, not the server: once is enough.
+        DAEMON_TEST_LONG_PASS=0 NATS_SERVER=$path queue build "testlog-nats-$version" --suite integration
+        if [ "$entry" = "$newest" ]; then
+                # One short convergence schedule, the cluster one (the default server
+                # runs them all; the selftest checks the driver); systemd in its lane.
+                NATS_SERVER=$path queue build "testlog-nats-$version-convergence" convergence-cluster
+                versions+=("$version (integration, systemd, convergence)")
+        else
+                versions+=("$version (integration)")
+        fi
+done
+[ "$i" -gt 2 ] || queue_sanitized
 
 wait "${pool[@]}" "$lane_pid" "$fuzz_pid" 2>/dev/null
 while read -r dir name; do
