@@ -165,21 +165,18 @@ if $built; then
         queue build testlog-no-go --suite unit --suite cli --suite package
 fi
 
-sanitized=false
-if build build-sanitize -Db_sanitize=address,undefined -Db_lundef=false; then
-        sanitized=true
-        echo 0 >"$work/sanitize.done"
-        DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 \
-                queue build-sanitize testlog-no-go --suite unit --suite cli
-else
-        echo 1 >"$work/sanitize.done"
-        failed=$((failed + 1))
-fi
+# The sanitizer build, in the background; $work/sanitize.done holds its status.
+(
+        build build-sanitize -Db_sanitize=address,undefined -Db_lundef=false >"$work/sanitize.out" 2>&1
+        echo $? >"$work/sanitize.done.tmp"
+        mv "$work/sanitize.done.tmp" "$work/sanitize.done"
+) &
 
 # Fuzzing smoke run: each target for a few seconds, from the examples, at a
 # lower priority beside the tests. Results in $work/fuzz.results.
 touch "$work/fuzz.results" "$work/fuzz.out"
 (
+        wait_for "$work/sanitize.done" # one compiler at a time
         t0=$SECONDS
         if CC=clang nice -n 5 meson setup build-fuzz -Dfuzz=true -Dtests=false -Dman=disabled -Db_lundef=false \
                 >build-fuzz.setup.log 2>&1 && nice -n 5 ninja -C build-fuzz >build-fuzz.build.log 2>&1; then
@@ -252,6 +249,17 @@ if $built; then
         queue build testlog --suite integration --suite convergence --no-suite system
         versions+=("${default_version:-none} (default${default_server:+, $default_server}: every suite, and under the sanitizers)")
 fi
+sanitized=false
+wait_for "$work/sanitize.done"
+cat "$work/sanitize.out"
+if [ "$(cat "$work/sanitize.done")" = 0 ]; then
+        sanitized=true
+        DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 \
+                queue build-sanitize testlog-no-go --suite unit --suite cli
+else
+        failed=$((failed + 1))
+fi
+
 # The sanitizer build's integration run and the plain one each have long
 # passes that keep a core busy: the sanitizer's is queued after two versions
 # of the matrix (whose tests mostly wait), so that the two do not meet.
