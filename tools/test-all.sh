@@ -20,7 +20,15 @@
 #     of TEST_JOBS runs (2) of TEST_PROCESSES tests each (3): most integration
 #     tests wait on servers and timers, so several run side by side; the
 #     longest tests start first (their meson priority);
-#   - the fuzz targets run one after another at a lower priority, beside them;
+#   - the sanitizer build compiles in the background from the start, the fuzz
+#     build after it; the fuzz targets then run one after another at a lower
+#     priority, beside the tests;
+#   - the daemon's long passes (suite 'long') run one at a time in a second
+#     lane: they, like the systemd lane's scale tests, keep a server busy, and
+#     more of them at once made the servers answer too late;
+#   - the pool's two integration runs with the most work (the default
+#     server's and the sanitizer build's) are kept apart: two versions of the
+#     matrix run between them;
 #   - the Go programs (a first build takes minutes) are built in the
 #     background, at a lower priority, from the start; the runs that need none
 #     of them (unit, cli, package, system) are queued first. The integration
@@ -140,6 +148,7 @@ register build testlog-convergence-systemd
                 # takes the lock, beside the systemd test).
                 meson_run build testlog-systemd --suite system --no-suite convergence
         fi
+        touch "$work/scale.done" # the 100,000-account scale test is over
         wait_for "$work/sanitize.done"
         if [ "$(cat "$work/sanitize.done")" = 0 ]; then
                 # The scale test with fewer accounts: each push costs more here.
@@ -161,12 +170,36 @@ register build testlog-convergence-systemd
 ) &
 lane_pid=$!
 
+# The long-pass lane: the daemon's long first passes (suite 'long'), one test
+# at a time, the default server's then the sanitizer build's. They keep the
+# daemon and its server busy: beside the systemd lane's scale tests and each
+# other, on 2 cores, their servers answered too late (over request_timeout):
+# they start once the systemd lane's 100,000-account scale test is over.
+register build testlog-long
+register build-sanitize testlog-long
+(
+        wait_for "$work/go.env"
+        # shellcheck disable=SC1091
+        . "$work/go.env"
+        wait_for "$work/scale.done"
+        if $built; then
+                TEST_PROCESSES=1 meson_run build testlog-long --suite long
+        fi
+        wait_for "$work/sanitize.done"
+        if [ "$(cat "$work/sanitize.done")" = 0 ]; then
+                DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 TEST_PROCESSES=1 \
+                        meson_run build-sanitize testlog-long --suite long
+        fi
+) &
+long_pid=$!
+
 if $built; then
         queue build testlog-no-go --suite unit --suite cli --suite package
 fi
 
 # The sanitizer build, in the background; $work/sanitize.done holds its status.
 (
+        renice -n 5 -p "$BASHPID" >/dev/null # the systemd lane's scale test runs meanwhile
         build build-sanitize -Db_sanitize=address,undefined -Db_lundef=false >"$work/sanitize.out" 2>&1
         echo $? >"$work/sanitize.done.tmp"
         mv "$work/sanitize.done.tmp" "$work/sanitize.done"
@@ -246,7 +279,7 @@ mv "$work/go.env.tmp" "$work/go.env"
 if $built; then
         # Every integration test and convergence schedule (convergence-systemd is in
         # the systemd lane).
-        queue build testlog --suite integration --suite convergence --no-suite system
+        queue build testlog --suite integration --suite convergence --no-suite system --no-suite long
         versions+=("${default_version:-none} (default${default_server:+, $default_server}: every suite, and under the sanitizers)")
 fi
 sanitized=false
@@ -263,12 +296,12 @@ fi
 # The sanitizer build's integration run and the plain one each have long
 # passes that keep a core busy: the sanitizer's is queued after two versions
 # of the matrix (whose tests mostly wait), so that the two do not meet.
+sanitized_queued=false
 queue_sanitized() {
-        $sanitized || return 0
-        sanitized=false
+        $sanitized && ! $sanitized_queued || return 0
+        sanitized_queued=true
         DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 \
-                queue build-sanitize testlog --suite integration --suite convergence
-        sanitized=true
+                queue build-sanitize testlog --suite integration --suite convergence --no-suite long
 }
 i=0
 for entry in "${matrix[@]}"; do
@@ -288,9 +321,9 @@ for entry in "${matrix[@]}"; do
                 versions+=("$version (integration)")
         fi
 done
-[ "$i" -gt 2 ] || queue_sanitized
+queue_sanitized # fewer than three versions (or none)
 
-wait "${pool[@]}" "$lane_pid" "$fuzz_pid" 2>/dev/null
+wait "${pool[@]}" "$lane_pid" "$long_pid" "$fuzz_pid" 2>/dev/null
 while read -r dir name; do
         [ -e "$dir/$name.out" ] || continue # not run: its build failed (counted there)
         echo "== $dir: $name"
