@@ -23,12 +23,11 @@
 #   - the sanitizer build compiles in the background from the start, the fuzz
 #     build after it; the fuzz targets then run one after another at a lower
 #     priority, beside the tests;
-#   - the daemon's long passes (suite 'long') run one at a time in a second
-#     lane: they, like the systemd lane's scale tests, keep a server busy, and
-#     more of them at once made the servers answer too late;
-#   - the pool's two integration runs with the most work (the default
-#     server's and the sanitizer build's) are kept apart: two versions of the
-#     matrix run between them;
+#   - a second lane runs the heaviest of the rest one after another, once the
+#     systemd lane's 100,000-account scale test is over: the daemon's long
+#     passes (suite 'long'), one at a time, then the sanitizer build's other
+#     integration tests two at a time; beside each other and the scale test,
+#     on 2 cores shared with others, their servers answered too late;
 #   - the Go programs (a first build takes minutes) are built in the
 #     background, at a lower priority, from the start; the runs that need none
 #     of them (unit, cli, package, system) are queued first. The integration
@@ -170,13 +169,15 @@ register build testlog-convergence-systemd
 ) &
 lane_pid=$!
 
-# The long-pass lane: the daemon's long first passes (suite 'long'), one test
-# at a time, the default server's then the sanitizer build's. They keep the
-# daemon and its server busy: beside the systemd lane's scale tests and each
-# other, on 2 cores, their servers answered too late (over request_timeout):
-# they start once the systemd lane's 100,000-account scale test is over.
+# The heavy lane: the daemon's long first passes (suite 'long'), one test at
+# a time, the default server's then the sanitizer build's, then the sanitizer
+# build's other integration tests. They keep the daemon and its servers busy:
+# beside the systemd lane's scale tests and each other, on 2 cores, their
+# servers answered too late (over request_timeout): they start once the
+# systemd lane's 100,000-account scale test is over.
 register build testlog-long
 register build-sanitize testlog-long
+register build-sanitize testlog
 (
         wait_for "$work/go.env"
         # shellcheck disable=SC1091
@@ -189,6 +190,11 @@ register build-sanitize testlog-long
         if [ "$(cat "$work/sanitize.done")" = 0 ]; then
                 DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 TEST_PROCESSES=1 \
                         meson_run build-sanitize testlog-long --suite long
+                # The sanitizer build's other integration tests and its convergence
+                # selftest, two at a time: beside the pool's runs their clusters
+                # answered too late.
+                DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 TEST_PROCESSES=2 \
+                        meson_run build-sanitize testlog --suite integration --suite convergence --no-suite long
         fi
 ) &
 long_pid=$!
@@ -282,32 +288,8 @@ if $built; then
         queue build testlog --suite integration --suite convergence --no-suite system --no-suite long
         versions+=("${default_version:-none} (default${default_server:+, $default_server}: every suite, and under the sanitizers)")
 fi
-sanitized=false
-wait_for "$work/sanitize.done"
-cat "$work/sanitize.out"
-if [ "$(cat "$work/sanitize.done")" = 0 ]; then
-        sanitized=true
-        DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 \
-                queue build-sanitize testlog-no-go --suite unit --suite cli
-else
-        failed=$((failed + 1))
-fi
-
-# The sanitizer build's integration run and the plain one each have long
-# passes that keep a core busy: the sanitizer's is queued after two versions
-# of the matrix (whose tests mostly wait), so that the two do not meet.
-sanitized_queued=false
-queue_sanitized() {
-        $sanitized && ! $sanitized_queued || return 0
-        sanitized_queued=true
-        DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 \
-                queue build-sanitize testlog --suite integration --suite convergence --no-suite long
-}
-i=0
 for entry in "${matrix[@]}"; do
         $built || break
-        [ "$i" != 2 ] || queue_sanitized
-        i=$((i + 1))
         version=${entry%% *}
         path=${entry#* }
         # The daemon's long-pass tests test its threads, not the server: once is enough.
@@ -321,7 +303,15 @@ for entry in "${matrix[@]}"; do
                 versions+=("$version (integration)")
         fi
 done
-queue_sanitized # fewer than three versions (or none)
+
+wait_for "$work/sanitize.done"
+cat "$work/sanitize.out"
+if [ "$(cat "$work/sanitize.done")" = 0 ]; then
+        DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 \
+                queue build-sanitize testlog-no-go --suite unit --suite cli
+else
+        failed=$((failed + 1))
+fi
 
 wait "${pool[@]}" "$lane_pid" "$long_pid" "$fuzz_pid" 2>/dev/null
 while read -r dir name; do
