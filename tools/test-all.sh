@@ -139,15 +139,19 @@ fi
 # sanitizer build and the Go programs are waited for through $work/sanitize.done
 # and $work/go.env (written below).
 register build testlog-systemd
+register build testlog-system
 register build-sanitize testlog-systemd
 register build testlog-convergence-systemd
 (
         if $built; then
-                # systemd, systemd-config and package (whose .deb builds run before it
-                # takes the lock, beside the systemd test).
-                meson_run build testlog-systemd --suite system --no-suite convergence
+                # The systemd test (its scale test: 100,000 accounts), then the others
+                # of the suite (systemd-config; package, whose .deb builds run before
+                # it takes the lock).
+                meson_run build testlog-systemd --suite scale
+                touch "$work/scale.done"
+                meson_run build testlog-system --suite system --no-suite scale --no-suite convergence
         fi
-        touch "$work/scale.done" # the 100,000-account scale test is over
+        touch "$work/scale.done"
         wait_for "$work/sanitize.done"
         if [ "$(cat "$work/sanitize.done")" = 0 ]; then
                 # The scale test with fewer accounts: each push costs more here.
