@@ -27,7 +27,8 @@
 #     systemd lane's 100,000-account scale test is over: the daemon's long
 #     passes (suite 'long'), one at a time, then the sanitizer build's other
 #     integration tests two at a time; beside each other and the scale test,
-#     on 2 cores shared with others, their servers answered too late;
+#     on 2 cores shared with others, their servers answered too late (the
+#     sanitizer build's long passes end the systemd lane);
 #   - the Go programs (a first build takes minutes) are built in the
 #     background, at a lower priority, from the start; the runs that need none
 #     of them (unit, cli, package, system) are queued first. The integration
@@ -142,6 +143,7 @@ register build testlog-systemd
 register build testlog-system
 register build-sanitize testlog-systemd
 register build testlog-convergence-systemd
+register build-sanitize testlog-long
 (
         if $built; then
                 # The systemd test (its scale test: 100,000 accounts), then the others
@@ -170,17 +172,22 @@ register build testlog-convergence-systemd
                                 meson_run build "testlog-nats-$NEWEST-systemd" systemd
                 fi
         fi
+        # Last here, beside the heavy lane's end: the sanitizer build's long passes
+        # (one at a time), the heavy lane being the longer.
+        if [ "$(cat "$work/sanitize.done")" = 0 ]; then
+                DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 TEST_PROCESSES=1 \
+                        meson_run build-sanitize testlog-long --suite long
+        fi
 ) &
 lane_pid=$!
 
 # The heavy lane: the daemon's long first passes (suite 'long'), one test at
-# a time, the default server's then the sanitizer build's, then the sanitizer
-# build's other integration tests. They keep the daemon and its servers busy:
+# a time, then the sanitizer build's other integration tests (its long passes
+# end the systemd lane, the shorter). They keep the daemon and its servers busy:
 # beside the systemd lane's scale tests and each other, on 2 cores, their
 # servers answered too late (over request_timeout): they start once the
 # systemd lane's 100,000-account scale test is over.
 register build testlog-long
-register build-sanitize testlog-long
 register build-sanitize testlog
 (
         wait_for "$work/go.env"
@@ -192,8 +199,6 @@ register build-sanitize testlog
         fi
         wait_for "$work/sanitize.done"
         if [ "$(cat "$work/sanitize.done")" = 0 ]; then
-                DAEMON_TEST_LONG_PASS=5000 TIMEOUT_MULTIPLIER=3 TEST_PROCESSES=1 \
-                        meson_run build-sanitize testlog-long --suite long
                 # The sanitizer build's other integration tests and its convergence
                 # selftest, two at a time: beside the pool's runs their clusters
                 # answered too late.
