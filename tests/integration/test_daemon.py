@@ -598,54 +598,6 @@ class DaemonTest(DaemonBase):
         self.assertEqual(self.limits_of("APP").get("streams"), 13)
         self.assertInSync()
 
-    def request_count_of_one_edit(self, n_accounts):
-        """Apply an n-account file, start the daemon, edit APP: the pass that applied it."""
-        # What is counted here is requests, not time: a loaded machine (the
-        # suite runs once per server version) may take the server past the
-        # default 2 s before the first message of a 10,000-JWT PACK.
-        self.sb.set_setting("request_timeout", "10s")
-        self.sb.write_accounts(many_accounts(n_accounts))
-        r = self.sb.accountd("apply", timeout=120)
-        self.assertEqual(r.returncode, 0, "apply of %d accounts: %s" % (n_accounts, r.stderr[-2000:]))
-        first = self.start_daemon(timeout=30)
-        # Everything (plus the system account, which is not declared) was swept.
-        self.assertEqual((first["checked"], first["changed"]), (n_accounts, 0), self.daemon.text()[-2000:])
-        since = self.daemon.mark()
-        save_atomic(self.sb.accounts_file, many_accounts(n_accounts, app_store="2KiB"))
-        i, _, _ = self.daemon.wait_line(r"^APP updated: max_store 1KiB -> 2KiB$", since, timeout=5)
-        p = self.daemon.wait_pass_after(i)
-        self.assertEqual((p["checked"], p["changed"], p["failed"]), (1, 1, 0), self.daemon.text(since))
-        self.assertEqual(self.daemon.stop(), 0)
-        return first, p
-
-    def test_one_account_edit_costs_constant_requests(self):
-        first_100, edit_100 = self.request_count_of_one_edit(100)
-        self.daemon = None
-        first_10k, edit_10k = self.request_count_of_one_edit(10000)
-
-        # The full sweep: STATSZ (the servers and what they are linked to), VARZ
-        # (what each trusts), CLAIMS.PACK, one SERVER.PING.ACCOUNTZ (which accounts
-        # each server has loaded), and INFO only of the declared accounts some
-        # server has loaded: none here (made by apply, no client ever used them).
-        self.assertEqual(first_100["requests"], 4)
-        self.assertEqual(first_10k["requests"], 4)
-        # The duration of a pass is measured, not the loop's cached time: a sweep
-        # of 10,000 accounts takes about as long as its start and end lines are apart.
-        started = self.daemon.find(r"^debug: pass 1 started", 0)[0][1]
-        wall_ms = (first_10k["time"] - started) * 1000
-        self.assertGreater(first_10k["ms"], 0.5 * wall_ms - 20,
-                           "pass 1 reports %.3f ms; its log lines are %.0f ms apart" % (first_10k["ms"], wall_ms))
-
-        # One edit, however large the file:
-        #   1. ACCOUNT.<APP>.CLAIMS.LOOKUP  refresh APP's JWT (another tool may have changed it)
-        #   2. ACCOUNT.<APP>.INFO           the servers' state of APP, for the plan
-        #   3. ACCOUNT.<APP>.JSZ            its usage (vs the new limits); a pass of a few accounts
-        #                                   sends 2 and 3 together, in one round trip
-        #   4. ACCOUNT.<APP>.CLAIMS.UPDATE  the re-signed JWT
-        #   5. ACCOUNT.<APP>.INFO           verify: every server has it loaded and complete
-        self.assertEqual(edit_100["requests"], edit_10k["requests"])
-        self.assertEqual(edit_10k["requests"], 5)
-
     def test_server_killed_and_restarted(self):
         self.start_daemon()
         self.key_of("APP")
@@ -850,9 +802,63 @@ class DaemonTest(DaemonBase):
         self.assertTrue(self.daemon.find(r"^stopping on SIGTERM$", since), self.daemon.text(since))
 
 
-class DaemonLongPassTest(DaemonBase):
+class DaemonRequestCountTest(DaemonBase):
+    """The requests of one edit with 100 and with 10,000 accounts (a meson test
+    of its own: the 10,000-account apply and pass take most of DaemonTest's time)."""
+
+    def request_count_of_one_edit(self, n_accounts):
+        """Apply an n-account file, start the daemon, edit APP: the pass that applied it."""
+        # What is counted here is requests, not time: a loaded machine (the
+        # suite runs once per server version) may take the server past the
+        # default 2 s before the first message of a 10,000-JWT PACK.
+        self.sb.set_setting("request_timeout", "10s")
+        self.sb.write_accounts(many_accounts(n_accounts))
+        r = self.sb.accountd("apply", timeout=120)
+        self.assertEqual(r.returncode, 0, "apply of %d accounts: %s" % (n_accounts, r.stderr[-2000:]))
+        first = self.start_daemon(timeout=30)
+        # Everything (plus the system account, which is not declared) was swept.
+        self.assertEqual((first["checked"], first["changed"]), (n_accounts, 0), self.daemon.text()[-2000:])
+        since = self.daemon.mark()
+        save_atomic(self.sb.accounts_file, many_accounts(n_accounts, app_store="2KiB"))
+        i, _, _ = self.daemon.wait_line(r"^APP updated: max_store 1KiB -> 2KiB$", since, timeout=5)
+        p = self.daemon.wait_pass_after(i)
+        self.assertEqual((p["checked"], p["changed"], p["failed"]), (1, 1, 0), self.daemon.text(since))
+        self.assertEqual(self.daemon.stop(), 0)
+        return first, p
+
+    def test_one_account_edit_costs_constant_requests(self):
+        first_100, edit_100 = self.request_count_of_one_edit(100)
+        self.daemon = None
+        first_10k, edit_10k = self.request_count_of_one_edit(10000)
+
+        # The full sweep: STATSZ (the servers and what they are linked to), VARZ
+        # (what each trusts), CLAIMS.PACK, one SERVER.PING.ACCOUNTZ (which accounts
+        # each server has loaded), and INFO only of the declared accounts some
+        # server has loaded: none here (made by apply, no client ever used them).
+        self.assertEqual(first_100["requests"], 4)
+        self.assertEqual(first_10k["requests"], 4)
+        # The duration of a pass is measured, not the loop's cached time: a sweep
+        # of 10,000 accounts takes about as long as its start and end lines are apart.
+        started = self.daemon.find(r"^debug: pass 1 started", 0)[0][1]
+        wall_ms = (first_10k["time"] - started) * 1000
+        self.assertGreater(first_10k["ms"], 0.5 * wall_ms - 20,
+                           "pass 1 reports %.3f ms; its log lines are %.0f ms apart" % (first_10k["ms"], wall_ms))
+
+        # One edit, however large the file:
+        #   1. ACCOUNT.<APP>.CLAIMS.LOOKUP  refresh APP's JWT (another tool may have changed it)
+        #   2. ACCOUNT.<APP>.INFO           the servers' state of APP, for the plan
+        #   3. ACCOUNT.<APP>.JSZ            its usage (vs the new limits); a pass of a few accounts
+        #                                   sends 2 and 3 together, in one round trip
+        #   4. ACCOUNT.<APP>.CLAIMS.UPDATE  the re-signed JWT
+        #   5. ACCOUNT.<APP>.INFO           verify: every server has it loaded and complete
+        self.assertEqual(edit_100["requests"], edit_10k["requests"])
+        self.assertEqual(edit_10k["requests"], 5)
+
+
+class LongPassBase(DaemonBase):
     """A first pass of LONG_PASS creates: what the loop and the pass thread do
-    while it runs (a meson test of its own: they take most of this file's time)."""
+    while it runs. Two classes, two meson tests side by side (daemon-long-pass,
+    daemon-long-stop): they take most of this file's time."""
 
     def long_pass(self, n=LONG_PASS):
         """Start the daemon on n accounts to create (several seconds of pushes);
@@ -862,37 +868,9 @@ class DaemonLongPassTest(DaemonBase):
         state = self.sb.path("state")
         poll(lambda: os.path.isdir(state) and len(os.listdir(state)) >= 512, 60, "the first seeds", interval=0.01)
 
-    # Like the long-pass tests, a test of the daemon's threads (and libnats'):
-    # once, not on every server of the matrix.
-    @needs_long_pass
-    def test_sigterm_while_replies_arrive_does_not_crash(self):
-        # Found by the soak (seed 62755001): the daemon died of SIGSEGV on a
-        # SIGTERM during a pass. libnats 3.4.1's reader thread could use a
-        # subscription the daemon had just freed as a request ended with
-        # replies still coming (nats.c #637). Stopped at random moments of a
-        # first pass that streams 5,000 accounts (CLAIMS.PACK), the daemon
-        # must exit 0 every time. Before the fix, about 1 stop in 40 crashed
-        # under AddressSanitizer (tools/test-all.sh runs this there too); a
-        # plain build rarely shows it. DAEMON_TEST_STOP_ROUNDS sets the count.
-        import random
-        rounds = int(os.environ.get("DAEMON_TEST_STOP_ROUNDS", "25"))
-        self.sb.write_accounts(many_accounts(5000))
-        r = self.sb.accountd("-c", self.sb.conf, "apply", timeout=600)
-        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
-        # How long a whole first pass takes here: the stops fall inside it.
-        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
-        p = self.daemon.wait_pass_after(0, timeout=120)
-        self.assertEqual(self.daemon.stop(timeout=15), 0, self.daemon.text()[-3000:])
-        length = p["ms"] / 1000.0
-        rng = random.Random(62755001)
-        for i in range(rounds):
-            self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
-            self.daemon.wait_line(PASS_STARTED.pattern, 0, timeout=30)
-            delay = rng.uniform(0, length)
-            time.sleep(delay)
-            rc = self.daemon.stop(timeout=15)
-            self.assertEqual(rc, 0, "stop %d of %d, %.0f ms into a pass of %.0f ms:\n%s" % (
-                i + 1, rounds, delay * 1000, p["ms"], self.daemon.text()[-3000:]))
+
+class DaemonLongPassTest(LongPassBase):
+    """The loop and systemd's notifications while a long first pass runs."""
 
     @needs_long_pass
     def test_long_pass_keeps_the_loop_responsive(self):
@@ -931,6 +909,42 @@ class DaemonLongPassTest(DaemonBase):
         poll(lambda: len(ready()) >= 2, 10, "READY=1 after the reload's pass")
         self.assertEqual(len(ready()), 2, self.daemon.notified)
         self.assertGreaterEqual(ready()[1], reload_pass["time"] - 0.5, "the reload's READY=1 came before its pass ended")
+
+
+class DaemonLongStopTest(LongPassBase):
+    """SIGTERM during long first passes."""
+
+    # Like the long-pass tests, a test of the daemon's threads (and libnats'):
+    # once, not on every server of the matrix.
+    @needs_long_pass
+    def test_sigterm_while_replies_arrive_does_not_crash(self):
+        # Found by the soak (seed 62755001): the daemon died of SIGSEGV on a
+        # SIGTERM during a pass. libnats 3.4.1's reader thread could use a
+        # subscription the daemon had just freed as a request ended with
+        # replies still coming (nats.c #637). Stopped at random moments of a
+        # first pass that streams 5,000 accounts (CLAIMS.PACK), the daemon
+        # must exit 0 every time. Before the fix, about 1 stop in 40 crashed
+        # under AddressSanitizer (tools/test-all.sh runs this there too); a
+        # plain build rarely shows it. DAEMON_TEST_STOP_ROUNDS sets the count.
+        import random
+        rounds = int(os.environ.get("DAEMON_TEST_STOP_ROUNDS", "25"))
+        self.sb.write_accounts(many_accounts(5000))
+        r = self.sb.accountd("-c", self.sb.conf, "apply", timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        # How long a whole first pass takes here: the stops fall inside it.
+        self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
+        p = self.daemon.wait_pass_after(0, timeout=120)
+        self.assertEqual(self.daemon.stop(timeout=15), 0, self.daemon.text()[-3000:])
+        length = p["ms"] / 1000.0
+        rng = random.Random(62755001)
+        for i in range(rounds):
+            self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
+            self.daemon.wait_line(PASS_STARTED.pattern, 0, timeout=30)
+            delay = rng.uniform(0, length)
+            time.sleep(delay)
+            rc = self.daemon.stop(timeout=15)
+            self.assertEqual(rc, 0, "stop %d of %d, %.0f ms into a pass of %.0f ms:\n%s" % (
+                i + 1, rounds, delay * 1000, p["ms"], self.daemon.text()[-3000:]))
 
     @needs_long_pass
     def test_sigterm_during_a_long_pass_stops_it_cleanly(self):
