@@ -289,6 +289,10 @@ static bool match_by_name(struct plan_entry *e, const struct observed *obs, cons
                 if (*out && (*out)->name && strcmp((*out)->name, name) != 0)
                         plan_entry_add_warning(e, "the account's JWT is named %s", (*out)->name);
                 e->seed_reused = !*out;
+                const struct observed_damaged *dmg = !*out ? observed_find_damaged(obs, seed->key) : NULL;
+                if (dmg)
+                        plan_entry_add_warning(e, "a server's JWT of account %s is damaged (%s): pushing it whole again",
+                                               seed->key, dmg->why);
         } else if (n_untrusted && !*out) {
                 /* Creating one would leave two accounts of this name, one of them a forgery. */
                 plan_entry_set_error(e, "the only account named %s in the resolver, %s, is not trusted: %s; its claims "
@@ -296,6 +300,15 @@ static bool match_by_name(struct plan_entry *e, const struct observed *obs, cons
                                         "or remove that JWT%s",
                                      name, untrusted->key, untrusted->untrusted,
                                      n_untrusted > 1 ? " (and the others of that name)" : "");
+                return false;
+        }
+        if (!*out && !seed && obs->n_damaged && (opt->seeds || !opt->state_dir)) {
+                /* Its name cannot be read: that account may be this one
+                 * (unless state_dir has its seed: the seeds are read first). */
+                plan_entry_set_error(e, "not created: a server's resolver holds a damaged JWT of account %s (%s), "
+                                        "which may be %s; restore that JWT or remove it%s",
+                                     obs->damaged[0].key, obs->damaged[0].why, name,
+                                     obs->n_damaged > 1 ? " (and the other damaged ones)" : "");
                 return false;
         }
         if (n_untrusted)

@@ -29,6 +29,11 @@ void observed_merge(struct observed *o, struct observed_account *best, size_t n)
  * to *v (n used, cap allocated). 0 or -EBADMSG; nothing is appended on error. */
 int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
                            char **why);
+/* The same as the daemon reads CLAIMS.PACK: an entry whose key is an account
+ * key but whose JWT cannot be used as one is appended to *dmg (n_dmg; its
+ * why allocated) instead of failing the message. */
+int observe_parse_pack_msg_damaged(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
+                                   struct observed_damaged **dmg, size_t *n_dmg, char **why);
 /* One reply to $SYS.REQ.SERVER.PING.VARZ. 0 or -EBADMSG (out left empty). */
 int observe_parse_varz(const char *data, size_t len, struct server_info *out, char **why);
 /* One reply to $SYS.REQ.ACCOUNT.<key>.INFO / .JSZ: fills server_id and the

@@ -282,8 +282,8 @@ json_t *observed_account_claims(const struct observed_account *a) {
 }
 
 static int parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
-                          char **why, bool verify) {
-        size_t first = *n;
+                          struct observed_damaged **dmg, size_t *n_dmg, char **why, bool verify) {
+        size_t first = *n, first_dmg = n_dmg ? *n_dmg : 0;
         const char *p = data, *end = data + len;
         while (p < end) {
                 const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -306,9 +306,17 @@ static int parse_pack_msg(const char *data, size_t len, struct observed_account 
                                 *v = xreallocarray(*v, *cap, sizeof(**v));
                         }
                         const char *jwt = bar + 1;
-                        if (parse_account_jwt(key, jwt, line_len - NKEY_PUBLIC_LEN - 1, &(*v)[*n], why, verify) < 0)
+                        char *bad = NULL;
+                        if (parse_account_jwt(key, jwt, line_len - NKEY_PUBLIC_LEN - 1, &(*v)[*n], &bad, verify) == 0) {
+                                (*n)++;
+                        } else if (dmg && account_key_shape(key)) {
+                                *dmg = xreallocarray(*dmg, *n_dmg + 1, sizeof(**dmg));
+                                memcpy((*dmg)[*n_dmg].key, key, sizeof(key));
+                                (*dmg)[(*n_dmg)++].why = bad;
+                        } else {
+                                set_why(why, bad);
                                 goto fail;
-                        (*n)++;
+                        }
                 }
                 p = nl ? nl + 1 : end;
         }
@@ -316,12 +324,26 @@ static int parse_pack_msg(const char *data, size_t len, struct observed_account 
 fail:
         while (*n > first)
                 observed_account_clear(&(*v)[--*n]);
+        while (n_dmg && *n_dmg > first_dmg)
+                free((*dmg)[--*n_dmg].why);
         return -EBADMSG;
 }
 
 int observe_parse_pack_msg(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
                            char **why) {
-        return parse_pack_msg(data, len, v, n, cap, why, true);
+        return parse_pack_msg(data, len, v, n, cap, NULL, NULL, why, true);
+}
+
+int observe_parse_pack_msg_damaged(const char *data, size_t len, struct observed_account **v, size_t *n, size_t *cap,
+                                   struct observed_damaged **dmg, size_t *n_dmg, char **why) {
+        return parse_pack_msg(data, len, v, n, cap, dmg, n_dmg, why, true);
+}
+
+const struct observed_damaged *observed_find_damaged(const struct observed *o, const char *key) {
+        for (size_t i = 0; o && i < o->n_damaged; i++)
+                if (strcmp(o->damaged[i].key, key) == 0)
+                        return &o->damaged[i];
+        return NULL;
 }
 
 /* ---- replies of the system API ---- */
@@ -1139,6 +1161,9 @@ void observed_free(struct observed *o) {
                 observed_account_clear(&o->accounts[i]);
         free(o->accounts);
         free(o->by_name);
+        for (size_t i = 0; i < o->n_damaged; i++)
+                free(o->damaged[i].why);
+        free(o->damaged);
         free(o);
 }
 
@@ -1500,7 +1525,8 @@ static int pack_reply(void *userdata, const char *data, size_t len, char **err) 
         char *why = NULL;
         size_t first = x->o->n_accounts;
         x->msgs++;
-        if (parse_pack_msg(data, len, &x->o->accounts, &x->o->n_accounts, &x->cap, &why, false) < 0) {
+        if (parse_pack_msg(data, len, &x->o->accounts, &x->o->n_accounts, &x->cap, &x->o->damaged, &x->o->n_damaged,
+                           &why, false) < 0) {
                 *err = xasprintf("%s: message %zu: %s", SUBJ_PACK, x->msgs, why);
                 free(why);
                 return -EBADMSG;

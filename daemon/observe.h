@@ -81,6 +81,15 @@ struct server_info {
         int64_t config_load_ns;
 };
 
+/* A CLAIMS.PACK entry whose key is an account key but whose JWT is not one
+ * (a server killed while writing it leaves 0 bytes): that server's copy is
+ * damaged. It is not an account of the observation; every server is asked for
+ * that key, and an account this daemon created is pushed whole again. */
+struct observed_damaged {
+        char key[NKEY_PUBLIC_LEN + 1];
+        char *why;
+};
+
 struct observed {
         struct server_info *servers;
         size_t n_servers;
@@ -89,6 +98,8 @@ struct observed {
         /* name -> indexes into accounts (sorted by name, then key), for lookups by name */
         size_t *by_name;
         uint64_t pack_usec; /* time CLAIMS.PACK took */
+        struct observed_damaged *damaged; /* CLAIMS.PACK entries that are not JWTs */
+        size_t n_damaged;
         /* JWTs whose signature is known good by a hash of their bytes
          * (jwtcache.h): CLAIMS.PACK and CLAIMS.LOOKUP check no signature of
          * a JWT found there, and add the JWTs they find trusted. NULL: every
@@ -165,6 +176,8 @@ struct observed_account *observed_find_key(const struct observed *o, const char 
 /* All accounts whose name claim equals name: returns how many; *first is the
  * index in o->by_name of the first. */
 size_t observed_find_name(const struct observed *o, const char *name, size_t *first);
+/* The damaged CLAIMS.PACK entry of key (NULL when there is none). */
+const struct observed_damaged *observed_find_damaged(const struct observed *o, const char *key);
 /* true when key is the operator or one of its signing keys on every server. */
 bool observed_key_trusted(const struct observed *o, const char *key, char **why);
 /* Set a->untrusted when its issuer is not trusted by every server of o

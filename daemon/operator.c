@@ -6,6 +6,7 @@
 #include "apply.h"
 #include "backend.h"
 #include "log.h"
+#include "nkeys.h"
 #include "obsindex.h"
 #include "observe.h"
 #include "util.h"
@@ -141,6 +142,25 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                 log_debug("CLAIMS.PACK: %zu account JWTs in %.3f s; signatures checked: %zu, known (%s): %zu",
                           o->obs->n_accounts, (double)o->obs->pack_usec / 1e6, o->obs->sigs_checked,
                           JWT_CACHE_FILE, o->obs->sigs_known);
+                /* A server's copy that is not a JWT (cut short when that
+                 * server was killed as it wrote it): ask every server for
+                 * that account; an account this daemon created is pushed
+                 * whole again (diff.c), any other is left to the operator. */
+                if (o->obs->n_damaged) {
+                        const char **keys = xcalloc(o->obs->n_damaged, sizeof(*keys));
+                        size_t k = 0;
+                        for (size_t i = 0; i < o->obs->n_damaged; i++) {
+                                log_warning("account %s: a server's resolver holds a damaged JWT: %s", o->obs->damaged[i].key,
+                                            o->obs->damaged[i].why);
+                                /* A file name that is not even a key (its checksum) is asked nothing. */
+                                if (nkey_public_type(o->obs->damaged[i].key) == NKEY_ACCOUNT)
+                                        keys[k++] = o->obs->damaged[i].key;
+                        }
+                        r = k ? observe_lookup(c, o->obs, keys, k, err) : 0;
+                        free(keys);
+                        if (r < 0)
+                                return r;
+                }
                 /* A server the last sweep did not see may hold older JWTs of
                  * the declared accounts than the others (a node back with an
                  * old store): CLAIMS.PACK is one server's word, so every

@@ -632,6 +632,41 @@ static void test_pack_msg(void **state) {
         pack_free(&p);
 }
 
+/* The daemon's reading of CLAIMS.PACK: a server killed while it wrote an
+ * account's JWT lists it with 0 bytes (convergence seed 1201). That entry is
+ * set apart, named, and the rest of the message is used; a line that is not
+ * "<account key>|..." still fails the message. */
+static void test_pack_damaged_entry_is_set_apart(void **state) {
+        (void)state;
+        struct pack p = { 0 };
+        struct observed_damaged *dmg = NULL;
+        size_t n_dmg = 0;
+        char *why = NULL;
+        char *msg = xasprintf("%s|\n%s\n%s|a.b", ACC1, PACK_MSG_ACC0, ACC1);
+        assert_int_equal(observe_parse_pack_msg_damaged(msg, strlen(msg), &p.v, &p.n, &p.cap, &dmg, &n_dmg, &why), 0);
+        assert_null(why);
+        assert_int_equal(p.n, 1);
+        assert_string_equal(p.v[0].key, ACC0);
+        assert_int_equal(n_dmg, 2);
+        assert_string_equal(dmg[0].key, ACC1);
+        assert_non_null(strstr(dmg[0].why, "0 bytes"));
+        assert_non_null(strstr(dmg[1].why, "header.payload.signature"));
+        free(msg);
+        /* Not an account key: the message is not a PACK; nothing of it stays. */
+        msg = xasprintf("%s\n%s|", PACK_MSG_ACC0, OPERATOR);
+        assert_int_equal(observe_parse_pack_msg_damaged(msg, strlen(msg), &p.v, &p.n, &p.cap, &dmg, &n_dmg, &why),
+                         -EBADMSG);
+        assert_non_null(strstr(why, "not an account public key"));
+        assert_int_equal(p.n, 1);
+        assert_int_equal(n_dmg, 2);
+        free(why);
+        free(msg);
+        for (size_t i = 0; i < n_dmg; i++)
+                free(dmg[i].why);
+        free(dmg);
+        pack_free(&p);
+}
+
 static void expect_pack_error(const char *msg, const char *needle) {
         struct pack p = { 0 };
         char *why = NULL;
@@ -1199,6 +1234,7 @@ int main(void) {
                 cmocka_unit_test(test_jsz_streams),
                 cmocka_unit_test(test_pack_msg),
                 cmocka_unit_test(test_pack_malformed),
+                cmocka_unit_test(test_pack_damaged_entry_is_set_apart),
                 cmocka_unit_test(test_account_jwt),
                 cmocka_unit_test(test_index),
                 cmocka_unit_test(test_key_trusted),

@@ -115,6 +115,64 @@ class StandaloneTest(FreshServerCase):
             self.assertTrue(line.startswith("= "), "in sync after apply: %r" % line)
         self.assertEqual(sorted(l.split()[1] for l in lines), sorted(EXAMPLE_ACCOUNTS))
 
+    def jwt_dirs(self):
+        return [d for d, _, _ in os.walk(self.sb.dir) if os.path.basename(d) == "jwt"]
+
+    def test_damaged_jwt_of_a_created_account_is_pushed_again(self):
+        """Convergence seed 1201: the server was SIGKILLed while it wrote APP's JWT, and
+        its resolver then listed APP with 0 bytes. The daemon refused the whole
+        CLAIMS.PACK on every pass and never converged. Now that entry is set apart
+        and named, the rest of the pack is used, and an account this daemon created
+        (its seed in state_dir) is pushed whole again under the same key."""
+        self.apply_ok()
+        keys = self.keys()
+        app = keys["APP"]
+
+        def damage():
+            for d in self.jwt_dirs():
+                with open(os.path.join(d, app + ".jwt"), "w"):
+                    pass
+        self.sb.restart_servers_with(while_stopped=damage)
+        r = self.sb.accountd("apply")
+        self.assertExit(r, 0, "apply with APP's JWT damaged on the server")
+        self.assertIn("account %s: a server's resolver holds a damaged JWT: JWT of %s has 0 bytes" % (app, app),
+                      r.stderr)
+        self.assertIn("a server's JWT of account %s is damaged" % app, r.stdout + r.stderr)
+        self.assertEqual(self.keys(), keys, "no account under a new key")
+        claims = self.claims_of(app)
+        self.assertEqual(claims.get("name"), "APP")
+        self.assertEqual(claims["nats"]["limits"].get("mem_storage"),
+                         EXAMPLE_APP_LIMITS["max_memory"], claims)
+        r = self.sb.accountd("plan", "--detailed-exitcode")
+        self.assertExit(r, 0, "plan after the repair")
+
+    def test_damaged_jwt_of_an_unknown_account_holds_back_creates(self):
+        """A damaged JWT whose key this daemon did not create may be any account: its
+        name cannot be read. A declared account that is nowhere else is then not
+        created (it could be that one, and a second key for a name is worse than a
+        late create); the other accounts are still kept in sync."""
+        self.apply_ok()
+        stranger = "A" + "D" * 55
+        self.sb.planted.add(stranger)
+
+        def damage():
+            for d in self.jwt_dirs():
+                with open(os.path.join(d, stranger + ".jwt"), "w") as f:
+                    f.write("not a JWT")
+        self.sb.restart_servers_with(while_stopped=damage)
+        text = self.sb.read("accounts.yaml")
+        self.sb.write_accounts(text + "  NEWCOMER:\n    jetstream:\n      max_streams: 3\n")
+        r = self.sb.accountd("apply")
+        self.assertNotEqual(r.returncode, 0, self.out(r))
+        self.assertIn("NEWCOMER", r.stdout + r.stderr)
+        self.assertIn("not created: a server's resolver holds a damaged JWT of account %s" % stranger,
+                      r.stdout + r.stderr)
+        self.assertNotIn("NEWCOMER", self.keys())
+        self.assertEqual(set(self.keys()), set(EXAMPLE_ACCOUNTS))
+        for line in self.plan_lines(self.sb.accountd("plan")):
+            if "NEWCOMER" not in line:
+                self.assertTrue(line.startswith("= "), line)
+
     def test_plan_json_shape(self):
         r, doc = self.sb.plan_json()
         self.assertExit(r, 0, "plan --json before apply")
