@@ -1063,7 +1063,10 @@ class DaemonClusterTest(unittest.TestCase):
         # to say: a change with no journal line. Here c3 is hung, so the pass
         # waits for its reply when the stop comes; c1 and c2 have applied it.
         sb = self.sb
-        sb.set_setting("request_timeout", "5s")
+        # The pass waits for c3 up to request_timeout before the push (its
+        # lookups) and again after it: the stop must come in the second wait,
+        # which is long enough for c1 and c2 to take the push on a loaded machine.
+        sb.set_setting("request_timeout", "10s")
         sb.set_setting("servers", sb.servers[0].url)
         example = sb.read("accounts.yaml")
         edited = example.replace("max_streams: 10\n", "max_streams: 41\n", 1)
@@ -1082,7 +1085,7 @@ class DaemonClusterTest(unittest.TestCase):
             save_atomic(sb.accounts_file, edited)
             self.daemon.wait_line(PASS_STARTED.pattern, since, timeout=10)
             try:
-                poll(lambda: streams("c1") == 41 and streams("c2") == 41, 12, "c1 and c2 to take the push",
+                poll(lambda: streams("c1") == 41 and streams("c2") == 41, 30, "c1 and c2 to take the push",
                      interval=0.05)
             except harness.HarnessError as e:
                 self.fail("%s:\n%s" % (e, self.daemon.text(since)))
