@@ -337,7 +337,7 @@ static void test_damaged_batch_refused(void **state) {
         assert_int_equal(file_read_all(file, 1 << 20, &whole, &len), 0);
         size_t refused = 0, prefixes = 0;
         for (size_t cut = 1; cut < len; cut++) {
-                assert_int_equal(file_write_atomic(file, whole, cut, 0600), 0);
+                assert_int_equal(file_write_atomic_nosync(file, whole, cut, 0600), 0);
                 struct statedir_index *idx = NULL;
                 int r = statedir_index_load(dir, &idx, &err);
                 if (r < 0) {
@@ -381,7 +381,7 @@ static void test_damaged_batch_refused(void **state) {
                         continue;
                 char *bad = xstrdup(whole);
                 bad[at] = bad[at] == 'A' ? 'B' : bad[at] == '0' ? '1' : 'A';
-                assert_int_equal(file_write_atomic(file, bad, len, 0600), 0);
+                assert_int_equal(file_write_atomic_nosync(file, bad, len, 0600), 0);
                 struct statedir_index *idx = NULL;
                 assert_int_equal(statedir_index_load(dir, &idx, &err), -EBADMSG);
                 assert_has(err, file);
@@ -394,7 +394,7 @@ static void test_damaged_batch_refused(void **state) {
         char *bad = xstrdup(whole);
         char *third = strchr(strchr(strchr(bad, '\n') + 1, '\n') + 1, '\n') + 1;
         third[0] = third[0] == 'B' ? 'C' : 'B';
-        assert_int_equal(file_write_atomic(file, bad, len, 0600), 0);
+        assert_int_equal(file_write_atomic_nosync(file, bad, len, 0600), 0);
         struct statedir_index *idx = NULL;
         assert_int_equal(statedir_index_load(dir, &idx, &err), -EBADMSG);
         char *where = xasprintf("%s, line 4: its CHECK does not match", file);
