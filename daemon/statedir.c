@@ -74,7 +74,7 @@ static void record_check(const char *rec, size_t len, char hex[CHECK_BYTES * 2 +
 
 void statedir_batch_init(struct statedir_batch *b, size_t max) {
         memset(b, 0, sizeof(*b));
-        b->max = max < STATEDIR_BATCH_MAX ? max : STATEDIR_BATCH_MAX;
+        b->max = max < 1 ? 1 : max < STATEDIR_BATCH_MAX ? max : STATEDIR_BATCH_MAX;
         b->cap = sizeof(BATCH_HEADER) + b->max * RECORD_MAX;
         b->text = xmalloc(b->cap);
 }

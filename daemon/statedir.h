@@ -30,7 +30,7 @@ struct statedir_batch {
         size_t len, cap, n, max;
         char first[NKEY_PUBLIC_LEN + 1];
 };
-/* Room for max records (at most STATEDIR_BATCH_MAX). */
+/* Room for max records (1 to STATEDIR_BATCH_MAX). */
 void statedir_batch_init(struct statedir_batch *b, size_t max);
 /* Add a record: -EINVAL when the name is not an account name, -ENOSPC when
  * the batch is full (*err says which). */

@@ -225,10 +225,26 @@ static void test_failed_sync_pushes_nothing_of_its_batch(void **state) {
         pass_free(&p, N);
 }
 
+/* A batch of 0 is taken as 1: every push still has its seed on disk first. */
+static void test_batch_of_zero_is_one(void **state) {
+        reset();
+        enum { N = 3 };
+        struct pass p = { .dir = tmpstate() };
+        run_pass(&p, N, 0);
+        for (size_t i = 0; i < N; i++) {
+                char *file = xasprintf("%s/%s.seeds", p.dir, p.keys[i].pub);
+                ptrdiff_t renamed = find_ev(EV_RENAME, file, 0);
+                assert_true(renamed >= 0 && renamed < find_ev(EV_PUSH, p.keys[i].pub, 0));
+                free(file);
+        }
+        pass_free(&p, N);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_each_seed_durable_before_its_push),
                 cmocka_unit_test(test_failed_sync_pushes_nothing_of_its_batch),
+                cmocka_unit_test(test_batch_of_zero_is_one),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
         free(evs);
