@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sodium.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -51,7 +52,13 @@ int secret_check(const char *path, char **why) {
         return check_stat(path, &st, why);
 }
 
-int secret_read(const char *path, char **out, size_t *len, char **why) {
+static char *too_big(const char *path, size_t max) {
+        return max == SECRET_MAX_SIZE
+                       ? xasprintf("%s is larger than %d bytes, which no key or .creds file is", path, SECRET_MAX_SIZE)
+                       : xasprintf("%s is larger than %zu bytes, which no file of its kind is", path, max);
+}
+
+int secret_read_max(const char *path, size_t max, char **out, size_t *len, char **why) {
         set_why(why, NULL);
         /* O_NONBLOCK so that a FIFO put in place of the file cannot hang the
          * daemon before fstat() tells us it is not a regular file. */
@@ -73,16 +80,15 @@ int secret_read(const char *path, char **out, size_t *len, char **why) {
         r = check_stat(path, &st, why);
         if (r < 0)
                 goto out_close;
-        if (st.st_size > SECRET_MAX_SIZE) {
+        if ((uintmax_t)st.st_size > max) {
                 r = -EFBIG;
-                set_why(why, xasprintf("%s is larger than %d bytes, which no key or .creds file is", path,
-                                       SECRET_MAX_SIZE));
+                set_why(why, too_big(path, max));
                 goto out_close;
         }
 
         /* One fixed buffer and no realloc: a moved buffer would leave copies of
          * the secret in freed memory that nobody wipes. */
-        size_t cap = SECRET_MAX_SIZE + 2, n = 0;
+        size_t cap = max + 2, n = 0;
         char *buf = xmalloc(cap);
         for (;;) {
                 ssize_t k = read(fd, buf + n, cap - 1 - n);
@@ -97,11 +103,10 @@ int secret_read(const char *path, char **out, size_t *len, char **why) {
                 if (k == 0)
                         break;
                 n += (size_t)k;
-                if (n > SECRET_MAX_SIZE) {
+                if (n > max) {
                         /* It grew while we read it. */
                         r = -EFBIG;
-                        set_why(why, xasprintf("%s is larger than %d bytes, which no key or .creds file is", path,
-                                               SECRET_MAX_SIZE));
+                        set_why(why, too_big(path, max));
                         secret_free(buf, n);
                         goto out_close;
                 }
@@ -114,6 +119,10 @@ int secret_read(const char *path, char **out, size_t *len, char **why) {
 out_close:
         close(fd);
         return r;
+}
+
+int secret_read(const char *path, char **out, size_t *len, char **why) {
+        return secret_read_max(path, SECRET_MAX_SIZE, out, len, why);
 }
 
 void secret_free(char *buf, size_t len) {

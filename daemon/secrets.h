@@ -12,6 +12,8 @@
 int secret_check(const char *path, char **why);
 /* Check, then read the whole file (bounded). The caller releases with secret_free. */
 int secret_read(const char *path, char **out, size_t *len, char **why);
+/* The same for a secret file that may be larger (at most max bytes). */
+int secret_read_max(const char *path, size_t max, char **out, size_t *len, char **why);
 /* Zero and free. */
 void secret_free(char *buf, size_t len);
 /* First "S?" seed found in a seed file or a .creds file (the line after

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "names.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -55,79 +56,157 @@ int statedir_ensure(const char *dir, char **err) {
         return 0;
 }
 
-static int save(const char *dir, const char *name, const struct nkey *k, bool durable, char **err) {
-        char seed[NKEY_SEED_LEN + 1];
+#define BATCH_SUFFIX ".seeds"
+#define OLD_SUFFIX ".nk"
+#define BATCH_HEADER "# nats-accountd seeds 1: NAME PUBLIC-KEY SEED CHECK, one created account a line\n"
+#define OLD_PREFIX "# nats-accountd: seed of account "
+#define CHECK_BYTES 16 /* crypto_generichash_BYTES_MIN */
+/* "<NAME> <KEY> <SEED> <CHECK>\n" */
+#define RECORD_MAX (ACCOUNT_NAME_MAX + 1 + NKEY_PUBLIC_LEN + 1 + NKEY_SEED_LEN + 1 + CHECK_BYTES * 2 + 1)
+#define BATCH_FILE_MAX (sizeof(BATCH_HEADER) + (size_t)STATEDIR_BATCH_MAX * RECORD_MAX)
+
+/* CHECK of a record: the first CHECK_BYTES of BLAKE2b over "<NAME> <KEY> <SEED>", in hex. */
+static void record_check(const char *rec, size_t len, char hex[CHECK_BYTES * 2 + 1]) {
+        unsigned char sum[CHECK_BYTES];
+        crypto_generichash(sum, sizeof(sum), (const unsigned char *)rec, len, NULL, 0);
+        sodium_bin2hex(hex, CHECK_BYTES * 2 + 1, sum, sizeof(sum));
+}
+
+void statedir_batch_init(struct statedir_batch *b, size_t max) {
+        memset(b, 0, sizeof(*b));
+        b->max = max < 1 ? 1 : max < STATEDIR_BATCH_MAX ? max : STATEDIR_BATCH_MAX;
+        b->cap = sizeof(BATCH_HEADER) + b->max * RECORD_MAX;
+        b->text = xmalloc(b->cap);
+}
+
+static void batch_empty(struct statedir_batch *b) {
+        if (b->text)
+                sodium_memzero(b->text, b->len);
+        b->len = 0;
+        b->n = 0;
+        b->first[0] = 0;
+}
+
+int statedir_batch_add(struct statedir_batch *b, const char *name, const struct nkey *k, char **err) {
+        const char *why = NULL;
+        if (!account_name_valid(name, &why)) {
+                *err = xasprintf("not writing a seed for \"%s\": %s", name, why);
+                return -EINVAL;
+        }
+        if (b->n == b->max) {
+                *err = xasprintf("not writing the seed of %s: its batch is full (%zu)", name, b->max);
+                return -ENOSPC;
+        }
+        if (b->n == 0) {
+                memcpy(b->text, BATCH_HEADER, sizeof(BATCH_HEADER) - 1);
+                b->len = sizeof(BATCH_HEADER) - 1;
+                memcpy(b->first, k->pub, sizeof(b->first));
+        }
+        char seed[NKEY_SEED_LEN + 1], check[CHECK_BYTES * 2 + 1];
         nkey_seed_encode(k, seed);
-        char *text = xasprintf("# nats-accountd: seed of account %s\n%s\n", name, seed);
+        char *rec = b->text + b->len;
+        int n = snprintf(rec, b->cap - b->len, "%s %s %s", name, k->pub, seed);
         sodium_memzero(seed, sizeof(seed));
-        char *file = xasprintf("%s/%s.nk", dir, k->pub);
-        int r = durable ? file_write_atomic(file, text, strlen(text), 0600)
-                        : file_write_atomic_nosync(file, text, strlen(text), 0600);
+        record_check(rec, (size_t)n, check);
+        n += snprintf(rec + n, b->cap - b->len - (size_t)n, " %s\n", check);
+        b->len += (size_t)n;
+        b->n++;
+        return 0;
+}
+
+int statedir_batch_commit(const char *dir, struct statedir_batch *b, char **err) {
+        if (b->n == 0)
+                return 0;
+        char *file = xasprintf("%s/%s" BATCH_SUFFIX, dir, b->first);
+        int r = file_write_atomic(file, b->text, b->len, 0600);
         if (r < 0)
                 *err = xasprintf("cannot write %s: %s", file, strerror(-r));
-        secret_free(text, strlen(text));
         free(file);
+        batch_empty(b);
         return r;
 }
 
-int statedir_save(const char *dir, const char *name, const struct nkey *k, char **err) {
-        int r = statedir_ensure(dir, err);
-        return r < 0 ? r : save(dir, name, k, true, err);
-}
-
-int statedir_write(const char *dir, const char *name, const struct nkey *k, char **err) {
-        return save(dir, name, k, false, err);
-}
-
-int statedir_sync(const char *dir, char **err) {
-        int r = dir_sync(dir);
-        if (r < 0)
-                *err = xasprintf("cannot sync state folder %s to disk: %s", dir, strerror(-r));
-        return r;
+void statedir_batch_free(struct statedir_batch *b) {
+        if (!b->text)
+                return;
+        batch_empty(b);
+        free(b->text);
+        b->text = NULL;
 }
 
 void seed_batches_before_push(struct seed_batches *b, size_t c) {
         if (c < b->synced || c >= b->n)
                 return;
-        size_t end = c + b->batch < b->n ? c + b->batch : b->n;
+        if (!b->pending.text)
+                statedir_batch_init(&b->pending, b->batch);
+        size_t end = c + b->pending.max < b->n ? c + b->pending.max : b->n;
         while (b->written < end)
-                b->write(b->userdata, b->written++);
+                b->write(b->userdata, b->written++, &b->pending);
         char *err = NULL;
-        if (statedir_sync(b->dir, &err) < 0)
+        if (statedir_batch_commit(b->dir, &b->pending, &err) < 0)
                 b->failed(b->userdata, b->synced, end, err);
         free(err);
         b->synced = end;
 }
 
 void seed_batches_ahead(struct seed_batches *b) {
-        if (b->written < b->n && b->written < b->synced + b->batch)
-                b->write(b->userdata, b->written++);
+        if (b->pending.text && b->written < b->n && b->written < b->synced + b->pending.max)
+                b->write(b->userdata, b->written++, &b->pending);
 }
 
-/* The name recorded in the file's first line, into name (ACCOUNT_NAME_MAX + 1);
- * false when there is none. */
-static bool file_name(const char *text, char *name) {
-        static const char prefix[] = "# nats-accountd: seed of account ";
-        if (strncmp(text, prefix, sizeof(prefix) - 1) != 0)
-                return false;
-        const char *n = text + sizeof(prefix) - 1;
-        size_t len = strcspn(n, "\r\n");
-        if (len == 0 || len > ACCOUNT_NAME_MAX)
-                return false;
-        memcpy(name, n, len);
-        name[len] = 0;
-        return true;
+void seed_batches_free(struct seed_batches *b) {
+        statedir_batch_free(&b->pending);
+}
+
+/* One seed as found in the folder. */
+struct rec {
+        char name[ACCOUNT_NAME_MAX + 1]; /* "" for a .nk file not read (looked up by key) */
+        char key[NKEY_PUBLIC_LEN + 1];
+        size_t file; /* index into scan.files */
+};
+
+struct scan {
+        char **files; /* "<KEY>.nk" and "<KEY>.seeds", sorted */
+        size_t n_files;
+        struct rec *v;
+        size_t n, cap;
+};
+
+static void scan_free(struct scan *s) {
+        for (size_t i = 0; i < s->n_files; i++)
+                free(s->files[i]);
+        free(s->files);
+        free(s->v);
+        memset(s, 0, sizeof(*s));
+}
+
+static struct rec *scan_add(struct scan *s) {
+        if (s->n == s->cap) {
+                s->cap = s->cap ? s->cap * 2 : 64;
+                s->v = xreallocarray(s->v, s->cap, sizeof(*s->v));
+        }
+        struct rec *r = &s->v[s->n++];
+        memset(r, 0, sizeof(*r));
+        r->file = s->n_files;
+        return r;
+}
+
+static bool has_suffix(const char *name, size_t len, const char *suffix) {
+        size_t n = strlen(suffix);
+        return len == NKEY_PUBLIC_LEN + n && strcmp(name + NKEY_PUBLIC_LEN, suffix) == 0;
+}
+
+static bool is_batch(const char *file) {
+        return has_suffix(file, strlen(file), BATCH_SUFFIX);
 }
 
 static int cmp_str(const void *a, const void *b) {
         return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The seed files' names ("<KEY>.nk"), sorted: what the folder holds, in an
- * order that does not depend on the file system. */
-static int seed_files(const char *dir, char ***out, size_t *n, char **err) {
-        *out = NULL;
-        *n = 0;
+/* The seed files' names, sorted: what the folder holds, in an order that
+ * does not depend on the file system. */
+static int seed_files(const char *dir, struct scan *s, char **err) {
         DIR *d = opendir(dir);
         if (!d) {
                 int r = -errno;
@@ -138,31 +217,26 @@ static int seed_files(const char *dir, char ***out, size_t *n, char **err) {
         struct dirent *de;
         while ((de = readdir(d))) {
                 size_t len = strlen(de->d_name);
-                if (len != NKEY_PUBLIC_LEN + 3 || strcmp(de->d_name + NKEY_PUBLIC_LEN, ".nk") != 0)
+                if (!has_suffix(de->d_name, len, OLD_SUFFIX) && !has_suffix(de->d_name, len, BATCH_SUFFIX))
                         continue;
-                if (*n == cap) {
+                if (s->n_files == cap) {
                         cap = cap ? cap * 2 : 64;
-                        *out = xreallocarray(*out, cap, sizeof(**out));
+                        s->files = xreallocarray(s->files, cap, sizeof(*s->files));
                 }
-                (*out)[(*n)++] = xstrndup(de->d_name, NKEY_PUBLIC_LEN);
+                s->files[s->n_files++] = xstrdup(de->d_name);
         }
         closedir(d);
-        if (*n)
-                qsort(*out, *n, sizeof(**out), cmp_str);
+        if (s->n_files)
+                qsort(s->files, s->n_files, sizeof(*s->files), cmp_str);
         return 0;
 }
 
-static void files_free(char **v, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                free(v[i]);
-        free(v);
-}
-
-/* The text of <dir>/<key>.nk (a secret: wipe with secret_free). */
-static int seed_file_read(const char *dir, const char *key, char **text, size_t *len, char **err) {
-        char *file = xasprintf("%s/%s.nk", dir, key);
+/* The text of a seed file (a secret: wipe with secret_free). */
+static int seed_file_read(const char *dir, const char *name, char **text, size_t *len, char **err) {
+        char *file = xasprintf("%s/%s", dir, name);
         char *why = NULL;
-        int r = secret_read(file, text, len, &why);
+        int r = is_batch(name) ? secret_read_max(file, BATCH_FILE_MAX, text, len, &why)
+                               : secret_read(file, text, len, &why);
         if (r < 0)
                 *err = why ? why : xasprintf("cannot read %s: %s", file, strerror(-r));
         else
@@ -171,69 +245,222 @@ static int seed_file_read(const char *dir, const char *key, char **text, size_t 
         return r;
 }
 
-int statedir_load(const char *dir, const char *name_or_key, struct nkey *out, char **err) {
-        char **keys = NULL;
-        size_t n = 0;
-        int r = seed_files(dir, &keys, &n, err);
-        if (r < 0)
-                return r;
-        bool by_key = strlen(name_or_key) == NKEY_PUBLIC_LEN;
-        char *found = NULL; /* the key whose file matched */
-        r = -ENOENT;
-        for (size_t i = 0; i < n; i++) {
-                char *text = NULL;
-                size_t tlen = 0;
-                char name[ACCOUNT_NAME_MAX + 1];
-                bool match = by_key && strcmp(keys[i], name_or_key) == 0;
-                if (!match && !by_key) {
-                        int k = seed_file_read(dir, keys[i], &text, &tlen, err);
-                        if (k < 0) {
-                                r = k;
+/* The name recorded in a .nk file's first line, into name (ACCOUNT_NAME_MAX + 1);
+ * false when there is none. */
+static bool file_name(const char *text, char *name) {
+        if (strncmp(text, OLD_PREFIX, sizeof(OLD_PREFIX) - 1) != 0)
+                return false;
+        const char *n = text + sizeof(OLD_PREFIX) - 1;
+        size_t len = strcspn(n, "\r\n");
+        if (len == 0 || len > ACCOUNT_NAME_MAX)
+                return false;
+        memcpy(name, n, len);
+        name[len] = 0;
+        return true;
+}
+
+static bool field(const char **p, const char *end, size_t min, size_t max, char *out) {
+        const char *e = memchr(*p, ' ', (size_t)(end - *p));
+        size_t len = (size_t)((e ? e : end) - *p);
+        if (len < min || len > max)
+                return false;
+        memcpy(out, *p, len);
+        out[len] = 0;
+        *p = e ? e + 1 : end;
+        return true;
+}
+
+/* Each record of a .seeds file, checked; every one of them before any is
+ * used. on_record gets name, key and seed (a secret, NUL-terminated, on the
+ * stack). -EBADMSG with *err naming the file and line, never what it holds. */
+static int batch_parse(const char *dir, const char *fname, const char *text, size_t len,
+                       void (*on_record)(void *ud, const char *name, const char *key, const char *seed), void *ud,
+                       char **err) {
+        const char *problem = NULL;
+        size_t line = 0;
+        if (len < sizeof(BATCH_HEADER) - 1 || memcmp(text, BATCH_HEADER, sizeof(BATCH_HEADER) - 1) != 0) {
+                line = 1;
+                problem = "not the first line of a seeds file of this version";
+        }
+        for (int pass = 0; pass < 2 && !problem; pass++) {
+                const char *p = text, *end = text + len;
+                line = 0;
+                while (p < end && !problem) {
+                        line++;
+                        const char *nl = memchr(p, '\n', (size_t)(end - p));
+                        if (!nl) {
+                                problem = "cut short (no end of line)";
                                 break;
                         }
-                        match = file_name(text, name) && strcmp(name, name_or_key) == 0;
-                        secret_free(text, tlen);
+                        const char *rec = p;
+                        p = nl + 1;
+                        if (*rec == '#')
+                                continue;
+                        char name[ACCOUNT_NAME_MAX + 1], key[NKEY_PUBLIC_LEN + 1], seed[NKEY_SEED_LEN + 1],
+                                check[CHECK_BYTES * 2 + 1], want[CHECK_BYTES * 2 + 1];
+                        const char *q = rec, *why = NULL;
+                        if (!field(&q, nl, 1, ACCOUNT_NAME_MAX, name) ||
+                            !field(&q, nl, NKEY_PUBLIC_LEN, NKEY_PUBLIC_LEN, key) ||
+                            !field(&q, nl, NKEY_SEED_LEN, NKEY_SEED_LEN, seed) ||
+                            !field(&q, nl, CHECK_BYTES * 2, CHECK_BYTES * 2, check) || q != nl)
+                                problem = "not \"NAME PUBLIC-KEY SEED CHECK\"";
+                        else if (!account_name_valid(name, &why))
+                                problem = "the name is not an account name";
+                        else if (nkey_public_type(key) != NKEY_ACCOUNT)
+                                problem = "the public key is not an account key";
+                        else if (seed[0] != 'S' || seed[1] != 'A')
+                                problem = "the seed is not an account seed";
+                        else {
+                                record_check(rec, (size_t)(nl - rec) - CHECK_BYTES * 2 - 1, want);
+                                if (sodium_memcmp(want, check, sizeof(want)) != 0)
+                                        problem = "its CHECK does not match (changed or damaged)";
+                                else if (pass == 1)
+                                        on_record(ud, name, key, seed);
+                        }
+                        sodium_memzero(seed, sizeof(seed));
                 }
-                if (!match)
+        }
+        if (problem) {
+                *err = xasprintf("%s/%s, line %zu: %s; the file is not used: restore it from a backup", dir, fname,
+                                 line, problem);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+struct scan_ud {
+        struct scan *s;
+};
+
+static void scan_record(void *ud, const char *name, const char *key, const char *seed) {
+        (void)seed;
+        struct rec *r = scan_add(((struct scan_ud *)ud)->s);
+        memcpy(r->name, name, strlen(name) + 1);
+        memcpy(r->key, key, NKEY_PUBLIC_LEN + 1);
+}
+
+/* Every seed in the folder, both layouts. A .nk file is read for its name
+ * only when names are asked for (one without a name is then left out). */
+static int scan_load(const char *dir, bool names, struct scan *s, char **err) {
+        memset(s, 0, sizeof(*s));
+        int r = seed_files(dir, s, err);
+        if (r < 0)
+                return r;
+        size_t n_files = s->n_files;
+        for (size_t i = 0; i < n_files && r == 0; i++) {
+                const char *f = s->files[i];
+                s->n_files = i; /* scan_add's file index */
+                if (!is_batch(f) && !names) {
+                        struct rec *e = scan_add(s);
+                        memcpy(e->key, f, NKEY_PUBLIC_LEN);
                         continue;
-                if (found) {
+                }
+                char *text = NULL;
+                size_t tlen = 0;
+                if ((r = seed_file_read(dir, f, &text, &tlen, err)) < 0)
+                        break;
+                char name[ACCOUNT_NAME_MAX + 1];
+                if (is_batch(f)) {
+                        struct scan_ud ud = { s };
+                        r = batch_parse(dir, f, text, tlen, scan_record, &ud, err);
+                } else if (file_name(text, name)) {
+                        struct rec *e = scan_add(s);
+                        memcpy(e->name, name, sizeof(name));
+                        memcpy(e->key, f, NKEY_PUBLIC_LEN);
+                }
+                secret_free(text, tlen);
+        }
+        s->n_files = n_files;
+        if (r < 0)
+                scan_free(s);
+        return r;
+}
+
+struct find_seed {
+        const char *key;
+        char *seed;
+};
+
+static void find_record(void *ud, const char *name, const char *key, const char *seed) {
+        (void)name;
+        struct find_seed *f = ud;
+        if (!f->seed && strcmp(key, f->key) == 0)
+                f->seed = xstrdup(seed);
+}
+
+/* The seed of key in file (a secret: wipe), or NULL with *problem. */
+static int seed_of(const char *dir, const char *file, const char *key, char **seed, const char **problem,
+                   char **err) {
+        char *text = NULL;
+        size_t tlen = 0;
+        *seed = NULL;
+        int r = seed_file_read(dir, file, &text, &tlen, err);
+        if (r < 0)
+                return r;
+        if (is_batch(file)) {
+                struct find_seed f = { .key = key };
+                r = batch_parse(dir, file, text, tlen, find_record, &f, err);
+                *seed = f.seed;
+        } else {
+                *seed = secret_find_seed(text);
+        }
+        if (r == 0 && !*seed)
+                *problem = "no seed found";
+        secret_free(text, tlen);
+        return r;
+}
+
+int statedir_load(const char *dir, const char *name_or_key, struct nkey *out, char **err) {
+        bool by_key = strlen(name_or_key) == NKEY_PUBLIC_LEN;
+        struct scan s;
+        int r = scan_load(dir, !by_key, &s, err);
+        if (r < 0)
+                return r;
+        const struct rec *found = NULL;
+        r = -ENOENT;
+        for (size_t i = 0; i < s.n; i++) {
+                const struct rec *e = &s.v[i];
+                if (strcmp(by_key ? e->key : e->name, name_or_key) != 0)
+                        continue;
+                if (found && strcmp(found->key, e->key) != 0) {
                         /* Never pick one of two at random: which one the servers use is for the operator to say. */
-                        *err = xasprintf("%s holds seeds of two accounts named %s, %s.nk and %s.nk; keep the one in "
-                                         "use (plan --json shows its key) and move the other away",
-                                         dir, name_or_key, found, keys[i]);
+                        *err = xasprintf("%s holds seeds of two accounts named %s: %s (%s) and %s (%s); keep the "
+                                         "one in use (plan --json shows its key) and move the other away (its .nk "
+                                         "file, or its line of a .seeds file)",
+                                         dir, name_or_key, found->key, s.files[found->file], e->key,
+                                         s.files[e->file]);
                         r = -ENOTUNIQ;
                         break;
                 }
-                found = keys[i];
+                if (!found)
+                        found = e;
         }
         if (found && r == -ENOENT) {
-                char *text = NULL, *seed = NULL;
-                size_t tlen = 0;
-                r = seed_file_read(dir, found, &text, &tlen, err);
+                char *seed = NULL;
+                const char *problem = NULL;
+                r = seed_of(dir, s.files[found->file], found->key, &seed, &problem, err);
                 if (r == 0) {
-                        seed = secret_find_seed(text);
-                        const char *problem = NULL;
-                        if (!seed)
-                                problem = "no seed found";
+                        if (problem)
+                                ; /* no seed there */
                         else if (nkey_from_seed(seed, out, &problem) < 0)
                                 ; /* problem says why */
                         else if (out->type != NKEY_ACCOUNT)
                                 problem = "not an account seed";
-                        else if (strcmp(out->pub, found) != 0)
+                        else if (strcmp(out->pub, found->key) != 0)
                                 problem = "the seed is another account's";
                         if (problem) {
-                                *err = xasprintf("%s/%s.nk: not the account's seed file (%s)", dir, found, problem);
+                                *err = xasprintf("%s/%s: not the seed of account %s (%s)", dir,
+                                                 s.files[found->file], found->key, problem);
                                 nkey_wipe(out);
                                 r = -EINVAL;
                         }
                 }
                 if (seed)
                         secret_free(seed, strlen(seed));
-                secret_free(text, tlen);
         }
         if (r == -ENOENT)
                 *err = xasprintf("account %s was not created by nats-accountd (no seed in %s)", name_or_key, dir);
-        files_free(keys, n);
+        scan_free(&s);
         return r;
 }
 
@@ -244,45 +471,32 @@ static int cmp_seed(const void *a, const void *b) {
 }
 
 int statedir_index_load(const char *dir, struct statedir_index **out, char **err) {
-        struct statedir_index *idx = xcalloc(1, sizeof(*idx));
         *out = NULL;
-        char **keys = NULL;
-        size_t n = 0;
-        int r = seed_files(dir, &keys, &n, err);
+        struct scan s;
+        int r = scan_load(dir, true, &s, err);
         if (r == -ENOENT) {
                 free(*err);
                 *err = NULL;
-                *out = idx;
+                *out = xcalloc(1, sizeof(**out));
                 return 0;
         }
-        if (r < 0) {
-                free(idx);
+        if (r < 0)
                 return r;
+        struct statedir_index *idx = xcalloc(1, sizeof(*idx));
+        idx->v = xcalloc(s.n ? s.n : 1, sizeof(*idx->v));
+        for (size_t i = 0; i < s.n; i++) {
+                memcpy(idx->v[i].name, s.v[i].name, sizeof(idx->v[i].name));
+                memcpy(idx->v[i].key, s.v[i].key, sizeof(idx->v[i].key));
         }
-        idx->v = xcalloc(n ? n : 1, sizeof(*idx->v));
-        for (size_t i = 0; i < n && r == 0; i++) {
-                char *text = NULL;
-                size_t tlen = 0;
-                if ((r = seed_file_read(dir, keys[i], &text, &tlen, err)) < 0)
-                        break;
-                struct statedir_seed *e = &idx->v[idx->n];
-                if (file_name(text, e->name)) {
-                        memcpy(e->key, keys[i], NKEY_PUBLIC_LEN + 1);
-                        idx->n++;
-                }
-                secret_free(text, tlen);
-        }
-        files_free(keys, n);
-        if (r < 0) {
-                statedir_index_free(idx);
-                return r;
-        }
+        idx->n = s.n;
+        scan_free(&s);
         qsort(idx->v, idx->n, sizeof(*idx->v), cmp_seed);
-        /* One entry per name; a second key for it makes the name ambiguous. */
+        /* One entry per name; a second key for it makes the name ambiguous
+         * (the same key twice, in both layouts, is one account). */
         size_t w = 0;
         for (size_t i = 0; i < idx->n; i++) {
                 if (w > 0 && strcmp(idx->v[w - 1].name, idx->v[i].name) == 0) {
-                        if (!idx->v[w - 1].other[0])
+                        if (!idx->v[w - 1].other[0] && strcmp(idx->v[w - 1].key, idx->v[i].key) != 0)
                                 memcpy(idx->v[w - 1].other, idx->v[i].key, NKEY_PUBLIC_LEN + 1);
                         continue;
                 }

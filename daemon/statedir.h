@@ -1,4 +1,4 @@
-/* state_dir: the seeds of accounts this daemon created, one file each. */
+/* state_dir: the seeds of accounts this daemon created. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -9,43 +9,72 @@
 /* Create the folder (and parents) 0700 when missing; refuse one that group or
  * others can enter (-EACCES, *err names the fix). */
 int statedir_ensure(const char *dir, char **err);
-/* Write <dir>/<PUBLIC KEY>.nk (0600, atomically) holding the account's name and
- * seed, and wait until it is on disk. */
-int statedir_save(const char *dir, const char *name, const struct nkey *k, char **err);
-/* The same for many accounts at once: statedir_ensure once, statedir_write
- * each (not yet durable), then one statedir_sync before any of them is pushed. */
-int statedir_write(const char *dir, const char *name, const struct nkey *k, char **err);
-int statedir_sync(const char *dir, char **err);
-/* The seeds of the accounts one pass creates, written ahead of their pushes
- * and made durable a batch at a time: one statedir_sync (syncfs of state_dir's
- * file system, then the folder's fsync) covers a whole batch, and comes before
- * the first push of that batch, so that no account exists anywhere without its
- * seed on disk. Creates are numbered 0..n-1 in push order. */
+/* Two layouts, both read, so that a folder written by an older version
+ * keeps working as it is:
+ *  - <dir>/<KEY>.seeds (written now): the seeds of one batch of creates, one
+ *    account a line, "<NAME> <PUBLIC KEY> <SEED> <CHECK>", CHECK the first 16
+ *    bytes of the BLAKE2b hash of "<NAME> <PUBLIC KEY> <SEED>" in hexadecimal;
+ *    lines starting with '#' are comments. KEY is the first account's. The
+ *    file is written whole, synced and renamed into place; a line that is not
+ *    such a record (cut short, changed) makes the whole file refused.
+ *  - <dir>/<KEY>.nk (before): one account's seed, its first line
+ *    "# nats-accountd: seed of account <NAME>".
+ * One file for many accounts: on ext4, allocating an inode for each created
+ * account's seed was most of what `apply` spent on a create. */
+#define STATEDIR_BATCH_MAX 4096 /* records in one .seeds file */
+
+/* Seeds waiting to be written as one .seeds file: records are kept in one
+ * buffer allocated once (never moved, wiped when emptied). */
+struct statedir_batch {
+        char *text;
+        size_t len, cap, n, max;
+        char first[NKEY_PUBLIC_LEN + 1];
+};
+/* Room for max records (1 to STATEDIR_BATCH_MAX). */
+void statedir_batch_init(struct statedir_batch *b, size_t max);
+/* Add a record: -EINVAL when the name is not an account name, -ENOSPC when
+ * the batch is full (*err says which). */
+int statedir_batch_add(struct statedir_batch *b, const char *name, const struct nkey *k, char **err);
+/* Write the records as <dir>/<first KEY>.seeds (0600), durable when this
+ * returns 0: the file synced, renamed into place, the folder synced. The
+ * batch is emptied (wiped) either way. Nothing to write is 0. */
+int statedir_batch_commit(const char *dir, struct statedir_batch *b, char **err);
+void statedir_batch_free(struct statedir_batch *b);
+
+/* The seeds of the accounts one pass creates, made ahead of their pushes and
+ * made durable a batch at a time: one .seeds file per batch, written, synced
+ * and renamed into place before the first push of that batch, so that no
+ * account exists anywhere without its seed on disk. Creates are numbered
+ * 0..n-1 in push order. */
 struct seed_batches {
         const char *dir;
-        size_t n, batch;        /* creates; seeds per sync */
-        size_t written, synced; /* seeds written; of those, on disk (0..synced-1) */
-        /* Write seed i with statedir_write (not yet durable); a failure is
+        size_t n, batch;        /* creates; seeds per file (<= STATEDIR_BATCH_MAX) */
+        size_t written, synced; /* seeds made; of those, on disk (0..synced-1) */
+        /* Make seed i and add it to into (statedir_batch_add); a failure is
          * the callback's to note (that account is then not pushed). */
-        void (*write)(void *userdata, size_t i);
+        void (*write)(void *userdata, size_t i, struct statedir_batch *into);
         /* Seeds from..to-1 could not be made durable (err): none of them may be pushed. */
         void (*failed)(void *userdata, size_t from, size_t to, const char *err);
         void *userdata;
+        struct statedir_batch pending; /* seeds made, not yet written */
 };
-/* Create c is about to be pushed: what is missing of its batch is written,
- * then the batch is synced (once). */
+/* Create c is about to be pushed: what is missing of its batch is made, then
+ * the batch is written and synced (once). */
 void seed_batches_before_push(struct seed_batches *b, size_t c);
-/* One seed of the next batch written ahead, while the pushes before it are
- * in flight (nothing when the next batch is written already). */
+/* One seed of the next batch made ahead, while the pushes before it are in
+ * flight (nothing when the next batch is made already). */
 void seed_batches_ahead(struct seed_batches *b);
+/* Wipe the seeds made ahead and never written (their accounts were not pushed). */
+void seed_batches_free(struct seed_batches *b);
 
-/* Find a created account by name or public key; -ENOENT when this daemon did
- * not create it, -ENOTUNIQ when seeds of two accounts carry that name (*err
- * names both files). */
+/* Find a created account by name or public key, in both layouts; -ENOENT
+ * when this daemon did not create it, -ENOTUNIQ when seeds of two accounts
+ * carry that name (*err names both keys and their files), -EBADMSG when a
+ * .seeds file is damaged (*err names it and the line; never its content). */
 int statedir_load(const char *dir, const char *name_or_key, struct nkey *out, char **err);
 
-/* Which account (public key) each name was created as, from every seed file's
- * first line: before a create, the key made for that name before is reused,
+/* Which account (public key) each name was created as, from every record of
+ * both layouts: before a create, the key made for that name before is reused,
  * so that a create retried after a partial failure never makes a second
  * account of the same name. Sorted by name; the same however the folder lists
  * its files. */
@@ -59,7 +88,7 @@ struct statedir_index {
         size_t n;
 };
 /* 0 (a folder that does not exist yet is an empty index), or negative errno
- * with *err. */
+ * with *err (-EBADMSG: a damaged .seeds file, named). */
 int statedir_index_load(const char *dir, struct statedir_index **out, char **err);
 const struct statedir_seed *statedir_index_find(const struct statedir_index *idx, const char *name);
 void statedir_index_free(struct statedir_index *idx);

@@ -245,17 +245,6 @@ int file_write_atomic_nosync(const char *path, const void *data, size_t len, uns
         return write_atomic(path, data, len, mode, false);
 }
 
-int dir_sync(const char *dir) {
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        int r = 0;
-        if (syncfs(fd) < 0 || fsync(fd) < 0)
-                r = -errno;
-        close(fd);
-        return r;
-}
-
 int dir_fsync(const char *dir) {
         int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)

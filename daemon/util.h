@@ -36,12 +36,9 @@ const char *file_read_error(int r);
 /* Write data to path atomically (temp file + rename) with the given mode, and
  * wait until the file and the rename (its folder) are on disk. */
 int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode);
-/* The same without waiting for the disk: for many files at once, followed by
- * one dir_sync before anything relies on them. */
+/* The same without waiting for the disk (a file nothing relies on being there
+ * after a crash). */
 int file_write_atomic_nosync(const char *path, const void *data, size_t len, unsigned mode);
-/* Everything written on dir's file system, and dir's own entries, on disk
- * (syncfs + fsync of the folder). 0 or negative errno. */
-int dir_sync(const char *dir);
 /* Only dir's own entries on disk (fsync of the folder): after a few
  * file_write_atomic, whose files are each synced already. */
 int dir_fsync(const char *dir);

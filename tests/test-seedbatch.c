@@ -1,6 +1,7 @@
-/* The seeds of created accounts reach the disk in batches, each batch before
- * any of its accounts is pushed: syncfs, fsync and rename are wrapped to see
- * the order in which they happen beside the (simulated) pushes. */
+/* The seeds of created accounts reach the disk in batches, one .seeds file
+ * each, each batch before any of its accounts is pushed: syncfs, fsync and
+ * rename are wrapped to see the order in which they happen beside the
+ * (simulated) pushes. */
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -25,15 +26,15 @@ int __wrap_syncfs(int fd);
 int __wrap_fsync(int fd);
 int __wrap_rename(const char *from, const char *to);
 
-enum ev_kind { EV_RENAME, EV_SYNCFS, EV_FSYNC_DIR, EV_FSYNC_FILE, EV_PUSH };
+enum ev_kind { EV_MADE, EV_RENAME, EV_SYNCFS, EV_FSYNC_DIR, EV_FSYNC_FILE, EV_PUSH };
 struct ev {
         enum ev_kind kind;
         char what[PATH_MAX];
 };
 static struct ev *evs;
 static size_t n_evs, cap_evs;
-static int fail_syncfs_at = -1; /* the n-th syncfs (from 0) fails with EIO */
-static int n_syncfs;
+static int fail_fsync_at = -1; /* the n-th fsync of a file (from 0) fails with EIO */
+static int n_file_fsyncs;
 
 static void record(enum ev_kind kind, const char *what) {
         if (n_evs == cap_evs) {
@@ -47,10 +48,6 @@ static void record(enum ev_kind kind, const char *what) {
 
 int __wrap_syncfs(int fd) {
         record(EV_SYNCFS, NULL);
-        if (n_syncfs++ == fail_syncfs_at) {
-                errno = EIO;
-                return -1;
-        }
         return __real_syncfs(fd);
 }
 
@@ -60,7 +57,12 @@ int __wrap_fsync(int fd) {
         snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
         ssize_t n = readlink(link, path, sizeof(path) - 1);
         path[n > 0 ? n : 0] = 0;
-        record(fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) ? EV_FSYNC_DIR : EV_FSYNC_FILE, path);
+        bool dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+        record(dir ? EV_FSYNC_DIR : EV_FSYNC_FILE, path);
+        if (!dir && n_file_fsyncs++ == fail_fsync_at) {
+                errno = EIO;
+                return -1;
+        }
         return __real_fsync(fd);
 }
 
@@ -76,12 +78,13 @@ struct pass {
         char **why;
 };
 
-static void write_seed(void *userdata, size_t i) {
+static void write_seed(void *userdata, size_t i, struct statedir_batch *into) {
         struct pass *p = userdata;
         char *name = xasprintf("ACC%zu", i);
         char *err = NULL;
         nkey_generate(NKEY_ACCOUNT, &p->keys[i]);
-        assert_int_equal(statedir_write(p->dir, name, &p->keys[i], &err), 0);
+        assert_int_equal(statedir_batch_add(into, name, &p->keys[i], &err), 0);
+        record(EV_MADE, p->keys[i].pub);
         free(name);
 }
 
@@ -110,6 +113,7 @@ static void run_pass(struct pass *p, size_t n, size_t batch) {
                 if (!p->failed[i])
                         record(EV_PUSH, p->keys[i].pub);
         }
+        seed_batches_free(&b);
 }
 
 static void pass_free(struct pass *p, size_t n) {
@@ -144,8 +148,8 @@ static ptrdiff_t find_ev(enum ev_kind kind, const char *what, size_t from) {
 
 static void reset(void) {
         n_evs = 0;
-        n_syncfs = 0;
-        fail_syncfs_at = -1;
+        n_file_fsyncs = 0;
+        fail_fsync_at = -1;
 }
 
 static void test_each_seed_durable_before_its_push(void **state) {
@@ -153,39 +157,53 @@ static void test_each_seed_durable_before_its_push(void **state) {
         enum { N = 23, BATCH = 5 };
         struct pass p = { .dir = tmpstate() };
         run_pass(&p, N, BATCH);
-        size_t syncs = 0, file_fsyncs = 0;
+        size_t syncs = 0, file_fsyncs = 0, renames = 0;
         for (size_t i = 0; i < n_evs; i++) {
                 syncs += evs[i].kind == EV_SYNCFS;
                 file_fsyncs += evs[i].kind == EV_FSYNC_FILE;
+                renames += evs[i].kind == EV_RENAME;
         }
-        /* One sync a batch, no fsync of each file. */
-        assert_int_equal(syncs, (N + BATCH - 1) / BATCH);
-        assert_int_equal(file_fsyncs, 0);
+        /* One file a batch, synced once: no syncfs, no file per seed. */
+        enum { BATCHES = (N + BATCH - 1) / BATCH };
+        assert_int_equal(syncs, 0);
+        assert_int_equal(file_fsyncs, BATCHES);
+        assert_int_equal(renames, BATCHES);
         for (size_t i = 0; i < N; i++) {
-                char *file = xasprintf("%s/%s.nk", p.dir, p.keys[i].pub);
+                /* Seed i is in its batch's file, named after the batch's first account. */
+                char *file = xasprintf("%s/%s.seeds", p.dir, p.keys[i / BATCH * BATCH].pub);
                 ptrdiff_t renamed = find_ev(EV_RENAME, file, 0);
                 ptrdiff_t pushed = find_ev(EV_PUSH, p.keys[i].pub, 0);
                 assert_true(renamed >= 0);
                 assert_true(pushed > renamed);
-                /* Between the seed's rename and its push: syncfs, then the folder's fsync. */
-                ptrdiff_t synced = find_ev(EV_SYNCFS, NULL, (size_t)renamed);
-                assert_true(synced > renamed && synced < pushed);
-                ptrdiff_t dir_synced = find_ev(EV_FSYNC_DIR, p.dir, (size_t)synced);
-                assert_true(dir_synced > synced && dir_synced < pushed);
+                /* The file's data synced before its rename; the folder's fsync
+                 * after it; both before the push. */
+                char *tmp = xasprintf("%s.tmp.", file);
+                ptrdiff_t synced = -1;
+                for (ptrdiff_t e = renamed - 1; e >= 0 && synced < 0; e--)
+                        if (evs[e].kind == EV_FSYNC_FILE && strncmp(evs[e].what, tmp, strlen(tmp)) == 0)
+                                synced = e;
+                assert_true(synced >= 0 && synced < renamed);
+                ptrdiff_t dir_synced = find_ev(EV_FSYNC_DIR, p.dir, (size_t)renamed);
+                assert_true(dir_synced > renamed && dir_synced < pushed);
+                free(tmp);
                 free(file);
+                /* And the seed is in it: loaded back by its key. */
+                struct nkey got;
+                char *err = NULL;
+                assert_int_equal(statedir_load(p.dir, p.keys[i].pub, &got, &err), 0);
+                assert_memory_equal(got.seed, p.keys[i].seed, sizeof(got.seed));
+                nkey_wipe(&got);
         }
-        /* Writing runs ahead of the pushes: the second batch's first seed is
-         * written before the first batch's last push. */
-        char *file = xasprintf("%s/%s.nk", p.dir, p.keys[BATCH].pub);
-        assert_true(find_ev(EV_RENAME, file, 0) < find_ev(EV_PUSH, p.keys[BATCH - 1].pub, 0));
-        free(file);
+        /* Making seeds runs ahead of the pushes: the second batch's first seed
+         * is made before the first batch's last push. */
+        assert_true(find_ev(EV_MADE, p.keys[BATCH].pub, 0) < find_ev(EV_PUSH, p.keys[BATCH - 1].pub, 0));
         pass_free(&p, N);
 }
 
 static void test_failed_sync_pushes_nothing_of_its_batch(void **state) {
         reset();
         enum { N = 12, BATCH = 4 };
-        fail_syncfs_at = 1; /* the second batch's sync */
+        fail_fsync_at = 1; /* the second batch's file */
         struct pass p = { .dir = tmpstate() };
         run_pass(&p, N, BATCH);
         for (size_t i = 0; i < N; i++) {
@@ -194,6 +212,30 @@ static void test_failed_sync_pushes_nothing_of_its_batch(void **state) {
                 assert_int_equal(find_ev(EV_PUSH, p.keys[i].pub, 0) >= 0, !in_failed_batch);
                 if (in_failed_batch)
                         assert_non_null(strstr(p.why[i], p.dir));
+                /* Its file is not there (nor its temporary file); the others are. */
+                struct nkey got;
+                char *err = NULL;
+                assert_int_equal(statedir_load(p.dir, p.keys[i].pub, &got, &err), in_failed_batch ? -ENOENT : 0);
+                nkey_wipe(&got);
+                free(err);
+        }
+        char *ls = xasprintf("test $(ls -A '%s' | wc -l) = %d", p.dir, N / BATCH - 1);
+        assert_int_equal(system(ls), 0);
+        free(ls);
+        pass_free(&p, N);
+}
+
+/* A batch of 0 is taken as 1: every push still has its seed on disk first. */
+static void test_batch_of_zero_is_one(void **state) {
+        reset();
+        enum { N = 3 };
+        struct pass p = { .dir = tmpstate() };
+        run_pass(&p, N, 0);
+        for (size_t i = 0; i < N; i++) {
+                char *file = xasprintf("%s/%s.seeds", p.dir, p.keys[i].pub);
+                ptrdiff_t renamed = find_ev(EV_RENAME, file, 0);
+                assert_true(renamed >= 0 && renamed < find_ev(EV_PUSH, p.keys[i].pub, 0));
+                free(file);
         }
         pass_free(&p, N);
 }
@@ -202,6 +244,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_each_seed_durable_before_its_push),
                 cmocka_unit_test(test_failed_sync_pushes_nothing_of_its_batch),
+                cmocka_unit_test(test_batch_of_zero_is_one),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
         free(evs);

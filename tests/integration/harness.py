@@ -145,6 +145,31 @@ def jwt_claims(jwt):
     return json.loads(base64.urlsafe_b64decode(body))
 
 
+def state_seeds(state):
+    """{public key: account name} of every seed in a state_dir, both layouts:
+    <KEY>.seeds files (a batch of creates, "NAME KEY SEED CHECK" a line) and
+    the <KEY>.nk files of earlier versions (first line "# nats-accountd: seed
+    of account NAME"). Only complete files are there: both are renamed into
+    place once written."""
+    seeds = {}
+    if not os.path.isdir(state):
+        return seeds
+    for f in os.listdir(state):
+        path = os.path.join(state, f)
+        if f.endswith(".seeds") and len(f) == 56 + 6:
+            with open(path) as fh:
+                for line in fh:
+                    if line.startswith("#"):
+                        continue
+                    name, key, _seed, _check = line.split(" ")
+                    seeds[key] = name
+        elif f.endswith(".nk") and len(f) == 56 + 3:
+            with open(path) as fh:
+                first = fh.readline()
+            seeds[f[:-3]] = first.rstrip("\n").rpartition(" ")[2]
+    return seeds
+
+
 def _check_url(url):
     m = re.fullmatch(r"nats(?:-route)?://([^:/]+):(\d+)", url)
     if not m or m.group(1) != LOOPBACK or int(m.group(2)) == FORBIDDEN_PORT:

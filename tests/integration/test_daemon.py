@@ -866,7 +866,7 @@ class LongPassBase(DaemonBase):
         self.sb.write_accounts(many_accounts(n))
         self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
         state = self.sb.path("state")
-        poll(lambda: os.path.isdir(state) and len(os.listdir(state)) >= 512, 60, "the first seeds", interval=0.01)
+        poll(lambda: harness.state_seeds(state), 60, "the first batch of seeds", interval=0.01)
 
 
 class DaemonLongPassTest(LongPassBase):
@@ -894,7 +894,7 @@ class DaemonLongPassTest(LongPassBase):
         self.sb.write_accounts(many_accounts(LONG_PASS))
         self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf, notify_path=notify)
         state = self.sb.path("state")
-        poll(lambda: os.path.isdir(state) and len(os.listdir(state)) >= 512, 60, "the first seeds", interval=0.01)
+        poll(lambda: harness.state_seeds(state), 60, "the first batch of seeds", interval=0.01)
         # Starting: more time asked for while the first pass makes progress.
         poll(lambda: [m for _, m in self.daemon.notified if m.startswith("EXTEND_TIMEOUT_USEC=")], 10,
              "EXTEND_TIMEOUT_USEC while the first pass runs")
@@ -959,7 +959,7 @@ class DaemonLongStopTest(LongPassBase):
         self.assertNoErrors()
         # Nothing half written: every account the servers hold has its seed on disk.
         state = self.sb.path("state")
-        seeds = {f[:-3] for f in os.listdir(state) if f.endswith(".nk")}
+        seeds = set(harness.state_seeds(state))
         r = self.sb.probe("gather", self.sb.sys_creds, self.sb.url, "$SYS.REQ.CLAIMS.LIST", "", 5000, 1)
         held = {k for k in json.loads(r.stdout)["data"] if k not in self.sb.read("nats-server.conf")}
         self.assertGreaterEqual(len(held), created)
@@ -968,7 +968,9 @@ class DaemonLongStopTest(LongPassBase):
         self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
         p = self.daemon.wait_pass_after(0, timeout=120)
         self.assertEqual(p["failed"], 0, self.daemon.text()[-2000:])
-        self.assertEqual(len([f for f in os.listdir(state) if f.endswith(".nk")]), LONG_PASS, "one seed per account")
+        seeds = harness.state_seeds(state)
+        self.assertEqual(len(seeds), LONG_PASS, "one seed per account")
+        self.assertEqual(len(set(seeds.values())), LONG_PASS, "one key per name")
         self.assertInSync()
 
 

@@ -246,6 +246,57 @@ class StandaloneTest(FreshServerCase):
         r = self.sb.request(self.sb.user_creds("LEGACY"), "$JS.API.INFO", timeout_ms=1000)
         self.assertTrue(r.returncode != 0 or "error" in json.loads(r.stdout), "LEGACY has JetStream off: " + self.out(r))
 
+    def test_state_dir_of_an_earlier_version_keeps_working(self):
+        # Versions before the .seeds files kept one <KEY>.nk per created
+        # account. Such a folder is read as it is, beside the .seeds files
+        # written since, with no step to convert it.
+        self.apply_ok()
+        state = self.sb.path("state")
+        created = harness.state_seeds(state)
+        batches = [f for f in os.listdir(state) if f.endswith(".seeds")]
+        self.assertEqual(len(batches), 1, "one file for the pass's creates: %s" % os.listdir(state))
+        self.assertEqual({n: k for k, n in created.items()}, self.keys())
+        # The folder as an earlier version would have left it.
+        with open(os.path.join(state, batches[0])) as fh:
+            records = [line.split(" ") for line in fh if not line.startswith("#")]
+        for name, key, seed, _check in records:
+            self.sb.write(os.path.join("state", key + ".nk"), "# nats-accountd: seed of account %s\n%s\n" % (name, seed),
+                          0o600)
+        os.unlink(os.path.join(state, batches[0]))
+        self.assertEqual(harness.state_seeds(state), created)
+        r = self.sb.accountd("plan", "--detailed-exitcode")
+        self.assertExit(r, 0, "plan over a folder of .nk files")
+
+        # A new account's seed goes into a .seeds file; the .nk files stay.
+        self.edit_accounts("  LEGACY:", "  FRESH:\n    jetstream: enabled\n  LEGACY:")
+        r = self.apply_ok()
+        now = harness.state_seeds(state)
+        fresh = [k for k, n in now.items() if n == "FRESH"]
+        self.assertEqual(len(fresh), 1, now)
+        self.assertEqual({k: n for k, n in now.items() if n != "FRESH"}, created)
+        self.assertTrue(os.path.exists(os.path.join(state, fresh[0] + ".seeds")), os.listdir(state))
+        self.assertEqual(self.keys()["FRESH"], fresh[0])
+
+        # user-creds signs with a seed of either layout: its users get in.
+        for name in ("APP", "FRESH"):
+            info = self.sb.js_info(self.sb.user_creds(name))
+            self.assertNotIn("error", info, name)
+
+        # A second key for FRESH in a .nk file: ambiguous across the layouts.
+        other = self.sb.probe("gen-seed", "account").stdout.strip()
+        path = self.sb.write("other.nk", other + "\n", 0o600)
+        other_key = self.sb.probe("pubkey-of-seed", path).stdout.strip()
+        self.sb.write(os.path.join("state", other_key + ".nk"), "# nats-accountd: seed of account FRESH\n%s\n" % other,
+                      0o600)
+        r = self.sb.accountd("user-creds", "FRESH", "tester")
+        self.assertNotEqual(r.returncode, 0, self.out(r))
+        self.assertIn("seeds of two accounts named FRESH", r.stderr)
+        self.assertIn("%s (%s.seeds)" % (fresh[0], fresh[0]), r.stderr)
+        self.assertIn("%s (%s.nk)" % (other_key, other_key), r.stderr)
+        for _name, _key, seed, _check in records:
+            self.assertNotIn(seed[2:20], r.stderr)
+        self.assertNotIn(other[2:20], r.stderr)
+
     def test_limit_update_is_applied_and_iat_rises(self):
         self.apply_ok()
         key = self.keys()["APP"]

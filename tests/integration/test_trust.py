@@ -505,8 +505,9 @@ class PartialCreateTest(unittest.TestCase):
             time.sleep(2)
         self.assertEqual(r.returncode, 0, self.out(r))
         sys.stderr.write("\n  retry: %s\n" % r.stderr.strip().splitlines()[-1])
-        seeds = [f for f in os.listdir(self.state) if f.endswith(".nk")]
+        seeds = harness.state_seeds(self.state)
         self.assertEqual(len(seeds), self.N, "one seed per account in state_dir")
+        self.assertEqual(len(set(seeds.values())), self.N, "one key per name in state_dir")
         per_server = {node: self.keys_by_name(node) for node in ("c1", "c2", "c3")}
         for node, names in per_server.items():
             for i in range(self.N):
@@ -514,7 +515,7 @@ class PartialCreateTest(unittest.TestCase):
                 self.assertEqual(len(names.get(name, ())), 1, "%s holds %s as %s" % (node, name, names.get(name)))
         self.assertEqual(per_server["c1"], per_server["c2"])
         self.assertEqual(per_server["c1"], per_server["c3"])
-        self.assertEqual({k + ".nk" for keys in per_server["c1"].values() for k in keys} & set(seeds),
+        self.assertEqual({k for keys in per_server["c1"].values() for k in keys} & set(seeds),
                          set(seeds), "every key on the servers is one of the seeds")
         r = self.sb.accountd("plan", "--detailed-exitcode", timeout=120)
         self.assertEqual(r.returncode, 0, self.out(r))
