@@ -1426,7 +1426,7 @@ class Run:
                 raise why
             # Idle and "in sync" while the servers differ, through a whole pass
             # (the resync) begun since: nothing will change any more.
-            if swept:
+            if swept and stuck_since is not None:  # (a server not answering yet resets it above)
                 why.args = ("%s (a whole pass since changed nothing)" % why.args[0].replace(
                     "after %ds" % self.settle_sec, "after %.0fs" % (time.monotonic() - t_fault_end)),)
                 raise why
