@@ -135,9 +135,13 @@ class StandaloneTest(FreshServerCase):
         self.sb.restart_servers_with(while_stopped=damage)
         r = self.sb.accountd("apply")
         self.assertExit(r, 0, "apply with APP's JWT damaged on the server")
-        self.assertIn("account %s: a server's resolver holds a damaged JWT: JWT of %s has 0 bytes" % (app, app),
-                      r.stderr)
-        self.assertIn("a server's JWT of account %s is damaged" % app, r.stdout + r.stderr)
+        if self.sb.server_version() < (2, 10, 0):
+            # 2.9 lists the empty file in CLAIMS.PACK; the newer servers of the
+            # matrix leave it out, and the account is simply missing there.
+            self.assertIn("account %s: a server's resolver holds a damaged JWT: JWT of %s has 0 bytes" % (app, app),
+                          r.stderr)
+            self.assertIn("a server's JWT of account %s is damaged" % app, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"(?m)^\+ APP\b", "APP pushed whole again")
         self.assertEqual(self.keys(), keys, "no account under a new key")
         claims = self.claims_of(app)
         self.assertEqual(claims.get("name"), "APP")

@@ -48,6 +48,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "package"))
 from sysns import INSIDE_ROOT, Namespace, SetupError, log, now_usec, poll, run_suite, skip_reason  # noqa: E402
 import debbuild  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+from harness import state_seeds  # noqa: E402
 
 NAME = debbuild.NAME
 UNIT = "nats-accountd.service"
@@ -300,7 +302,8 @@ class PackageLifeCycleTest(unittest.TestCase):
         self.assertIn("NATS account created", r.stdout)
         # DynamicUser= + StateDirectory=: the seeds live in /var/lib/private, reached by a link.
         self.assertEqual(os.readlink(env.ns.path(STATE)), "private/nats-accountd")
-        self.assertTrue(env.exists("%s/%s.nk" % (STATE_PRIVATE, keys["APP"])), os.listdir(env.ns.path(STATE_PRIVATE)))
+        self.assertEqual(state_seeds(env.ns.path(STATE_PRIVATE)).get(keys["APP"]), "APP",
+                         os.listdir(env.ns.path(STATE_PRIVATE)))
         env.keys = keys
 
     def test_03_upgrade_restarts_the_service_which_stays_in_sync(self):
@@ -334,7 +337,7 @@ class PackageLifeCycleTest(unittest.TestCase):
         self.assertFalse(env.exists("/proc/%s" % pid), "the daemon still runs after remove")
         self.assertEqual(env.show()["LoadState"], "not-found")
         self.assertTrue(env.exists(CONF))
-        self.assertTrue(env.exists("%s/%s.nk" % (STATE_PRIVATE, env.keys["APP"])))
+        self.assertEqual(state_seeds(env.ns.path(STATE_PRIVATE)).get(env.keys["APP"]), "APP")
         self.assertTrue(os.path.islink(env.ns.path(STATE)))
 
     def test_05_purge_removes_settings_and_seeds(self):

@@ -40,6 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sysns import INSIDE_ROOT, SKIP, Namespace, SetupError, log, now_usec, poll, run_suite  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
 from run import STORES as BENCH_STORES, accounts_yaml as bench_accounts_yaml  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration"))
+from harness import state_seeds  # noqa: E402
 
 ETC = "/etc/nats-accountd"
 CONF = ETC + "/nats-accountd.conf"
@@ -487,7 +489,7 @@ class SystemdTest(unittest.TestCase):
         for name in ("operator-signer.nk", "operator.nk", "sys.creds"):
             with open(os.path.join(self.env.etc, name), "rb") as f:
                 seeds.update(SEED_RE.findall(f.read()))
-        r = self.ns.run(["sh", "-c", "cat /var/lib/nats-accountd/*.nk"], check=False)
+        r = self.ns.run(["sh", "-c", "cat /var/lib/nats-accountd/*.seeds /var/lib/nats-accountd/*.nk"], check=False)
         state_seeds = set(SEED_RE.findall(r.stdout.encode()))
         self.assertGreaterEqual(len(state_seeds), 3, "expected the seeds of APP, ORDERS, LEGACY: %s" % r.stderr)
         seeds |= state_seeds
@@ -572,8 +574,8 @@ class SystemdTest(unittest.TestCase):
         self.assertIn("%d changed, 0 failed" % SCALE_ACCOUNTS, finished[0]["MESSAGE"])
         wd = [e.get("MESSAGE") for e in self.env.journal(since=since, unit=None) if "atchdog" in e.get("MESSAGE", "")]
         self.assertEqual(wd, [], "watchdog messages")
-        r = self.ns.run(["sh", "-c", "ls /var/lib/nats-accountd | grep -c '\\.nk$'"], check=False)
-        self.assertEqual(r.stdout.strip(), str(SCALE_ACCOUNTS + 3), "one seed per account (and APP, ORDERS, LEGACY)")
+        seeds = state_seeds(self.ns.path("/var/lib/nats-accountd"))
+        self.assertEqual(len(seeds), SCALE_ACCOUNTS + 3, "one seed per account (and APP, ORDERS, LEGACY)")
         # A journal line per account created: none dropped by journald's rate limit.
         r = self.ns.run(["sh", "-c", "journalctl --no-pager -o cat -u %s --since=@%d MESSAGE_ID=%s | wc -l"
                          % (UNIT, since // 1000000, MSGID_ACCOUNT_CREATED)], check=False)
