@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -166,13 +168,45 @@ static void seeds_failed(void *userdata, size_t from, size_t to, const char *err
                         x->pushes[x->creates[k]].failure = xstrdup(err);
 }
 
+/* Pushes whose iat is still ahead of the clock (counted up within a second):
+ * few, and only for a second or two. Used by the pass's thread only. */
+static struct recent_iat {
+        char key[NKEY_PUBLIC_LEN + 1];
+        int64_t iat;
+} *recent_iats;
+static size_t n_recent_iats;
+
+int64_t apply_iat_after(const char *key, int64_t observed_iat, int64_t now) {
+        int64_t iat = now > observed_iat ? now : observed_iat + 1;
+        size_t k = 0, found = SIZE_MAX;
+        for (size_t i = 0; i < n_recent_iats; i++) {
+                if (recent_iats[i].iat < now)
+                        continue; /* behind the clock: now is later already */
+                recent_iats[k] = recent_iats[i];
+                if (strcmp(recent_iats[k].key, key) == 0) {
+                        found = k;
+                        if (recent_iats[k].iat >= iat)
+                                iat = recent_iats[k].iat + 1;
+                }
+                k++;
+        }
+        n_recent_iats = k;
+        if (found == SIZE_MAX) {
+                recent_iats = xreallocarray(recent_iats, n_recent_iats + 1, sizeof(*recent_iats));
+                found = n_recent_iats++;
+                snprintf(recent_iats[found].key, sizeof(recent_iats[found].key), "%s", key);
+        }
+        recent_iats[found].iat = iat;
+        return iat;
+}
+
 /* The new JWT's claims: the current ones with only the declared limits changed. */
 static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err) {
         const struct account_decl *d = e->decl;
         json_t *claims;
         if (e->action == PLAN_CREATE) {
                 claims = jwt_account_claims_new(e->key, d->name);
-                p->iat = now_seconds();
+                p->iat = apply_iat_after(e->key, 0, now_seconds());
         } else {
                 int64_t now = now_seconds();
                 /* Only claims whose JWT verified are ever signed with our key. */
@@ -196,7 +230,7 @@ static json_t *new_claims(struct push *p, const struct plan_entry *e, char **err
                                                      "CLAIMS.LOOKUP in time)");
                         return NULL;
                 }
-                p->iat = now > e->obs->iat ? now : e->obs->iat + 1;
+                p->iat = apply_iat_after(e->obs->key, e->obs->iat, now);
         }
         if (d->js != JS_UNMANAGED)
                 js_state_to_claims(&e->want, claims);

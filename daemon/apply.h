@@ -1,5 +1,6 @@
 /* Apply: sign and push the plan's changes, gather every server's answer, verify. */
 #pragma once
+#include <stdint.h>
 #include "diff.h"
 #include "natsconn.h"
 #include "nkeys.h"
@@ -23,6 +24,15 @@ int plan_with_state(struct natsconn *c, struct observed *obs, const struct accou
                     const struct plan_options *opt, struct plan **out, char **err);
 
 /* Called for each account once its outcome is known (for logs). */
+/* The iat of a JWT about to be pushed for account key (a create: observed_iat
+ * 0): now, or later than the iat of the JWT it replaces, and later than any
+ * this process pushed for that key before. Servers keep the newest JWT: one
+ * issued earlier than a push of a second ago (iat is in seconds, and several
+ * pushes in one second count up) would be refused by a server that holds that
+ * push, or replace it on one that missed it. Remembered in memory while it is
+ * ahead of the clock. */
+int64_t apply_iat_after(const char *key, int64_t observed_iat, int64_t now);
+
 typedef void (*apply_done_fn)(void *userdata, const struct plan_entry *e, bool ok);
 
 /* Push every changing entry of p. Entries that fail become PLAN_ERROR with the

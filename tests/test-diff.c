@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "accounts.h"
+#include "apply.h"
 #include "diff.h"
 #include "jslimits.h"
 #include "observe.h"
@@ -764,6 +765,25 @@ static int setup(void **state) {
         return 0;
 }
 
+/* Convergence seed 82600049's neighbour 82600051: a push of AUDIT counted its
+ * iat up within one second (T+1); c2 had missed it, and the next full pass read
+ * CLAIMS.PACK from c2 (an older JWT) and pushed iat T: older than what c1 and
+ * c3 held. Every push of a key is now later than the one before it. */
+static void test_iat_never_goes_back_for_a_key(void **state) {
+        (void)state;
+        const char *a = "AAIP35XMB2QGWYN3F2PVJDVDFQIG63DOTXGJNKXQ3DOLDTGKICUBON45";
+        const char *b = "AB6QHI7G6E36QEX6MLCPVF6NMST2AXAFCZMFWZY4TBOT7DQM72O5FD4O";
+        int64_t t = 1796091330;
+        assert_int_equal(apply_iat_after(a, t - 100, t), t);     /* the clock */
+        assert_int_equal(apply_iat_after(a, t, t), t + 1);       /* later than what it replaces */
+        assert_int_equal(apply_iat_after(a, t - 100, t), t + 2); /* a lagging server's older JWT: still later */
+        assert_int_equal(apply_iat_after(b, t - 100, t), t);     /* another key: its own count */
+        assert_int_equal(apply_iat_after(a, 0, t + 1), t + 3);   /* a create of the same key, a second on */
+        /* Once the clock has passed them, the counts are forgotten: the clock is later anyway. */
+        assert_int_equal(apply_iat_after(a, t - 100, t + 10), t + 10);
+        assert_int_equal(apply_iat_after(b, t - 100, t + 10), t + 10);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_create),
@@ -782,6 +802,7 @@ int main(void) {
                 cmocka_unit_test(test_tier_usage_warnings),
                 cmocka_unit_test(test_acct_claims),
                 cmocka_unit_test(test_acct_config_block),
+                cmocka_unit_test(test_iat_never_goes_back_for_a_key),
         };
         return cmocka_run_group_tests(tests, setup, NULL);
 }
