@@ -381,6 +381,62 @@ class StandaloneTest(ConfigCase):
         self.assertEqual(d.returncode, 0)
 
 
+    def test_16_fragment_written_as_the_daemon_stops_is_logged(self):
+        """Soak seed 82600067: a SIGTERM came after the pass had written a fragment
+        and while it waited for the server's reload: the pass stopped with "0
+        changed" and no line, though the server applies that fragment at its next
+        reload or start, and the next daemon, finding it in force, had nothing to
+        say. It now gets a warning with its changes, as a push does in operator
+        mode. The server is stopped (SIGSTOP) the moment the fragment changes, so
+        that the reload waits; if the reload was quicker than that, the edit is
+        tried again, a few times."""
+        import signal
+        import subprocess
+        sb = self.sb
+        sb.set_setting("request_timeout", "20s")
+        log_path = os.path.join(sb.root, "daemon.log")
+        log = open(log_path, "wb")
+        d = subprocess.Popen([sb.t["accountd"], "-c", sb.conf, "run"], stdout=log, stderr=subprocess.STDOUT)
+        pid = sb.servers[0].proc.pid
+        stopped = False
+        try:
+            poll(lambda: sb.reserved("APP") == (64 * MiB, 256 * MiB), 20, "the first pass applied")
+            frag = os.path.join(sb.dir, "accounts.d", "APP.conf")
+            for store in ("128MiB", "96MiB", "80MiB", "72MiB", "68MiB"):
+                before = os.stat(frag).st_mtime_ns
+                with open(log_path) as f:
+                    mark = len(f.read())
+                sb.write_accounts(APP.format(store=store, streams=10))
+                deadline = time.monotonic() + 20
+                while os.stat(frag).st_mtime_ns == before and time.monotonic() < deadline:
+                    time.sleep(0.0005)
+                os.kill(pid, signal.SIGSTOP)
+                stopped = True
+                time.sleep(0.3)
+                with open(log_path) as f:
+                    since = f.read()[mark:]
+                if "APP updated" not in since:
+                    break  # the pass waits for the stopped server
+                os.kill(pid, signal.SIGCONT)
+                stopped = False
+                poll(lambda: "pass" in open(log_path).read()[mark:] and "in sync" in open(log_path).read()[mark:],
+                     20, "the pass over")
+            else:
+                self.skipTest("the reload always answered before the server could be stopped")
+            d.terminate()
+            self.assertEqual(d.wait(30), 0)
+        finally:
+            if stopped:
+                os.kill(pid, signal.SIGCONT)
+            if d.poll() is None:
+                d.kill()
+                d.wait(10)
+            log.close()
+        with open(log_path) as f:
+            text = f.read()[mark:]
+        self.assertRegex(text, r"(?m)^warning: APP: update sent, not confirmed before the stop: max_store 256MiB -> "
+                               r"\d+MiB$", text)
+
     def test_10_move_from_hand_written_jetstream_without_a_gap(self):
         """The README's steps: the account keeps JetStream, its limits and its streams throughout."""
         sb = self.sb
