@@ -1402,9 +1402,16 @@ class Run:
                 for i in stored:
                     first_match.setdefault(i, time.monotonic())  # the stores took it since the look above
                 if not stored:
+                    # What differs from each version (the newest first): which node kept what.
+                    per = []
+                    for k, w in reversed(list(enumerate(wants))):
+                        p = self.store_problems(w)
+                        per.append(("version %d of %d%s:\n    " % (k + 1, len(wants), " (per node)" if isinstance(
+                            w, PerNode) else "") if len(wants) > 1 else "") + "\n    ".join(
+                            p[:12] + (["... and %d more" % (len(p) - 12)] if len(p) > 12 else [])))
                     why = Violation("applied", "after %ds the servers' stores still differ from the %sfile:\n  %s" % (
                         self.settle_sec, "last good " if len(wants) == 1 else "%d last good versions of the " % len(wants),
-                        "\n  ".join(self.store_problems(wants[-1]))))
+                        "\n  ".join(per)))
                 else:
                     # The newest of the files the stores hold that the servers also apply.
                     problems = None
