@@ -168,35 +168,58 @@ static void seeds_failed(void *userdata, size_t from, size_t to, const char *err
                         x->pushes[x->creates[k]].failure = xstrdup(err);
 }
 
-/* Pushes whose iat is still ahead of the clock (counted up within a second):
- * few, and only for a second or two. Used by the pass's thread only. */
-static struct recent_iat {
-        char key[NKEY_PUBLIC_LEN + 1];
+/* The iats this process pushed that the clock has not passed yet (pushes of
+ * the current second, and any counted up beyond it): a table by account key,
+ * emptied of the others when the second changes. A pass of 100,000 creates
+ * holds a few thousand at a time; each look is one probe or two. Used by the
+ * pass's thread only. */
+struct recent_iat {
+        char key[NKEY_PUBLIC_LEN + 1]; /* "" when free */
         int64_t iat;
-} *recent_iats;
-static size_t n_recent_iats;
+};
+static struct recent_iat *recent_iats;
+static size_t recent_cap, recent_n; /* cap: 0 or a power of two */
+static int64_t recent_now;
+
+static struct recent_iat *recent_slot(struct recent_iat *t, size_t cap, const char *key) {
+        uint64_t h = 0;
+        memcpy(&h, key + 1, sizeof(h)); /* base32 of a random key: mixed below */
+        h *= 0x9E3779B97F4A7C15ULL;
+        for (size_t j = (size_t)(h >> 32) & (cap - 1);; j = (j + 1) & (cap - 1))
+                if (!t[j].key[0] || strcmp(t[j].key, key) == 0)
+                        return &t[j];
+}
+
+/* Rehashed into cap slots, keeping only the iats the clock (now) has not passed. */
+static void recent_rebuild(size_t cap, int64_t now) {
+        struct recent_iat *t = xcalloc(cap, sizeof(*t));
+        size_t n = 0;
+        for (size_t i = 0; i < recent_cap; i++)
+                if (recent_iats[i].key[0] && recent_iats[i].iat >= now) {
+                        *recent_slot(t, cap, recent_iats[i].key) = recent_iats[i];
+                        n++;
+                }
+        free(recent_iats);
+        recent_iats = t;
+        recent_cap = cap;
+        recent_n = n;
+        recent_now = now;
+}
 
 int64_t apply_iat_after(const char *key, int64_t observed_iat, int64_t now) {
         int64_t iat = now > observed_iat ? now : observed_iat + 1;
-        size_t k = 0, found = SIZE_MAX;
-        for (size_t i = 0; i < n_recent_iats; i++) {
-                if (recent_iats[i].iat < now)
-                        continue; /* behind the clock: now is later already */
-                recent_iats[k] = recent_iats[i];
-                if (strcmp(recent_iats[k].key, key) == 0) {
-                        found = k;
-                        if (recent_iats[k].iat >= iat)
-                                iat = recent_iats[k].iat + 1;
-                }
-                k++;
+        if (now != recent_now || !recent_cap)
+                recent_rebuild(recent_cap ? recent_cap : 64, now);
+        if ((recent_n + 1) * 2 > recent_cap)
+                recent_rebuild(recent_cap * 2, now);
+        struct recent_iat *r = recent_slot(recent_iats, recent_cap, key);
+        if (r->key[0] && r->iat >= iat)
+                iat = r->iat + 1;
+        if (!r->key[0]) {
+                snprintf(r->key, sizeof(r->key), "%s", key);
+                recent_n++;
         }
-        n_recent_iats = k;
-        if (found == SIZE_MAX) {
-                recent_iats = xreallocarray(recent_iats, n_recent_iats + 1, sizeof(*recent_iats));
-                found = n_recent_iats++;
-                snprintf(recent_iats[found].key, sizeof(recent_iats[found].key), "%s", key);
-        }
-        recent_iats[found].iat = iat;
+        r->iat = iat;
         return iat;
 }
 
