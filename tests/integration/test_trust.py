@@ -462,14 +462,20 @@ class PartialCreateTest(unittest.TestCase):
         return "exit %d\n--- stdout\n%s--- stderr\n%s" % (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
 
     def keys_by_name(self, node):
-        """name -> set of keys of the JWTs in one server's resolver folder."""
+        """name -> set of keys of the JWTs in one server's resolver folder. The server
+        truncates a file before it writes it: one read in between is read again."""
         names = {}
         folder = os.path.join(self.sb.path(node), "jwt")
         for f in os.listdir(folder):
-            if f.endswith(".jwt"):
+            if not f.endswith(".jwt"):
+                continue
+
+            def complete():
                 with open(os.path.join(folder, f)) as fh:
-                    claims = harness.jwt_claims(fh.read())
-                names.setdefault(claims.get("name"), set()).add(claims["sub"])
+                    text = fh.read()
+                return text if text.count(".") == 2 else None
+            claims = harness.jwt_claims(harness.poll(complete, 10, "%s's %s written whole" % (node, f)))
+            names.setdefault(claims.get("name"), set()).add(claims["sub"])
         return names
 
     def test_retry_after_a_partial_create_makes_no_second_account(self):
