@@ -106,7 +106,7 @@ static bool known_keys(const struct observed_index *idx, const struct accounts *
  * every few minutes. CLAIMS.PACK is one server's word, so ask every server
  * for each declared account: one that lags shows as a holder short, and the
  * diff pushes the account again. */
-static int lookup_declared(struct natsconn *c, struct observed *obs, const struct accounts *a, const char *joined,
+static int lookup_declared(struct natsconn *c, struct observed *obs, const struct accounts *a, const char *why,
                            char **err) {
         const char **keys = xcalloc(a->n + 1, sizeof(*keys));
         size_t k = 0;
@@ -119,7 +119,7 @@ static int lookup_declared(struct natsconn *c, struct observed *obs, const struc
                 if (oa)
                         keys[k++] = oa->key;
         }
-        log_debug("server %s joined since the last sweep: asking every server for %zu accounts", joined, k);
+        log_debug("%s: asking every server for %zu accounts", why, k);
         int r = k ? observe_lookup(c, obs, keys, k, err) : 0;
         free(keys);
         return r;
@@ -164,12 +164,20 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                 /* A server the last sweep did not see may hold older JWTs of
                  * the declared accounts than the others (a node back with an
                  * old store): CLAIMS.PACK is one server's word, so every
-                 * server is asked for each of them. */
-                const char *joined = o->idx ? observed_index_server_joined(o->idx, o->obs) : NULL;
-                if (joined) {
-                        char *joined_name = xstrdup(joined);
-                        r = lookup_declared(c, o->obs, a, joined_name, err);
-                        free(joined_name);
+                 * server is asked for each of them. The first sweep of a
+                 * process (a start, a restart, apply) has no last sweep:
+                 * on more than one server, any of them may be such a node. */
+                char *why = NULL;
+                if (o->idx) {
+                        const char *joined = observed_index_server_joined(o->idx, o->obs);
+                        if (joined)
+                                why = xasprintf("server %s joined since the last sweep", joined);
+                } else if (o->obs->n_servers > 1) {
+                        why = xasprintf("first sweep on %zu servers", o->obs->n_servers);
+                }
+                if (why) {
+                        r = lookup_declared(c, o->obs, a, why, err);
+                        free(why);
                         if (r < 0)
                                 return r;
                 }

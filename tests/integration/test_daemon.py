@@ -1147,6 +1147,48 @@ class DaemonClusterTest(unittest.TestCase):
 
         poll(applied, 20, "a user of APP on c3 to see max_streams 33", interval=0.2)
 
+    def test_first_sweep_of_a_new_daemon_gets_a_lagging_server_current(self):
+        # Found by the soak (seed 82600107): c3 was down while an edit went to
+        # c1 and c2, and the daemon was killed before c3 came back, so the
+        # sweep for "a server joined" never came. A new daemon has no last
+        # sweep to compare with: its first one read CLAIMS.PACK from c1, found
+        # APP as the file says, and c3 kept the older JWT until the resolvers
+        # synced among themselves (minutes). The first sweep of a process on
+        # more than one server now asks every server for the declared accounts.
+        sb = self.sb
+        sb.set_setting("resync_interval", "0")
+        # Any server may answer CLAIMS.PACK (a queue group): without the fix
+        # this fails whenever c1 or c2 answers, two times in three.
+        sb.set_setting("servers", sb.servers[0].url)
+        self.daemon = Daemon(sb.t["accountd"], sb.conf)
+        self.daemon.wait_line(r"^debug: pass 1 finished .* 0 failed", 0, timeout=30)
+        c3 = sb.servers[2]
+        again = c3.again()
+        os.kill(c3.proc.pid, signal.SIGKILL)
+        c3.proc.wait(timeout=10)
+        sb.servers[2] = again
+        since = self.daemon.mark()
+        self.daemon.signal(signal.SIGHUP)
+        i, _, _ = self.daemon.wait_line(r"^debug: pass \d+ started \(full\)", since, timeout=10)
+        self.daemon.wait_line(r"^debug: pass \d+ finished .* 0 failed", i, timeout=30)
+        since = self.daemon.mark()
+        save_atomic(sb.accounts_file, sb.read("accounts.yaml").replace("max_streams: 10\n", "max_streams: 33\n"))
+        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 33$", since, timeout=30)
+        self.assertEqual(self.daemon.stop(timeout=10), 0, self.daemon.text(since))
+        self.daemon = None
+        key = sb.account_keys()["APP"]
+
+        def c3_streams():
+            return stored_limit(sb, "c3", key, "streams")
+
+        again.start()
+        sb.wait_system_api(3, timeout=30)
+        self.assertEqual(c3_streams(), 10, "c3 comes back with the JWT it had")
+        self.daemon = Daemon(sb.t["accountd"], sb.conf)
+        self.daemon.wait_line(r"^debug: pass 1 finished .* 0 failed", 0, timeout=30)
+        self.assertEqual(c3_streams(), 33, "c3 holds APP's current JWT after the new daemon's first pass:\n"
+                         + self.daemon.text())
+
     def test_change_taken_late_is_logged_though_the_file_changed_since(self):
         # Found by the soak (seed 64361036): a push that a hung server took only
         # once it ran again had no journal line when the file had changed in
