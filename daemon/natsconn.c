@@ -68,12 +68,6 @@ struct natsconn {
         size_t n_graves;
 };
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* cnats waits in whole milliseconds; round up so a deadline is never missed
  * by a fraction, and never pass 0 (which means "do not wait"). */
 static int64_t usec_to_msec(uint64_t usec) {
@@ -500,7 +494,7 @@ static bool cancelled(const struct natsconn *c, char **err) {
 
 static void progressed(struct natsconn *c) {
         if (c->progress)
-                atomic_store(c->progress, now_usec());
+                atomic_store(c->progress, mono_usec());
 }
 
 /* A wait of at most usec, cut into slices a stop request ends. */
@@ -511,15 +505,15 @@ static int64_t wait_msec(const struct natsconn *c, uint64_t usec) {
 /* natsConnection_FlushTimeout in slices: NATS_TIMEOUT after timeout_usec, or
  * NATS_ILLEGAL_STATE when a stop was requested. */
 static natsStatus flush(struct natsconn *c, uint64_t timeout_usec) {
-        uint64_t deadline = deadline_after(now_usec(), timeout_usec);
+        uint64_t deadline = deadline_after(mono_usec(), timeout_usec);
         for (;;) {
-                uint64_t now = now_usec();
+                uint64_t now = mono_usec();
                 natsStatus st = natsConnection_FlushTimeout(c->nc, wait_msec(c, now < deadline ? deadline - now : 0));
                 if (st != NATS_TIMEOUT)
                         return st;
                 if (c->cancel && atomic_load(c->cancel))
                         return NATS_ILLEGAL_STATE;
-                if (now_usec() >= deadline)
+                if (mono_usec() >= deadline)
                         return NATS_TIMEOUT;
         }
 }
@@ -634,7 +628,7 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
         if (ret < 0)
                 return ret;
 
-        uint64_t start = now_usec(), deadline = deadline_after(start, o->timeout_usec), last = 0;
+        uint64_t start = mono_usec(), deadline = deadline_after(start, o->timeout_usec), last = 0;
         uint64_t first_deadline = o->first_usec ? deadline_after(start, o->first_usec) : deadline;
         if (first_deadline > deadline)
                 first_deadline = deadline;
@@ -669,7 +663,7 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
                 uint64_t until = any ? deadline : first_deadline;
                 if (any && o->idle_usec && deadline_after(last, o->idle_usec) < until)
                         until = deadline_after(last, o->idle_usec);
-                uint64_t now = now_usec();
+                uint64_t now = mono_usec();
                 if (now >= until)
                         break;
                 if (cancelled(c, err)) {
@@ -737,7 +731,7 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
                         natsMsg_Destroy(m);
                 }
                 bytes += mlen;
-                last = now_usec();
+                last = mono_usec();
                 if (o->want && count + handed >= o->want) {
                         ended = true;
                         break;
@@ -745,7 +739,7 @@ int natsconn_gather_ex(struct natsconn *c, const char *subject, const void *data
         }
 
         if (!ended && (o->want || o->stop_on_empty)) {
-                double secs = (double)(now_usec() - start) / 1e6;
+                double secs = (double)(mono_usec() - start) / 1e6;
                 if (o->stop_on_empty)
                         *err = xasprintf("%s: the reply stream from %s did not end (%zu messages in %.1fs)",
                                          subject, natsconn_url(c), count + handed, secs);
@@ -841,7 +835,7 @@ static void pipeline_expire(struct pipeline_run *run, uint64_t now) {
 static int pipeline_publish(struct natsconn *c, struct pipeline_run *run, size_t window, char **err) {
         const struct natsconn_pipeline *p = run->p;
         char reply[256];
-        uint64_t now = now_usec();
+        uint64_t now = mono_usec();
         size_t sent = 0;
         while (run->next < p->n && run->in_flight < window) {
                 if (cancelled(c, err))
@@ -930,7 +924,7 @@ int natsconn_pipeline_run(struct natsconn *c, const struct natsconn_pipeline *p,
                         if (ret < 0)
                                 goto out;
                 }
-                uint64_t now = now_usec();
+                uint64_t now = mono_usec();
                 pipeline_expire(&run, now);
                 if (p->give_up_after && run.short_in_a_row >= p->give_up_after) {
                         *err = xasprintf("%zu requests in a row got fewer than %zu replies within %.1fs from %s "

@@ -57,12 +57,6 @@
  * server left after VARZ, and the pass is better retried than waited out. */
 #define STATE_GIVE_UP_AFTER 32
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static void set_why(char **why, char *msg) {
         if (why)
                 *why = msg;
@@ -1562,13 +1556,13 @@ static int observe_pack(struct natsconn *c, struct observed *o, size_t expected_
         struct nats_reply *rep = NULL;
         size_t n = 0;
         char *gerr = NULL;
-        uint64_t t0 = now_usec();
+        uint64_t t0 = mono_usec();
         /* Entries of issuers the servers no longer trust are not used. */
         jwt_cache_trust(o->known, issuer_trusted, o);
         verifier_start(&x.verifier, o->known);
         int r = natsconn_gather_ex(c, SUBJ_PACK, NULL, 0, &go, &rep, &n, &gerr);
         verifier_finish(&x.verifier, r >= 0 ? o->accounts : NULL);
-        o->pack_usec = now_usec() - t0;
+        o->pack_usec = mono_usec() - t0;
         natsconn_replies_free(rep, n);
         if (r == -ENOENT) {
                 *err = xasprintf("%s; the servers need a full resolver (resolver: { type: full })", gerr);

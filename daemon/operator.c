@@ -119,8 +119,9 @@ static int lookup_declared(struct natsconn *c, struct observed *obs, const struc
                 if (oa)
                         keys[k++] = oa->key;
         }
-        log_debug("%s: asking every server for %zu accounts", why, k);
+        uint64_t t0 = mono_usec();
         int r = k ? observe_lookup(c, obs, keys, k, err) : 0;
+        log_debug("%s: every server asked for %zu accounts in %.3f s", why, k, (double)(mono_usec() - t0) / 1e6);
         free(keys);
         return r;
 }

@@ -33,12 +33,6 @@ int64_t reload_now_ns(void) {
         return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 bool reload_version_has_request(const char *version) {
         int major = 0, minor = 0;
         if (!version || sscanf(version, "%d.%d", &major, &minor) != 2)

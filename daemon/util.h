@@ -50,3 +50,6 @@ char *path_clean(const char *path);
 /* to as a path relative to the folder from_dir (both absolute), e.g.
  * ("/etc/nats", "/etc/nats/accounts.d/APP.conf") -> "accounts.d/APP.conf". */
 char *path_relative(const char *from_dir, const char *to);
+
+/* CLOCK_MONOTONIC in microseconds: for durations, never for dates. */
+uint64_t mono_usec(void);
