@@ -9,6 +9,7 @@
 #include "nkeys.h"
 #include "obsindex.h"
 #include "observe.h"
+#include "statedir.h"
 #include "util.h"
 
 struct operator_backend {
@@ -27,6 +28,10 @@ struct operator_backend {
          * from known_dir (state_dir) at the first pass. */
         struct jwt_cache *known;
         char *known_dir;
+        /* The servers state_dir says the last whole pass saw (statedir.h),
+         * as loaded by the first sweep or saved since. */
+        char (*servers_seen)[NKEY_PUBLIC_LEN + 1];
+        size_t n_servers_seen;
 };
 
 static struct operator_backend *op(struct backend *b) {
@@ -78,8 +83,12 @@ static int op_configure(struct backend *b, const struct settings *s, char **err)
                 nkey_move(&o->signer, &k);
         }
         /* Another state_dir: its own file from the next pass on. */
-        if (o->known && strcmp(o->known_dir, s->state_dir) != 0)
+        if (o->known && strcmp(o->known_dir, s->state_dir) != 0) {
                 known_close(o);
+                free(o->servers_seen);
+                o->servers_seen = NULL;
+                o->n_servers_seen = 0;
+        }
         o->s = s;
         return 0;
 }
@@ -124,6 +133,64 @@ static int lookup_declared(struct natsconn *c, struct observed *obs, const struc
         log_debug("%s: every server asked for %zu accounts in %.3f s", why, k, (double)(mono_usec() - t0) / 1e6);
         free(keys);
         return r;
+}
+
+static bool servers_seen_has(const struct operator_backend *o, const char *id) {
+        for (size_t i = 0; i < o->n_servers_seen; i++)
+                if (strcmp(o->servers_seen[i], id) == 0)
+                        return true;
+        return false;
+}
+
+/* Why the first sweep of this process asks every server for the declared
+ * accounts, or NULL: with one server, its CLAIMS.PACK is all there is; with
+ * more, a server the last pass (of any process on this state_dir) did not see
+ * may have been down while pushes went to the others. */
+static char *first_sweep_why(struct operator_backend *o) {
+        const struct observed *obs = o->obs;
+        if (obs->n_servers < 2)
+                return NULL;
+        char *err = NULL;
+        free(o->servers_seen);
+        o->servers_seen = NULL;
+        o->n_servers_seen = 0;
+        if (statedir_servers_load(o->s->state_dir, &o->servers_seen, &o->n_servers_seen, &err) < 0) {
+                log_warning("%s", err);
+                free(err);
+        }
+        if (!o->n_servers_seen)
+                return xasprintf("first sweep on %zu servers, none known from state_dir", obs->n_servers);
+        for (size_t i = 0; i < obs->n_servers; i++)
+                if (!servers_seen_has(o, obs->servers[i].id))
+                        return xasprintf("first sweep: server %s was not seen by the last pass",
+                                         obs->servers[i].name ? obs->servers[i].name : obs->servers[i].id);
+        return NULL;
+}
+
+/* After a whole pass that ended: the servers it saw, when they changed. */
+static void servers_seen_save(struct operator_backend *o) {
+        const struct observed *obs = o->obs;
+        bool same = obs->n_servers == o->n_servers_seen;
+        for (size_t i = 0; same && i < obs->n_servers; i++)
+                same = servers_seen_has(o, obs->servers[i].id);
+        if (same)
+                return;
+        char(*ids)[NKEY_PUBLIC_LEN + 1] = xcalloc(obs->n_servers + 1, sizeof(*ids));
+        size_t n = 0;
+        for (size_t i = 0; i < obs->n_servers; i++)
+                if (nkey_public_type(obs->servers[i].id) == NKEY_SERVER)
+                        memcpy(ids[n++], obs->servers[i].id, NKEY_PUBLIC_LEN + 1);
+        char *err = NULL;
+        if (statedir_ensure(o->s->state_dir, &err) < 0 ||
+            statedir_servers_save(o->s->state_dir, (const char(*)[NKEY_PUBLIC_LEN + 1])ids, n, &err) < 0) {
+                log_warning("%s", err);
+                free(err);
+                free(ids);
+                return;
+        }
+        free(o->servers_seen);
+        o->servers_seen = ids;
+        o->n_servers_seen = n;
 }
 
 static int op_plan(struct backend *b, struct natsconn *c, const struct accounts *a, bool whole, struct plan **out,
@@ -173,8 +240,8 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                         const char *joined = observed_index_server_joined(o->idx, o->obs);
                         if (joined)
                                 why = xasprintf("server %s joined since the last sweep", joined);
-                } else if (o->obs->n_servers > 1) {
-                        why = xasprintf("first sweep on %zu servers", o->obs->n_servers);
+                } else {
+                        why = first_sweep_why(o);
                 }
                 if (why) {
                         r = lookup_declared(c, o->obs, a, why, err);
@@ -228,6 +295,8 @@ static int op_apply(struct backend *b, struct natsconn *c, struct plan *p, apply
                 known_save(o);
         if (r < 0)
                 return r;
+        if (o->obs_whole && o->will_apply)
+                servers_seen_save(o);
         /* Created accounts join the known state, so the next edit finds them by name. */
         const char **created = xcalloc(p->n ? p->n : 1, sizeof(*created));
         size_t k = 0;
@@ -260,6 +329,7 @@ static void op_rest(struct backend *b) {
 static void op_free(struct backend *b) {
         struct operator_backend *o = op(b);
         known_close(o);
+        free(o->servers_seen);
         nkey_wipe(&o->signer);
         observed_free(o->obs);
         observed_index_free(o->idx);

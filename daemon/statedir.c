@@ -533,13 +533,18 @@ void statedir_index_free(struct statedir_index *idx) {
 
 #define UNCONFIRMED_FILE "unconfirmed"
 #define UNCONFIRMED_MAX 1000000
+#define SERVERS_FILE "servers"
+#define SERVERS_MAX 4096
 
-int statedir_unconfirmed_load(const char *dir, char (**keys)[NKEY_PUBLIC_LEN + 1], size_t *n, char **err) {
+/* A file of public keys of one type, one per line: what is not such a key is
+ * skipped (both lists only make a pass look closer). */
+static int keylist_load(const char *dir, const char *name, enum nkey_type type, size_t max,
+                        char (**keys)[NKEY_PUBLIC_LEN + 1], size_t *n, char **err) {
         *keys = NULL;
         *n = 0;
-        char *file = path_join(dir, UNCONFIRMED_FILE), *text = NULL;
+        char *file = path_join(dir, name), *text = NULL;
         size_t len = 0;
-        int r = file_read_all(file, (size_t)UNCONFIRMED_MAX * (NKEY_PUBLIC_LEN + 1), &text, &len);
+        int r = file_read_all(file, max * (NKEY_PUBLIC_LEN + 1), &text, &len);
         if (r == -ENOENT) {
                 free(file);
                 return 0;
@@ -555,8 +560,7 @@ int statedir_unconfirmed_load(const char *dir, char (**keys)[NKEY_PUBLIC_LEN + 1
                 if (next)
                         *next++ = 0;
                 str_strip(line);
-                /* Anything else than a key is skipped: the list only makes a pass look closer. */
-                if (strlen(line) != NKEY_PUBLIC_LEN || nkey_public_type(line) != NKEY_ACCOUNT)
+                if (strlen(line) != NKEY_PUBLIC_LEN || nkey_public_type(line) != (int)type)
                         continue;
                 if (*n == cap) {
                         cap = cap ? cap * 2 : 16;
@@ -569,8 +573,10 @@ int statedir_unconfirmed_load(const char *dir, char (**keys)[NKEY_PUBLIC_LEN + 1
         return 0;
 }
 
-int statedir_unconfirmed_save(const char *dir, const char (*keys)[NKEY_PUBLIC_LEN + 1], size_t n, char **err) {
-        char *file = path_join(dir, UNCONFIRMED_FILE);
+/* Replaced whole (fsync'ed, renamed); removed when n is 0. */
+static int keylist_save(const char *dir, const char *name, const char (*keys)[NKEY_PUBLIC_LEN + 1], size_t n,
+                        char **err) {
+        char *file = path_join(dir, name);
         int r = 0;
         if (n == 0) {
                 if (unlink(file) < 0 && errno != ENOENT)
@@ -589,4 +595,20 @@ int statedir_unconfirmed_save(const char *dir, const char (*keys)[NKEY_PUBLIC_LE
                 *err = xasprintf("cannot write %s: %s", file, strerror(-r));
         free(file);
         return r;
+}
+
+int statedir_unconfirmed_load(const char *dir, char (**keys)[NKEY_PUBLIC_LEN + 1], size_t *n, char **err) {
+        return keylist_load(dir, UNCONFIRMED_FILE, NKEY_ACCOUNT, UNCONFIRMED_MAX, keys, n, err);
+}
+
+int statedir_unconfirmed_save(const char *dir, const char (*keys)[NKEY_PUBLIC_LEN + 1], size_t n, char **err) {
+        return keylist_save(dir, UNCONFIRMED_FILE, keys, n, err);
+}
+
+int statedir_servers_load(const char *dir, char (**ids)[NKEY_PUBLIC_LEN + 1], size_t *n, char **err) {
+        return keylist_load(dir, SERVERS_FILE, NKEY_SERVER, SERVERS_MAX, ids, n, err);
+}
+
+int statedir_servers_save(const char *dir, const char (*ids)[NKEY_PUBLIC_LEN + 1], size_t n, char **err) {
+        return keylist_save(dir, SERVERS_FILE, ids, n, err);
 }

@@ -100,3 +100,13 @@ void statedir_index_free(struct statedir_index *idx);
  * *err; save: replaces the file (removes it when n is 0). */
 int statedir_unconfirmed_load(const char *dir, char (**keys)[NKEY_PUBLIC_LEN + 1], size_t *n, char **err);
 int statedir_unconfirmed_save(const char *dir, const char (*keys)[NKEY_PUBLIC_LEN + 1], size_t n, char **err);
+
+/* The servers (their IDs, new at each start of a server) the last whole pass
+ * of run or apply saw, kept in <dir>/servers. A server not among them may
+ * have missed pushes while it was down or not yet started, so the first
+ * sweep of the next process asks every server for the declared accounts;
+ * with no list at all, it does so whenever there is more than one server.
+ * load: 0 (n is 0 when the file does not exist) or negative errno with *err;
+ * save: replaces the file. */
+int statedir_servers_load(const char *dir, char (**ids)[NKEY_PUBLIC_LEN + 1], size_t *n, char **err);
+int statedir_servers_save(const char *dir, const char (*ids)[NKEY_PUBLIC_LEN + 1], size_t n, char **err);

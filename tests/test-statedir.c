@@ -1,7 +1,8 @@
 /* state_dir: seeds written a batch per file and read from those and from the
  * one-file-per-account layout of older versions, found the same way whatever
  * order the folder lists them in, one key per name, ambiguity refused across
- * both layouts, a damaged file refused; the list of unconfirmed pushes. */
+ * both layouts, a damaged file refused; the list of unconfirmed pushes, and
+ * that of the servers the last pass saw. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -471,6 +472,44 @@ static void test_unconfirmed(void **state) {
         free(dir);
 }
 
+/* The servers the last pass saw: server IDs only, an account key or junk
+ * skipped; no file, no servers. */
+static void test_servers_seen(void **state) {
+        char *dir = tmpdir();
+        char *err = NULL;
+        char(*ids)[NKEY_PUBLIC_LEN + 1] = NULL;
+        size_t n = 99;
+        assert_int_equal(statedir_servers_load(dir, &ids, &n, &err), 0);
+        assert_int_equal(n, 0);
+        assert_int_equal(statedir_ensure(dir, &err), 0);
+
+        struct nkey s1, s2, acc;
+        nkey_generate(NKEY_SERVER, &s1);
+        nkey_generate(NKEY_SERVER, &s2);
+        nkey_generate(NKEY_ACCOUNT, &acc);
+        char list[2][NKEY_PUBLIC_LEN + 1];
+        memcpy(list[0], s1.pub, sizeof(list[0]));
+        memcpy(list[1], s2.pub, sizeof(list[1]));
+        assert_int_equal(statedir_servers_save(dir, (const char(*)[NKEY_PUBLIC_LEN + 1])list, 2, &err), 0);
+        assert_int_equal(statedir_servers_load(dir, &ids, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(ids[0], s1.pub);
+        assert_string_equal(ids[1], s2.pub);
+        free(ids);
+        char *file = path_join(dir, "servers");
+        char *text = xasprintf("%s\n%s\nNOTANID\n%s\n", acc.pub, s2.pub, s1.pub);
+        assert_int_equal(file_write_atomic(file, text, strlen(text), 0600), 0);
+        assert_int_equal(statedir_servers_load(dir, &ids, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(ids[0], s2.pub);
+        assert_string_equal(ids[1], s1.pub);
+        free(ids);
+        free(text);
+        free(file);
+        rm_rf(dir);
+        free(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_batch_round_trip),
@@ -478,6 +517,7 @@ int main(void) {
                 cmocka_unit_test(test_ambiguity_across_layouts),
                 cmocka_unit_test(test_damaged_batch_refused),
                 cmocka_unit_test(test_unconfirmed),
+                cmocka_unit_test(test_servers_seen),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

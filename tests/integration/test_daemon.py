@@ -1186,8 +1186,17 @@ class DaemonClusterTest(unittest.TestCase):
         self.assertEqual(c3_streams(), 10, "c3 comes back with the JWT it had")
         self.daemon = Daemon(sb.t["accountd"], sb.conf)
         self.daemon.wait_line(r"^debug: pass 1 finished .* 0 failed", 0, timeout=30)
+        # state_dir/servers kept the servers the last sweep saw (c1 and c2):
+        # c3, started since, is why every server is asked.
+        self.assertTrue(self.daemon.find(r"^debug: first sweep: server \S+ was not seen by the last pass: every "
+                                         r"server asked for 3 accounts in "), self.daemon.text())
         self.assertEqual(c3_streams(), 33, "c3 holds APP's current JWT after the new daemon's first pass:\n"
                          + self.daemon.text())
+        # The same three servers at the next start: CLAIMS.PACK is enough.
+        self.assertEqual(self.daemon.stop(timeout=10), 0, self.daemon.text())
+        self.daemon = Daemon(sb.t["accountd"], sb.conf)
+        self.daemon.wait_line(r"^debug: pass 1 finished .* 0 changed, 0 failed", 0, timeout=30)
+        self.assertFalse(self.daemon.find(r"every server asked"), self.daemon.text())
 
     def test_change_taken_late_is_logged_though_the_file_changed_since(self):
         # Found by the soak (seed 64361036): a push that a hung server took only
