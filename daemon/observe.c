@@ -1051,6 +1051,19 @@ void observed_merge(struct observed *o, struct observed_account *best, size_t n)
                 observed_reindex(o);
         else if (renamed)
                 rebuild_by_name(o);
+        /* A damaged CLAIMS.PACK entry whose JWT another server sent whole is
+         * an account like the others now: its name can be read, so it no
+         * longer holds back the creates of names found nowhere (diff.c). */
+        size_t kept = 0;
+        for (size_t i = 0; i < o->n_damaged; i++) {
+                const struct observed_account *a = observed_find_key(o, o->damaged[i].key);
+                if (a && a->jwt) {
+                        free(o->damaged[i].why);
+                        continue;
+                }
+                o->damaged[kept++] = o->damaged[i];
+        }
+        o->n_damaged = kept;
 }
 
 size_t observed_find_name(const struct observed *o, const char *name, size_t *first) {

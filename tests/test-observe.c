@@ -1197,6 +1197,14 @@ static void test_merge_lookups_into_a_growing_observation(void **state) {
         o->accounts[0].n_servers = 1;
         o->n_accounts = 1;
         observed_reindex(o);
+        /* C's and Q's CLAIMS.PACK entries were damaged; C comes whole from a lookup. */
+        o->damaged = calloc(2, sizeof(*o->damaged));
+        o->n_damaged = 2;
+        for (size_t i = 0; i < 2; i++) {
+                memset(o->damaged[i].key, "CQ"[i], NKEY_PUBLIC_LEN);
+                o->damaged[i].key[0] = 'A';
+                o->damaged[i].why = strdup("0 bytes");
+        }
         /* Three new keys, all below Z, then Z itself: with Z searched for in
          * [Z, B, C, D], the search goes right of C and misses it. */
         struct observed_account best[5] = { merge_entry('B', "B", 2), merge_entry('C', "C", 2),
@@ -1217,6 +1225,9 @@ static void test_merge_lookups_into_a_growing_observation(void **state) {
         size_t first = 0;
         assert_int_equal(observed_find_name(o, "NEW", &first), 1);
         assert_int_equal(observed_find_name(o, "OLD", &first), 0);
+        /* C's name can be read now: only Q is still damaged. */
+        assert_int_equal(o->n_damaged, 1);
+        assert_true(o->damaged[0].key[1] == 'Q');
         observed_free(o);
 }
 
