@@ -594,6 +594,12 @@ int apply_plan(struct natsconn *c, const struct settings *s, const struct nkey *
         ctx.creates = xcalloc(creates ? creates : 1, sizeof(*ctx.creates));
         char *dir_err = NULL;
         bool dir_ok = !creates || statedir_ensure(s->state_dir, &dir_err) == 0;
+        /* Once per process that creates: what a crash mid-write left. */
+        static bool stale_removed;
+        if (creates && dir_ok && !stale_removed) {
+                stale_removed = true;
+                statedir_remove_stale(s->state_dir);
+        }
         size_t k = 0;
         for (size_t i = 0; i < p->n; i++) {
                 if (!plan_action_changes(p->v[i].action))

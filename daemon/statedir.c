@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "names.h"
 #include "secrets.h"
 #include "util.h"
@@ -54,6 +57,30 @@ int statedir_ensure(const char *dir, char **err) {
                 return -EACCES;
         }
         return 0;
+}
+
+void statedir_remove_stale(const char *dir) {
+        DIR *d = opendir(dir);
+        if (!d)
+                return;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                /* <file>.tmp.<pid>, as file_write_atomic names them */
+                const char *t = strstr(de->d_name, ".tmp.");
+                if (!t || t == de->d_name)
+                        continue;
+                char *end = NULL;
+                errno = 0;
+                long pid = strtol(t + 5, &end, 10);
+                if (errno || !end || *end || end == t + 5 || pid <= 0 || pid > INT_MAX)
+                        continue;
+                if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+                        continue;
+                if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+                        log_notice("%s/%s: removed, left by process %ld, which ended while it wrote it", dir,
+                                   de->d_name, pid);
+        }
+        closedir(d);
 }
 
 #define BATCH_SUFFIX ".seeds"

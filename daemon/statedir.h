@@ -9,6 +9,12 @@
 /* Create the folder (and parents) 0700 when missing; refuse one that group or
  * others can enter (-EACCES, *err names the fix). */
 int statedir_ensure(const char *dir, char **err);
+
+/* Removes the temporary files (<file>.tmp.<pid>) that a process which has
+ * ended left in dir while it wrote a file: a .seeds one holds the seeds of
+ * accounts never pushed (a batch is renamed into place before its first
+ * push). One of a process still running, or of unknown state, stays. */
+void statedir_remove_stale(const char *dir);
 /* Two layouts, both read, so that a folder written by an older version
  * keeps working as it is:
  *  - <dir>/<KEY>.seeds (written now): the seeds of one batch of creates, one

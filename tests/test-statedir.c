@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -510,6 +512,35 @@ static void test_servers_seen(void **state) {
         free(dir);
 }
 
+/* What a process that ended mid-write left goes; a live writer's file, and
+ * what only looks like a temporary file, stay. */
+static void test_stale_temporary_files_removed(void **state) {
+        char *dir = tmpdir();
+        char *err = NULL;
+        assert_int_equal(statedir_ensure(dir, &err), 0);
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0)
+                _exit(0);
+        assert_int_equal(waitpid(child, NULL, 0), child);
+        char *dead = xasprintf("%s/AAAA.seeds.tmp.%ld", dir, (long)child);
+        char *live = xasprintf("%s/BBBB.seeds.tmp.%ld", dir, (long)getpid());
+        char *other = xasprintf("%s/CCCC.tmp.x1", dir);
+        char *seeds = xasprintf("%s/DDDD.seeds", dir);
+        const char *files[] = { dead, live, other, seeds };
+        for (size_t i = 0; i < 4; i++)
+                assert_int_equal(file_write_atomic(files[i], "x\n", 2, 0600), 0);
+        statedir_remove_stale(dir);
+        struct stat st;
+        assert_int_equal(stat(dead, &st), -1);
+        for (size_t i = 1; i < 4; i++)
+                assert_int_equal(stat(files[i], &st), 0);
+        for (size_t i = 0; i < 4; i++)
+                free((char *)files[i]);
+        rm_rf(dir);
+        free(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_batch_round_trip),
@@ -518,6 +549,7 @@ int main(void) {
                 cmocka_unit_test(test_damaged_batch_refused),
                 cmocka_unit_test(test_unconfirmed),
                 cmocka_unit_test(test_servers_seen),
+                cmocka_unit_test(test_stale_temporary_files_removed),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
