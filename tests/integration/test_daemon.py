@@ -1208,7 +1208,10 @@ class DaemonClusterTest(unittest.TestCase):
         # removed): the daemon forgot the unconfirmed change at the re-read,
         # and the next pass found nothing to do.
         sb = self.sb
-        sb.set_setting("request_timeout", "1s")
+        # Not less: with c3 stopped, c1 holds back a client whose messages
+        # go to c3's full route for up to 1 s each (nats-server's stall of a
+        # producer), and under load a 1 s timeout then never saw c1 answer.
+        sb.set_setting("request_timeout", "3s")
         # Connected to c1 (it finds c2 and c3 by itself): c3, stopped, only misses the push.
         sb.set_setting("servers", sb.servers[0].url)
         example = sb.read("accounts.yaml")
