@@ -461,9 +461,11 @@ class PartialCreateTest(unittest.TestCase):
     def out(self, r):
         return "exit %d\n--- stdout\n%s--- stderr\n%s" % (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
 
-    def keys_by_name(self, node):
+    def keys_by_name(self, node, damaged_ok=False):
         """name -> set of keys of the JWTs in one server's resolver folder. The server
-        truncates a file before it writes it: one read in between is read again."""
+        truncates a file before it writes it: one read in between is read again.
+        damaged_ok: a file that stays cut short (its server was killed as it
+        wrote it, daemon bug 9) is left out, not waited for."""
         names = {}
         folder = os.path.join(self.sb.path(node), "jwt")
         for f in os.listdir(folder):
@@ -474,7 +476,13 @@ class PartialCreateTest(unittest.TestCase):
                 with open(os.path.join(folder, f)) as fh:
                     text = fh.read()
                 return text if text.count(".") == 2 else None
-            claims = harness.jwt_claims(harness.poll(complete, 10, "%s's %s written whole" % (node, f)))
+            try:
+                text = harness.poll(complete, 2 if damaged_ok else 10, "%s's %s written whole" % (node, f))
+            except harness.HarnessError:
+                if damaged_ok:
+                    continue
+                raise
+            claims = harness.jwt_claims(text)
             names.setdefault(claims.get("name"), set()).add(claims["sub"])
         return names
 
@@ -499,7 +507,9 @@ class PartialCreateTest(unittest.TestCase):
         c3.stop()
         c3.start()
         self.sb.wait_system_api(3, timeout=30)
-        before = self.keys_by_name("c3")
+        # SIGKILLed as it wrote one, c3 may keep a JWT cut short: the retry
+        # below must push that account to it again (then checked whole).
+        before = self.keys_by_name("c3", damaged_ok=True)
         self.assertLess(len(before), self.N, "c3 should have missed most creates")
 
         # The retry talks to c3: its CLAIMS.PACK lacks what it missed.
