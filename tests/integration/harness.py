@@ -618,7 +618,9 @@ class Cluster(Sandbox):
             leaders = {((r.get("data") or {}).get("meta_cluster") or {}).get("leader") for r in replies}
             return len(leaders) == 1 and None not in leaders and "" not in leaders
 
-        poll(meta_leader, 30, "a JetStream meta leader all %d servers agree on" % self.size, interval=0.2)
+        # 60 s: on a loaded CI host 2.10.23 once took more than 30 (its
+        # elections time out after seconds, and each may need more than one).
+        poll(meta_leader, 60, "a JetStream meta leader all %d servers agree on" % self.size, interval=0.2)
 
     def cleanup(self):
         super().cleanup()
