@@ -1106,17 +1106,11 @@ class DaemonClusterTest(unittest.TestCase):
         p = self.daemon.wait_pass_after(0, timeout=30)
         self.assertEqual((p["changed"], p["failed"]), (0, 0), self.daemon.text())
 
-    def test_server_back_with_an_old_store_gets_the_current_jwt(self):
-        # Found by tests/convergence: a node down while an edit was applied to
-        # the others came back with the JWTs it had (the resolvers sync only
-        # every few minutes, `interval` in the server's resolver block), and a
-        # client of APP on it got the old limits. The daemon's sweeps read
-        # CLAIMS.PACK from one server (any) and came only at the next resync.
-        # Now the server's first heartbeat brings a sweep at once, and a sweep
-        # that meets a server the last one did not see asks every server for
-        # the declared accounts. No resync here: only that can catch c3 up.
+    def edit_while_c3_is_down(self):
+        """A daemon's first pass, c3 SIGKILLed, a sweep without it, then APP's
+        max_streams 10 -> 33 applied by c1 and c2. Returns (c3's server, not
+        started again yet; the log mark before the edit)."""
         sb = self.sb
-        sb.set_setting("resync_interval", "0")
         self.daemon = Daemon(sb.t["accountd"], sb.conf)
         self.daemon.wait_line(r"^debug: pass 1 finished .* 0 failed", 0, timeout=30)
         c3 = sb.servers[2]
@@ -1133,6 +1127,20 @@ class DaemonClusterTest(unittest.TestCase):
         since = self.daemon.mark()
         save_atomic(sb.accounts_file, sb.read("accounts.yaml").replace("max_streams: 10\n", "max_streams: 33\n"))
         self.daemon.wait_line(r"^APP updated: max_streams 10 -> 33$", since, timeout=30)
+        return again, since
+
+    def test_server_back_with_an_old_store_gets_the_current_jwt(self):
+        # Found by tests/convergence: a node down while an edit was applied to
+        # the others came back with the JWTs it had (the resolvers sync only
+        # every few minutes, `interval` in the server's resolver block), and a
+        # client of APP on it got the old limits. The daemon's sweeps read
+        # CLAIMS.PACK from one server (any) and came only at the next resync.
+        # Now the server's first heartbeat brings a sweep at once, and a sweep
+        # that meets a server the last one did not see asks every server for
+        # the declared accounts. No resync here: only that can catch c3 up.
+        sb = self.sb
+        sb.set_setting("resync_interval", "0")
+        again, since = self.edit_while_c3_is_down()
         key = sb.account_keys()["APP"]
 
         def c3_streams():
@@ -1163,20 +1171,7 @@ class DaemonClusterTest(unittest.TestCase):
         # Any server may answer CLAIMS.PACK (a queue group): without the fix
         # this fails whenever c1 or c2 answers, two times in three.
         sb.set_setting("servers", sb.servers[0].url)
-        self.daemon = Daemon(sb.t["accountd"], sb.conf)
-        self.daemon.wait_line(r"^debug: pass 1 finished .* 0 failed", 0, timeout=30)
-        c3 = sb.servers[2]
-        again = c3.again()
-        os.kill(c3.proc.pid, signal.SIGKILL)
-        c3.proc.wait(timeout=10)
-        sb.servers[2] = again
-        since = self.daemon.mark()
-        self.daemon.signal(signal.SIGHUP)
-        i, _, _ = self.daemon.wait_line(r"^debug: pass \d+ started \(full\)", since, timeout=10)
-        self.daemon.wait_line(r"^debug: pass \d+ finished .* 0 failed", i, timeout=30)
-        since = self.daemon.mark()
-        save_atomic(sb.accounts_file, sb.read("accounts.yaml").replace("max_streams: 10\n", "max_streams: 33\n"))
-        self.daemon.wait_line(r"^APP updated: max_streams 10 -> 33$", since, timeout=30)
+        again, since = self.edit_while_c3_is_down()
         self.assertEqual(self.daemon.stop(timeout=10), 0, self.daemon.text(since))
         self.daemon = None
         key = sb.account_keys()["APP"]
