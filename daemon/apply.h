@@ -23,7 +23,6 @@ int signer_load(const struct settings *s, struct nkey *out, char **err);
 int plan_with_state(struct natsconn *c, struct observed *obs, const struct accounts *a,
                     const struct plan_options *opt, struct plan **out, char **err);
 
-/* Called for each account once its outcome is known (for logs). */
 /* The iat of a JWT about to be pushed for account key (a create: observed_iat
  * 0): now, or later than the iat of the JWT it replaces, and later than any
  * this process pushed for that key before. Servers keep the newest JWT: one
@@ -33,6 +32,7 @@ int plan_with_state(struct natsconn *c, struct observed *obs, const struct accou
  * ahead of the clock. */
 int64_t apply_iat_after(const char *key, int64_t observed_iat, int64_t now);
 
+/* Called for each account once its outcome is known (for logs). */
 typedef void (*apply_done_fn)(void *userdata, const struct plan_entry *e, bool ok);
 
 /* Push every changing entry of p. Entries that fail become PLAN_ERROR with the

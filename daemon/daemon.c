@@ -127,18 +127,12 @@ struct unlogged_change {
 
 /* ---- small helpers ---- */
 
+/* The loop's clock: it stays at the iteration's wake-up for the whole pass,
+ * so what times a pass is mono_usec() (util.h). */
 static uint64_t now_usec(struct daemon *d) {
         uint64_t t = 0;
         sd_event_now(d->ev, CLOCK_MONOTONIC, &t);
         return t;
-}
-
-/* The clock itself: sd_event_now() stays at the loop iteration's wake-up for the
- * whole pass, so it cannot time one. */
-static uint64_t clock_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static void status(struct daemon *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -204,7 +198,7 @@ static void want_full(struct daemon *d) {
 static int arm_timer(struct daemon *d, sd_event_source **src, uint64_t usec_from_now, sd_event_time_handler_t cb) {
         /* From the clock, not the loop's wake-up: a retry armed after a pass that
          * waited out request_timeout would otherwise fire at once. */
-        uint64_t when = clock_usec() + usec_from_now;
+        uint64_t when = mono_usec() + usec_from_now;
         if (*src) {
                 sd_event_source_set_time(*src, when);
                 return sd_event_source_set_enabled(*src, SD_EVENT_ONESHOT);
@@ -662,7 +656,7 @@ static uint64_t backoff_usec(unsigned attempt) {
 static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 static void finish_pass(struct daemon *d, const struct pass_result *res, uint64_t started) {
-        uint64_t took = clock_usec() - started;
+        uint64_t took = mono_usec() - started;
         if (d->stopping) {
                 log_event(LOG_DEBUG, MSGID_PASS_FINISHED, NULL, 0, "pass %lu stopped after %.3f ms: %zu changed", d->passes,
                           (double)took / 1000.0, res->changed);
@@ -731,7 +725,7 @@ static void run_pass(struct daemon *d) {
                 d->pass_wanted = true;
                 return;
         }
-        uint64_t started = clock_usec();
+        uint64_t started = mono_usec();
         d->last_pass_start = now_usec(d);
         d->passes++;
         if (d->full_wanted) {
@@ -803,7 +797,7 @@ static int on_extend_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
         if (!d->pass_running || (d->ready_sent && !d->reloading))
                 return 0;
-        uint64_t quiet = clock_usec() - atomic_load(&d->progress);
+        uint64_t quiet = mono_usec() - atomic_load(&d->progress);
         if (quiet < EXTEND_BY_USEC)
                 sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu", (unsigned long long)EXTEND_BY_USEC);
         arm_timer(d, &d->extend_src, EXTEND_EVERY_USEC, on_extend_timer);
