@@ -394,6 +394,9 @@ class StandaloneTest(ConfigCase):
         import subprocess
         sb = self.sb
         sb.set_setting("request_timeout", "20s")
+        # The "in sync" status line awaited below, when a reload answered
+        # before the server could be stopped, is a debug line.
+        sb.set_setting("log_level", "debug")
         log_path = os.path.join(sb.root, "daemon.log")
         log = open(log_path, "wb")
         d = subprocess.Popen([sb.t["accountd"], "-c", sb.conf, "run"], stdout=log, stderr=subprocess.STDOUT)
