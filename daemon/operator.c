@@ -207,8 +207,9 @@ static int op_plan(struct backend *b, struct natsconn *c, const struct accounts 
                 if ((r = observe_all(c, expected, known_open(o), &o->obs, err)) < 0)
                         return r;
                 o->obs_whole = true;
-                log_debug("CLAIMS.PACK: %zu account JWTs in %.3f s; signatures checked: %zu, known (%s): %zu",
-                          o->obs->n_accounts, (double)o->obs->pack_usec / 1e6, o->obs->sigs_checked,
+                log_debug("%zu server%s; CLAIMS.PACK: %zu account JWTs in %.3f s; signatures checked: %zu, known (%s): %zu",
+                          o->obs->n_servers, o->obs->n_servers == 1 ? "" : "s", o->obs->n_accounts,
+                          (double)o->obs->pack_usec / 1e6, o->obs->sigs_checked,
                           JWT_CACHE_FILE, o->obs->sigs_known);
                 /* A server's copy that is not a JWT (cut short when that
                  * server was killed as it wrote it): ask every server for

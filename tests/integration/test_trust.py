@@ -69,6 +69,8 @@ class AttributionTest(unittest.TestCase):
         self.daemon = Daemon(self.sb.t["accountd"], self.sb.conf)
         first = self.daemon.wait_pass_after(0, timeout=20)
         self.assertEqual((first["changed"], first["failed"]), (1, 0), self.daemon.text())
+        # c2 must be one of the servers the daemon waits for (see wait_sweep_on).
+        self.daemon.wait_sweep_on(2)
         ids = server_ids(self.sb, 2)
         # Every update now also gets a "jwt updated" that claims to come from c1.
         self.forger = subprocess.Popen(
