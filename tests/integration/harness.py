@@ -579,6 +579,10 @@ class Cluster(Sandbox):
     def __init__(self, size=3):
         super().__init__("cluster")
         self.size = size
+        # A name of its own: a server of another sandbox still retrying a
+        # route to a port one of these servers now listens on (its peer was
+        # killed, as the convergence driver does) is refused, not merged in.
+        self.cluster_name = "C-" + os.path.basename(self.root).rsplit(".", 1)[-1]
         base = self.read("nats-server.conf")
         self.node_confs = []
         for i in range(1, size + 1):
@@ -596,7 +600,8 @@ class Cluster(Sandbox):
             conf = os.path.join(node, "nats-server.conf")
             with open(conf, "w") as f:
                 f.write(text)
-                f.write("cluster {\n  name: C\n  listen: %s:-1\n  routes: [%s]\n}\n" % (LOOPBACK, ", ".join(routes)))
+                f.write("cluster {\n  name: %s\n  listen: %s:-1\n  routes: [%s]\n}\n" % (self.cluster_name, LOOPBACK,
+                                                                                   ", ".join(routes)))
             srv = NatsServer(self.t["server"], conf, node, os.path.join(self.root, "c%d.log" % i))
             self.servers.append(srv)
             srv.start()
