@@ -579,10 +579,6 @@ class Cluster(Sandbox):
     def __init__(self, size=3):
         super().__init__("cluster")
         self.size = size
-        # A name of its own: a server of another sandbox still retrying a
-        # route to a port one of these servers now listens on (its peer was
-        # killed, as the convergence driver does) is refused, not merged in.
-        self.cluster_name = "C-" + os.path.basename(self.root).rsplit(".", 1)[-1]
         base = self.read("nats-server.conf")
         self.node_confs = []
         for i in range(1, size + 1):
@@ -596,6 +592,10 @@ class Cluster(Sandbox):
         self._held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._held.bind((LOOPBACK, 0))
         routes = ["nats-route://%s:%d" % (LOOPBACK, self._held.getsockname()[1])]
+        # A name of its own: a server of another sandbox still retrying a
+        # route to a port one of these servers now listens on (its peer was
+        # killed, as the convergence driver does) is refused, not merged in.
+        self.cluster_name = "C-" + os.path.basename(self.root).rsplit(".", 1)[-1]
         for i, (node, text) in enumerate(self.node_confs, start=1):
             conf = os.path.join(node, "nats-server.conf")
             with open(conf, "w") as f:
