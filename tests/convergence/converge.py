@@ -273,7 +273,7 @@ class Servers:
     def stop(self, i):
         n = self.nodes[i]
         if n.state == "up":
-            os.kill(n.srv.proc.pid, signal.SIGSTOP)
+            harness.sigstop(n.srv.proc.pid)
             n.state = "stopped"
             n.since = time.monotonic()
 
@@ -519,7 +519,7 @@ class PlainRunner:
     def stop(self):
         if self.down or self.stopped or not self.current.running():
             return False
-        self.current.signal(signal.SIGSTOP)
+        harness.sigstop(self.current.pid)
         self.stopped = True
         self.history.unable.append([time.monotonic(), None])
         return True

@@ -136,6 +136,33 @@ def poll(fn, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
+def threads_stopped(pid, task_root="/proc"):
+    """True once every thread of pid is stopped (or ended)."""
+    try:
+        tids = os.listdir("%s/%d/task" % (task_root, pid))
+    except FileNotFoundError:
+        raise HarnessError("process %d is gone" % pid)
+    for tid in tids:
+        try:
+            with open("%s/%d/task/%s/stat" % (task_root, pid, tid)) as f:
+                stat = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+        if stat[stat.rindex(")") + 2] not in "TtZX":
+            return False
+    return True
+
+
+def sigstop(pid, timeout=10):
+    """SIGSTOP pid and return once all its threads have stopped. kill()
+    returns before that: each thread stops only when it next runs, and the
+    one woken to start the stop may wait for a CPU while the others go on.
+    A nats-server went on for up to 16 ms on a loaded host (2 ms idle), long
+    enough to answer a whole pass the test meant it to miss (seen in CI)."""
+    os.kill(pid, signal.SIGSTOP)
+    poll(lambda: threads_stopped(pid), timeout, "process %d to stop on SIGSTOP" % pid, interval=0.0005)
+
+
 def jwt_claims(jwt):
     """The payload of a JWT (the middle part), without checking the signature."""
     parts = jwt.strip().split(".")

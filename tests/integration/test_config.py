@@ -413,7 +413,7 @@ class StandaloneTest(ConfigCase):
                 deadline = time.monotonic() + 20
                 while os.stat(frag).st_mtime_ns == before and time.monotonic() < deadline:
                     time.sleep(0.0005)
-                os.kill(pid, signal.SIGSTOP)
+                harness.sigstop(pid)
                 stopped = True
                 time.sleep(0.3)
                 with open(log_path) as f:

@@ -41,7 +41,7 @@ from sysns import INSIDE_ROOT, SKIP, Namespace, SetupError, log, now_usec, poll,
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
 from run import STORES as BENCH_STORES, accounts_yaml as bench_accounts_yaml  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration"))
-from harness import state_seeds  # noqa: E402
+from harness import state_seeds, threads_stopped  # noqa: E402
 
 ETC = "/etc/nats-accountd"
 CONF = ETC + "/nats-accountd.conf"
@@ -407,6 +407,11 @@ class SystemdTest(unittest.TestCase):
         self.ns.run(["systemctl", "kill", "--signal=SIGSTOP", SERVER_UNIT])
         cont = False
         try:
+            # Stopped only once every thread is (harness.sigstop): seen through
+            # the namespace's own /proc.
+            server_pid = int(self.ns.run(["systemctl", "show", "-pMainPID", "--value", SERVER_UNIT]).stdout)
+            poll(lambda: threads_stopped(server_pid, "/proc/%d/root/proc" % self.ns.pid), 10,
+                 "the server to stop on SIGSTOP", interval=0.001)
             text = accounts_yaml(app_streams=50, app_store="512MiB", orders_store="256MiB")
             self.env.edit_accounts(text)  # an incremental pass against the hung server
             time.sleep(1.0)
