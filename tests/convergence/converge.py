@@ -1326,6 +1326,7 @@ class Run:
                 if isinstance(w, PerNode):
                     w.alternatives = [want_of(b) for b in base]
             self.tolerate_foreign(wants)
+            self.tolerate_unchanged(wants)
             return out, wants
 
         def want_of(m):
@@ -1461,6 +1462,32 @@ class Run:
                 candidates[chosen], PerNode) else "")
             + ("; each account as one of the versions the daemon killed mid-pass pushed" if mix and not isinstance(
                 candidates[chosen], PerNode) and chosen == (1 if per_node else 0) else ""))
+
+    def tolerate_unchanged(self, wants):
+        """No daemon runs, on a cluster (operator mode): a node down or hung
+        since the last check may have been out of sight of every daemon that
+        ran since (seed 91400077: c2 down while two daemons ran, each on the
+        two servers it found; then a bad file). Nothing puts it level until a
+        daemon runs again, so an account it still holds exactly as the last
+        check found it (the same JWT) is what it must show for that account."""
+        if not self.runner.down or self.mode == "config" or not self.prev:
+            return
+        since = self.prev["t"]
+        for n in self.servers.nodes:
+            if n.since < since:
+                continue
+            before = self.prev["jwts"].get(n.name, {})
+            for name, held in self.by_name(self.servers.stored(n)).items():
+                if len(held) != 1 or before.get(held[0][0]) != held[0][1]:
+                    continue
+                st = model.claims_state(held[0][2].get("nats") or {})
+                for w in wants:
+                    exp = w[n.name].get(name) if isinstance(w, PerNode) else None
+                    if exp is None:
+                        continue
+                    w[n.name][name] = {"js": None if exp["js"] is None else st["js"],
+                                       "limits": None if exp["limits"] is None else
+                                       {f: st["limits"].get(f) for f in exp["limits"]}}
 
     def tolerate_foreign(self, wants):
         """No daemon runs (it refused a bad file at start): a managed account that
